@@ -1,0 +1,129 @@
+"""The project's `sluice.yml`: name, SQL dialect, warehouse connection, paths and environments."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from runner.errors import ProjectError
+from runner.yamlfile import Mapping, load_yaml
+
+CONFIG_FILE = "sluice.yml"
+PRODUCTION = "prod"
+IDENTIFIER = re.compile(r"^[a-z_][a-z0-9_]*$")
+ENV_NAME = re.compile(r"^[a-z][a-z0-9_]{0,39}$")
+SUPPORTED_DIALECTS = {"duckdb", "postgres"}
+
+
+@dataclass(frozen=True)
+class EnvironmentConfig:
+    name: str
+    protected: bool = False
+
+
+@dataclass(frozen=True)
+class ProjectConfig:
+    name: str
+    dialect: str = "duckdb"
+    warehouse: str = "default"
+    models_path: str = "models"
+    seeds_path: str = "seeds"
+    tests_path: str = "tests"
+    seed_schema: str = "raw"
+    default_schema: str = "main"
+    threads: int = 4
+    test_changed_only: bool = True
+    environments: dict[str, EnvironmentConfig] = field(default_factory=dict)
+
+    def environment(self, name: str) -> EnvironmentConfig:
+        return self.environments.get(name, EnvironmentConfig(name, protected=name == PRODUCTION))
+
+
+def check_identifier(value: str, what: str, where: Mapping | None = None, key: str | None = None,
+                     file: str | None = None) -> str:
+    """Schema, model and seed names become SQL identifiers: keep them plain and free of `__`."""
+    if not IDENTIFIER.match(value) or "__" in value or value.startswith("sluice"):
+        message = (f"{what} {value!r} is not a valid name: use lower-case letters, digits and single "
+                   "underscores, starting with a letter (double underscores and a 'sluice' prefix "
+                   "are reserved)")
+        if where is not None:
+            raise where.error(key, message)
+        raise ProjectError(message, file=file)
+    return value
+
+
+def check_environment_name(name: str) -> str:
+    if not ENV_NAME.match(name) or "__" in name:
+        raise ProjectError(
+            f"environment name {name!r} is not valid: use 1-40 lower-case letters, digits and single "
+            "underscores, starting with a letter"
+        )
+    return name
+
+
+def load_config(root: Path) -> ProjectConfig:
+    path = root / CONFIG_FILE
+    if not path.is_file():
+        raise ProjectError(
+            f"no {CONFIG_FILE} here; run `sluice init {root}` to start a project", file=path
+        )
+    data = load_yaml(path, CONFIG_FILE)
+    data.check_keys(
+        {"name", "dialect", "warehouse", "paths", "seeds", "default_schema", "environments",
+         "build", "tests", "policies"},
+        CONFIG_FILE,
+    )
+    name = data.get_str("name")
+    if not name:
+        raise data.error(None, "'name' is required: the project's name")
+    dialect = (data.get_str("dialect") or "duckdb").lower()
+    if dialect not in SUPPORTED_DIALECTS:
+        raise data.error("dialect", f"dialect {dialect!r} is not supported; use one of: "
+                         f"{', '.join(sorted(SUPPORTED_DIALECTS))}")
+    paths = data.get_mapping("paths")
+    paths.check_keys({"models", "seeds", "tests"}, "'paths'")
+    seeds = data.get_mapping("seeds")
+    seeds.check_keys({"schema"}, "'seeds'")
+    build = data.get_mapping("build")
+    build.check_keys({"threads"}, "'build'")
+    threads = build.get("threads", 4)
+    if not isinstance(threads, int) or isinstance(threads, bool) or not 1 <= threads <= 64:
+        raise build.error("threads", "'threads' must be a whole number from 1 to 64")
+    tests = data.get_mapping("tests")
+    tests.check_keys({"changed_only"}, "'tests'")
+    changed_only = tests.get("changed_only", True)
+    if not isinstance(changed_only, bool):
+        raise tests.error("changed_only", "'changed_only' must be true or false")
+
+    environments: dict[str, EnvironmentConfig] = {}
+    envs = data.get_mapping("environments")
+    for env_name, env_data in envs.items():
+        if not ENV_NAME.match(env_name) or "__" in env_name:
+            raise envs.error(env_name, f"environment name {env_name!r} is not valid")
+        if env_data is None:
+            env_data = Mapping({}, {}, CONFIG_FILE, envs.line_of(env_name))
+        if not isinstance(env_data, Mapping):
+            raise envs.error(env_name, f"environment {env_name!r} must be a mapping")
+        env_data.check_keys({"protected"}, f"environment {env_name!r}")
+        protected = env_data.get("protected", env_name == PRODUCTION)
+        if not isinstance(protected, bool):
+            raise env_data.error("protected", "'protected' must be true or false")
+        environments[env_name] = EnvironmentConfig(env_name, protected)
+
+    seed_schema = check_identifier(seeds.get_str("schema") or "raw", "seed schema", seeds, "schema")
+    default_schema = data.get_str("default_schema") or "main"
+    check_identifier(default_schema, "default schema", data, "default_schema")
+    return ProjectConfig(
+        name=name,
+        dialect=dialect,
+        warehouse=data.get_str("warehouse") or "default",
+        models_path=paths.get_str("models") or "models",
+        seeds_path=paths.get_str("seeds") or "seeds",
+        tests_path=paths.get_str("tests") or "tests",
+        seed_schema=seed_schema,
+        default_schema=default_schema,
+        threads=threads,
+        test_changed_only=changed_only,
+        environments=environments,
+    )

@@ -1,0 +1,6 @@
+select
+    id as order_id,
+    user_id as customer_id,
+    cast(order_date as date) as order_date,
+    status
+from raw.raw_orders

@@ -1,0 +1,125 @@
+"""Parse one model's SQL with sqlglot: check it is a single query, canonicalise it, find its tables.
+
+The canonical text (parsed, identifiers normalised, regenerated without comments) is what
+fingerprints hash and what later steps parse again, so whitespace, comments and keyword case never
+count as a change.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import sqlglot
+from sqlglot import exp
+from sqlglot.errors import ParseError, TokenError
+from sqlglot.optimizer.normalize_identifiers import normalize_identifiers
+
+from runner.errors import ProjectError
+
+# Nodes that must never appear inside a model: a model reads, it never writes or configures.
+_FORBIDDEN = (
+    exp.Insert, exp.Update, exp.Delete, exp.Merge, exp.Create, exp.Drop, exp.Alter, exp.Command,
+    exp.Set, exp.Pragma, exp.Copy, exp.Attach, exp.Detach, exp.Use, exp.TruncateTable,
+    exp.Transaction, exp.Commit, exp.Rollback, exp.Grant,
+)
+
+
+@dataclass(frozen=True)
+class TableRef:
+    """A table the query reads, as written (lower-cased parts), with the line it is on."""
+
+    parts: tuple[str, ...]
+    line: int | None
+
+    @property
+    def text(self) -> str:
+        return ".".join(self.parts)
+
+
+@dataclass(frozen=True)
+class ParsedQuery:
+    canonical: str
+    refs: tuple[TableRef, ...]
+
+
+def _statement_kind(node: exp.Expr) -> str:
+    return node.key.upper()
+
+
+def parse_query(sql: str, dialect: str, file: str) -> ParsedQuery:
+    """Parse a model or test file: exactly one SELECT (CTEs and set operations allowed)."""
+    try:
+        statements = [s for s in sqlglot.parse(sql, read=dialect) if s is not None]
+    except (ParseError, TokenError) as exc:
+        raise _syntax_error(exc, file) from None
+    if not statements:
+        raise ProjectError("the file holds no SQL query; a model is one SELECT statement", file=file)
+    if len(statements) > 1:
+        line = _first_line(statements[1])
+        raise ProjectError(
+            f"the file holds {len(statements)} statements; a model is exactly one SELECT "
+            "(remove the extra statements)",
+            file=file, line=line,
+        )
+    query = statements[0]
+    if not isinstance(query, exp.Query):
+        raise ProjectError(
+            f"a model must be a SELECT query, found {_statement_kind(query)}; "
+            "Sluice creates and replaces tables itself",
+            file=file, line=_first_line(query),
+        )
+    for node in query.walk():
+        if isinstance(node, _FORBIDDEN):
+            raise ProjectError(
+                f"{_statement_kind(node)} is not allowed inside a model; a model only reads",
+                file=file, line=_first_line(node),
+            )
+    query = normalize_identifiers(query, dialect=dialect)
+    assert isinstance(query, exp.Query)
+    refs = tuple(_table_refs(query, file))
+    return ParsedQuery(canonical=query.sql(dialect=dialect, comments=False), refs=refs)
+
+
+def _cte_names(query: exp.Expr) -> set[str]:
+    return {cte.alias_or_name for cte in query.find_all(exp.CTE)}
+
+
+def _table_refs(query: exp.Expr, file: str) -> list[TableRef]:
+    ctes = _cte_names(query)
+    refs: list[TableRef] = []
+    for table in query.find_all(exp.Table):
+        if not isinstance(table.this, exp.Identifier):
+            raise ProjectError(
+                f"table function {table.this.sql()[:60]!r} is not allowed; read models, seeds "
+                "and declared sources only",
+                file=file, line=_first_line(table),
+            )
+        parts = tuple(p.name for p in table.parts)
+        if len(parts) == 1 and parts[0] in ctes:
+            continue
+        refs.append(TableRef(parts, _first_line(table)))
+    return refs
+
+
+def _first_line(node: exp.Expr) -> int | None:
+    for sub in node.walk():
+        line = sub.meta.get("line") if sub.meta else None
+        if line is not None:
+            return int(line)
+    return None
+
+
+def _syntax_error(exc: ParseError | TokenError, file: str) -> ProjectError:
+    if isinstance(exc, ParseError) and exc.errors:
+        first = exc.errors[0]
+        description = first.get("description") or "syntax error"
+        line = first.get("line")
+        return ProjectError(f"SQL syntax error: {description}", file=file, line=line)
+    return ProjectError(f"SQL syntax error: {str(exc).splitlines()[0]}", file=file)
+
+
+def parse_canonical(canonical: str, dialect: str) -> exp.Query:
+    """Parse text that `parse_query` produced (already checked and normalised)."""
+    query = sqlglot.parse_one(canonical, read=dialect)
+    assert isinstance(query, exp.Query)
+    return query

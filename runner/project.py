@@ -1,0 +1,440 @@
+"""Load a data project from disk: `sluice.yml`, models with their YAML, seeds, sources and tests.
+
+Loading checks everything a plan relies on (one query per model, every table it reads is known,
+no cycles, no duplicate names) and reports each problem with the file and line it comes from.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from runner.config import ProjectConfig, check_identifier, load_config
+from runner.dag import DAG, Cycle
+from runner.errors import ProjectError
+from runner.parsing import ParsedQuery, TableRef, parse_query
+from runner.yamlfile import Mapping, load_yaml
+
+MATERIALIZATIONS = ("table", "view")
+COLUMN_TESTS = ("not_null", "unique", "accepted_values", "relationships")
+
+
+@dataclass(frozen=True)
+class DataTest:
+    """One data test: a column test from YAML (dbt semantics) or a singular SQL test file."""
+
+    kind: str  # not_null | unique | accepted_values | relationships | singular
+    model: str | None
+    column: str | None
+    file: str
+    line: int | None
+    values: tuple[Any, ...] = ()
+    to: str | None = None  # relationships: the model or seed the column must point into
+    field: str | None = None
+    sql: str | None = None  # singular: canonical query returning the failing rows
+    depends_on: tuple[str, ...] = ()
+
+    @property
+    def name(self) -> str:
+        if self.kind == "singular":
+            return Path(self.file).stem
+        return f"{self.kind}({self.model}.{self.column})"
+
+
+@dataclass(frozen=True)
+class Column:
+    name: str
+    description: str = ""
+    tags: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Model:
+    name: str  # schema.table
+    schema: str
+    table: str
+    path: str  # relative to the project root
+    canonical: str
+    depends_on: tuple[str, ...]
+    refs: tuple[TableRef, ...]
+    materialized: str = "table"
+    unique_key: tuple[str, ...] = ()
+    description: str = ""
+    tags: tuple[str, ...] = ()
+    columns: tuple[Column, ...] = ()
+
+
+@dataclass(frozen=True)
+class Seed:
+    name: str
+    schema: str
+    table: str
+    path: str
+    content_hash: str
+    columns: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Source:
+    name: str
+    schema: str
+    table: str
+    columns: tuple[str, ...] | None  # None: not declared, so unknown until the warehouse is asked
+    file: str
+
+
+@dataclass(frozen=True)
+class Project:
+    root: Path
+    config: ProjectConfig
+    models: dict[str, Model]
+    seeds: dict[str, Seed]
+    sources: dict[str, Source]
+    tests: tuple[DataTest, ...]
+    dag: DAG = field(repr=False)
+
+    def node(self, name: str) -> Model | Seed:
+        return self.models.get(name) or self.seeds[name]
+
+    def resolve(self, parts: tuple[str, ...]) -> str | None:
+        return _resolve(parts, self._names)
+
+    @property
+    def _names(self) -> _Names:
+        return _Names.of(self.models, self.seeds, self.sources)
+
+
+@dataclass(frozen=True)
+class _Names:
+    full: dict[str, str]  # "schema.table" -> kind
+    short: dict[str, list[str]]  # "table" -> ["schema.table", ...]
+
+    @classmethod
+    def of(cls, models: dict[str, Any], seeds: dict[str, Any], sources: dict[str, Any]) -> _Names:
+        full: dict[str, str] = {}
+        short: dict[str, list[str]] = {}
+        for kind, names in (("model", models), ("seed", seeds), ("source", sources)):
+            for name in names:
+                full[name] = kind
+                short.setdefault(name.split(".", 1)[1], []).append(name)
+        return cls(full, short)
+
+
+def _resolve(parts: tuple[str, ...], names: _Names) -> str | None:
+    if len(parts) == 2:
+        name = ".".join(parts)
+        return name if name in names.full else None
+    if len(parts) == 1:
+        candidates = names.short.get(parts[0], [])
+        return candidates[0] if len(candidates) == 1 else None
+    return None
+
+
+class ParseCache:
+    """Canonical SQL and table references by file-content hash, so an unchanged file is not parsed.
+
+    The cache is JSON (never pickle): it may sit next to untrusted checkouts.
+    """
+
+    def __init__(self, path: Path | None):
+        self.path = path
+        self.entries: dict[str, Any] = {}
+        self.dirty = False
+        if path is not None and path.is_file():
+            try:
+                self.entries = json.loads(path.read_text())
+            except (OSError, ValueError):
+                self.entries = {}
+
+    def parse(self, sql: str, dialect: str, file: str) -> ParsedQuery:
+        key = hashlib.sha256(f"{dialect}\0{sql}".encode()).hexdigest()
+        hit = self.entries.get(key)
+        if hit is not None:
+            return ParsedQuery(hit[0], tuple(TableRef(tuple(p), line) for p, line in hit[1]))
+        parsed = parse_query(sql, dialect, file)
+        self.entries[key] = [parsed.canonical, [[list(r.parts), r.line] for r in parsed.refs]]
+        self.dirty = True
+        return parsed
+
+    def save(self) -> None:
+        if self.path is None or not self.dirty:
+            return
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(self.entries))
+        tmp.replace(self.path)
+        self.dirty = False
+
+
+def load_project(root: Path | str, cache_dir: Path | None = None) -> Project:
+    """Read and check the whole project under `root`."""
+    root = Path(root).resolve()
+    config = load_config(root)
+    cache = ParseCache(cache_dir / "parse-cache.json" if cache_dir else None)
+    models_dir = root / config.models_path
+
+    parsed: dict[str, tuple[Model, ParsedQuery]] = {}
+    for path in _files(models_dir, (".sql",)):
+        rel = _rel(root, path)
+        schema, table = _model_name(models_dir, path, config, rel)
+        name = f"{schema}.{table}"
+        if name in parsed:
+            raise ProjectError(
+                f"duplicate model name {name!r}: also defined in {parsed[name][0].path}", file=rel
+            )
+        sql = _read(path, rel)
+        query = cache.parse(sql, config.dialect, rel)
+        model = Model(name=name, schema=schema, table=table, path=rel, canonical=query.canonical,
+                      depends_on=(), refs=query.refs)
+        parsed[name] = (model, query)
+
+    seeds = _load_seeds(root, config)
+    for name, seed in seeds.items():
+        if name in parsed:
+            raise ProjectError(
+                f"seed {name!r} has the same name as the model in {parsed[name][0].path}",
+                file=seed.path,
+            )
+
+    sources: dict[str, Source] = {}
+    entries: dict[str, Mapping] = {}
+    yaml_files = [p for p in _files(models_dir, (".yml", ".yaml"))]
+    docs = [(path, load_yaml(path, _rel(root, path))) for path in yaml_files]
+    for _, doc in docs:
+        doc.check_keys({"version", "models", "sources", "seeds", "exposures"}, "a models YAML file")
+        for source in _load_sources(doc, config):
+            if source.name in sources or source.name in parsed or source.name in seeds:
+                raise doc.error("sources", f"source table {source.name!r} is declared twice "
+                                "or has the name of a model or seed")
+            sources[source.name] = source
+
+    names = _Names.of(dict.fromkeys(parsed), seeds, sources)
+    for _, doc in docs:
+        for entry in doc.mappings("models"):
+            entry_name = entry.get_str("name")
+            if not entry_name:
+                raise entry.error(None, "a models entry needs a 'name'")
+            target = _resolve(tuple(entry_name.lower().split(".")), names)
+            if target is None or target not in parsed:
+                raise entry.error("name", f"models entry {entry_name!r} matches no model file "
+                                  f"under {config.models_path}/")
+            if target in entries:
+                raise entry.error("name", f"model {target!r} is described twice (also at "
+                                  f"{entries[target].file}:{entries[target].line})")
+            entries[target] = entry
+
+    models: dict[str, Model] = {}
+    tests: list[DataTest] = []
+    for name, (model, query) in parsed.items():
+        deps = tuple(sorted({_resolve_ref(ref, names, model.path) for ref in query.refs}))
+        meta = entries.get(name)
+        materialized, unique_key, description, tags, columns, column_tests = (
+            _model_meta(meta, name, names) if meta is not None else ("table", (), "", (), (), [])
+        )
+        models[name] = Model(
+            name=name, schema=model.schema, table=model.table, path=model.path,
+            canonical=model.canonical, depends_on=tuple(d for d in deps if d not in sources),
+            refs=model.refs, materialized=materialized, unique_key=unique_key,
+            description=description, tags=tags, columns=columns,
+        )
+        tests.extend(column_tests)
+
+    tests.extend(_load_singular_tests(root, config, cache, names))
+    cache.save()
+
+    graph: dict[str, tuple[str, ...]] = {name: () for name in seeds}
+    graph.update({name: model.depends_on for name, model in models.items()})
+    try:
+        dag = DAG.build(graph)
+    except Cycle as cycle:
+        first = models[cycle.path[0]]
+        raise ProjectError(
+            "dependency cycle: " + " -> ".join(cycle.path) + " (each model reads the next)",
+            file=first.path,
+        ) from None
+    return Project(root=root, config=config, models=models, seeds=seeds, sources=sources,
+                   tests=tuple(tests), dag=dag)
+
+
+def _files(directory: Path, suffixes: tuple[str, ...]) -> Iterator[Path]:
+    if not directory.is_dir():
+        return iter(())
+    return iter(sorted(p for p in directory.rglob("*") if p.suffix in suffixes and p.is_file()))
+
+
+def _rel(root: Path, path: Path) -> str:
+    return path.relative_to(root).as_posix()
+
+
+def _read(path: Path, rel: str) -> str:
+    try:
+        return path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ProjectError(f"cannot read file: {exc}", file=rel) from None
+
+
+def _model_name(models_dir: Path, path: Path, config: ProjectConfig, rel: str) -> tuple[str, str]:
+    parts = path.relative_to(models_dir).parts
+    schema = parts[0].lower() if len(parts) > 1 else config.default_schema
+    table = path.stem.lower()
+    check_identifier(schema, "schema (the folder under models/)", file=rel)
+    check_identifier(table, "model name (the file name)", file=rel)
+    return schema, table
+
+
+def _resolve_ref(ref: TableRef, names: _Names, file: str) -> str:
+    target = _resolve(ref.parts, names)
+    if target is not None:
+        return target
+    if len(ref.parts) == 1 and len(names.short.get(ref.parts[0], [])) > 1:
+        options = ", ".join(sorted(names.short[ref.parts[0]]))
+        raise ProjectError(f"table {ref.text!r} is ambiguous: write one of {options}",
+                           file=file, line=ref.line)
+    raise ProjectError(
+        f"table {ref.text!r} is not a model, a seed or a declared source; declare it under "
+        "'sources:' in a YAML file or add the model",
+        file=file, line=ref.line,
+    )
+
+
+def _load_seeds(root: Path, config: ProjectConfig) -> dict[str, Seed]:
+    seeds: dict[str, Seed] = {}
+    for path in _files(root / config.seeds_path, (".csv",)):
+        rel = _rel(root, path)
+        table = check_identifier(path.stem.lower(), "seed name (the file name)", file=rel)
+        data = path.read_bytes()
+        try:
+            header = next(csv.reader(data.decode("utf-8").splitlines()), None)
+        except UnicodeDecodeError:
+            raise ProjectError("seed files must be UTF-8 CSV", file=rel) from None
+        if not header:
+            raise ProjectError("the seed has no header row", file=rel, line=1)
+        columns = tuple(h.strip().lower() for h in header)
+        if len(set(columns)) != len(columns):
+            raise ProjectError("the seed's header repeats a column name", file=rel, line=1)
+        name = f"{config.seed_schema}.{table}"
+        if name in seeds:
+            raise ProjectError(f"duplicate seed {name!r}", file=rel)
+        seeds[name] = Seed(name=name, schema=config.seed_schema, table=table, path=rel,
+                           content_hash=hashlib.sha256(data).hexdigest(), columns=columns)
+    return seeds
+
+
+def _load_sources(doc: Mapping, config: ProjectConfig) -> Iterator[Source]:
+    for entry in doc.mappings("sources"):
+        entry.check_keys({"name", "schema", "database", "description", "tables", "loader", "meta"},
+                         "a sources entry")
+        source_name = entry.get_str("name")
+        if not source_name:
+            raise entry.error(None, "a sources entry needs a 'name'")
+        schema = (entry.get_str("schema") or source_name).lower()
+        check_identifier(schema, "source schema", entry, "schema" if "schema" in entry else "name")
+        for table in entry.mappings("tables"):
+            table.check_keys({"name", "description", "columns", "identifier", "meta"},
+                             "a source table")
+            table_name = (table.get_str("name") or "").lower()
+            if not table_name:
+                raise table.error(None, "a source table needs a 'name'")
+            check_identifier(table_name, "source table", table, "name")
+            columns = None
+            if "columns" in table:
+                columns = tuple((c.get_str("name") or "").lower() for c in table.mappings("columns"))
+            yield Source(name=f"{schema}.{table_name}", schema=schema, table=table_name,
+                         columns=columns, file=doc.file)
+
+
+def _model_meta(
+    entry: Mapping, name: str, names: _Names
+) -> tuple[str, tuple[str, ...], str, tuple[str, ...], tuple[Column, ...], list[DataTest]]:
+    entry.check_keys({"name", "description", "materialized", "unique_key", "tags", "columns",
+                      "config", "tests", "data_tests", "meta"}, f"model {name!r}")
+    config = entry.get_mapping("config")
+    config.check_keys({"materialized", "unique_key", "tags"}, f"the config of model {name!r}")
+    materialized = (entry.get_str("materialized") or config.get_str("materialized") or "table")
+    if materialized not in MATERIALIZATIONS:
+        where = entry if "materialized" in entry else config
+        raise where.error("materialized", f"materialized {materialized!r} is not supported; use "
+                          f"one of: {', '.join(MATERIALIZATIONS)}")
+    raw_key = entry.get("unique_key", config.get("unique_key"))
+    if raw_key is None:
+        unique_key: tuple[str, ...] = ()
+    elif isinstance(raw_key, str):
+        unique_key = tuple(k.strip().lower() for k in raw_key.split(","))
+    elif isinstance(raw_key, list) and all(isinstance(k, str) for k in raw_key):
+        unique_key = tuple(k.lower() for k in raw_key)
+    else:
+        raise entry.error("unique_key", "'unique_key' must be a column name or a list of them")
+    tags = tuple(str(t) for t in entry.get_list("tags") + config.get_list("tags"))
+    columns: list[Column] = []
+    tests: list[DataTest] = []
+    for col in entry.mappings("columns"):
+        col.check_keys({"name", "description", "tags", "tests", "data_tests", "meta", "data_type"},
+                       f"a column of model {name!r}")
+        col_name = (col.get_str("name") or "").lower()
+        if not col_name:
+            raise col.error(None, f"a column of model {name!r} needs a 'name'")
+        columns.append(Column(col_name, col.get_str("description") or "",
+                              tuple(str(t) for t in col.get_list("tags"))))
+        for key in ("tests", "data_tests"):
+            for item in col.get_list(key):
+                tests.append(_column_test(item, col, key, name, col_name, names))
+    if entry.get_list("tests") or entry.get_list("data_tests"):
+        key = "tests" if "tests" in entry else "data_tests"
+        raise entry.error(key, "model-level tests are not supported; put column tests under "
+                          "'columns' or write a singular test in tests/")
+    return (materialized, unique_key, entry.get_str("description") or "", tags, tuple(columns),
+            tests)
+
+
+def _column_test(item: Any, col: Mapping, key: str, model: str, column: str,
+                 names: _Names) -> DataTest:
+    line = col.line_of(key)
+    if isinstance(item, str):
+        kind, params = item, Mapping({}, {}, col.file, line)
+    elif isinstance(item, Mapping) and len(item) == 1:
+        kind = next(iter(item))
+        line = item.line_of(kind)
+        if not isinstance(item[kind], Mapping):
+            raise item.error(kind, f"test {kind!r} needs a mapping of arguments")
+        params = item[kind]
+    else:
+        raise col.error(key, f"a test of {model}.{column} must be a name or a one-key mapping")
+    if kind not in COLUMN_TESTS:
+        raise ProjectError(f"unknown test {kind!r} on {model}.{column}; built-in tests are: "
+                           f"{', '.join(COLUMN_TESTS)}", file=col.file, line=line)
+    if kind == "accepted_values":
+        params.check_keys({"values", "quote"}, "accepted_values")
+        values = params.get_list("values")
+        if not values:
+            raise params.error(None, f"accepted_values on {model}.{column} needs 'values'")
+        return DataTest(kind, model, column, col.file, line, values=tuple(values))
+    if kind == "relationships":
+        params.check_keys({"to", "field"}, "relationships")
+        to_text = params.get_str("to") or ""
+        to = _resolve(tuple(to_text.lower().split(".")), names) if to_text else None
+        field_name = (params.get_str("field") or "").lower()
+        if to is None or not field_name:
+            raise params.error("to" if "to" in params else None,
+                               f"relationships on {model}.{column} needs 'to' (a model, seed or "
+                               "source) and 'field'")
+        return DataTest(kind, model, column, col.file, line, to=to, field=field_name,
+                        depends_on=(to,))
+    params.check_keys(set(), kind)
+    return DataTest(kind, model, column, col.file, line)
+
+
+def _load_singular_tests(root: Path, config: ProjectConfig, cache: ParseCache,
+                         names: _Names) -> list[DataTest]:
+    tests = []
+    for path in _files(root / config.tests_path, (".sql",)):
+        rel = _rel(root, path)
+        query = cache.parse(_read(path, rel), config.dialect, rel)
+        deps = tuple(sorted({_resolve_ref(ref, names, rel) for ref in query.refs}))
+        tests.append(DataTest("singular", None, None, rel, 1, sql=query.canonical,
+                              depends_on=deps))
+    return tests

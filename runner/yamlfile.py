@@ -1,0 +1,117 @@
+"""Read YAML with ruamel.yaml into plain values that remember the line of every mapping key.
+
+Errors about a key must name the file and the line, so mappings come back as `Mapping` objects: a
+dict plus the line each key sits on. Everything else is plain `list`, `str`, `int`, … .
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from ruamel.yaml import YAML
+from ruamel.yaml.comments import CommentedMap, CommentedSeq
+from ruamel.yaml.error import MarkedYAMLError, YAMLError
+
+from runner.errors import ProjectError
+
+
+class Mapping(dict[str, Any]):
+    """A YAML mapping with the 1-based line of each key and of the mapping itself."""
+
+    def __init__(self, items: dict[str, Any], lines: dict[str, int], file: str, line: int):
+        super().__init__(items)
+        self.lines = lines
+        self.file = file
+        self.line = line
+
+    def line_of(self, key: str) -> int:
+        return self.lines.get(key, self.line)
+
+    def error(self, key: str | None, message: str) -> ProjectError:
+        line = self.line if key is None else self.line_of(key)
+        return ProjectError(message, file=self.file, line=line)
+
+    def check_keys(self, allowed: set[str], what: str) -> None:
+        for key in self:
+            if key not in allowed:
+                raise self.error(
+                    key, f"unknown key {key!r} in {what}; expected one of: {', '.join(sorted(allowed))}"
+                )
+
+    def get_str(self, key: str, default: str | None = None) -> str | None:
+        value = self.get(key, default)
+        if value is not None and not isinstance(value, str):
+            raise self.error(key, f"{key!r} must be a string, got {type(value).__name__}")
+        return value
+
+    def get_mapping(self, key: str) -> Mapping:
+        value = self.get(key)
+        if value is None:
+            return Mapping({}, {}, self.file, self.line_of(key))
+        if not isinstance(value, Mapping):
+            raise self.error(key, f"{key!r} must be a mapping")
+        return value
+
+    def get_list(self, key: str) -> list[Any]:
+        value = self.get(key)
+        if value is None:
+            return []
+        if not isinstance(value, list):
+            raise self.error(key, f"{key!r} must be a list")
+        return value
+
+    def mappings(self, key: str) -> Iterator[Mapping]:
+        for item in self.get_list(key):
+            if not isinstance(item, Mapping):
+                raise self.error(key, f"every entry of {key!r} must be a mapping")
+            yield item
+
+
+def _convert(node: Any, file: str) -> Any:
+    if isinstance(node, CommentedMap):
+        lines: dict[str, int] = {}
+        items: dict[str, Any] = {}
+        for key in node:
+            line = node.lc.key(key)[0] + 1
+            if not isinstance(key, str):
+                raise ProjectError(f"mapping keys must be strings, got {key!r}", file=file, line=line)
+            lines[key] = line
+            items[key] = _convert(node[key], file)
+        return Mapping(items, lines, file, node.lc.line + 1)
+    if isinstance(node, CommentedSeq):
+        return [_convert(item, file) for item in node]
+    return node
+
+
+def load_yaml(path: Path, display: str | None = None) -> Mapping:
+    """Parse one YAML file whose top level must be a mapping (an empty file is an empty mapping)."""
+    name = display or str(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ProjectError(f"cannot read file: {exc}", file=name) from None
+    return parse_yaml(text, name)
+
+
+def parse_yaml(text: str, name: str) -> Mapping:
+    yaml = YAML(typ="rt")
+    yaml.allow_duplicate_keys = False
+    try:
+        data = yaml.load(text)
+    except MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        line = mark.line + 1 if mark is not None else None
+        problem = exc.problem or exc.context or "invalid YAML"
+        raise ProjectError(f"invalid YAML: {problem}", file=name, line=line) from None
+    except YAMLError as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else "invalid YAML"
+        raise ProjectError(f"invalid YAML: {first}", file=name) from None
+    if data is None:
+        return Mapping({}, {}, name, 1)
+    if not isinstance(data, CommentedMap):
+        raise ProjectError("the top level must be a mapping", file=name, line=1)
+    converted = _convert(data, name)
+    assert isinstance(converted, Mapping)
+    return converted
