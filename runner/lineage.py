@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from typing import Any
 
 from sqlglot import exp
 from sqlglot.errors import OptimizeError, SqlglotError
@@ -66,7 +67,7 @@ def model_lineage(
     query = parse_canonical(canonical, dialect)
     tables = _qualify_tables(query, resolve)
     star_tables = frozenset(tables) if _selects_star(query) else frozenset()
-    schema: dict[str, dict[str, dict[str, str]]] = {}
+    schema: dict[str, Any] = {}
     for table in tables:
         cols = upstream_columns.get(table)
         if cols is None:
@@ -157,10 +158,11 @@ def _scope_lineage(scope: Scope, done: dict[int, _ScopeLineage]) -> _ScopeLineag
             (name, refs | (right.outputs[i][1] if i < len(right.outputs) else right.everything()))
             for i, (name, refs) in enumerate(left.outputs)
         ]
-        rows = left.rows | right.rows
+        union_rows = left.rows | right.rows
         if scope.expression.args.get("distinct") is not False:
-            rows |= frozenset().union(*(refs for _, refs in outputs)) if outputs else frozenset()
-        return _ScopeLineage(outputs, rows)
+            for _, refs in outputs:
+                union_rows |= refs
+        return _ScopeLineage(outputs, union_rows)
 
     def resolve(column: exp.Column) -> frozenset[Ref]:
         source = scope.sources.get(column.table)
@@ -182,15 +184,16 @@ def _scope_lineage(scope: Scope, done: dict[int, _ScopeLineage]) -> _ScopeLineag
 
     own = {id(c) for c in scope.columns}
     select = scope.expression
+    assert isinstance(select, exp.Query)
     projections: list[tuple[str, frozenset[Ref]]] = []
     projection_ids: dict[int, int] = {}
     for i, projection in enumerate(select.selects):
         projection_ids[id(projection)] = i
-        refs: set[Ref] = set()
+        found: set[Ref] = set()
         for column in projection.find_all(exp.Column):
             if id(column) in own:
-                refs |= resolve(column)
-        projections.append((projection.alias_or_name, frozenset(refs)))
+                found |= resolve(column)
+        projections.append((projection.alias_or_name, frozenset(found)))
 
     rows: set[Ref] = set()
     for column in scope.columns:
