@@ -1,0 +1,128 @@
+"""What a warehouse engine must do for Sluice, with the SQL built as sqlglot expressions.
+
+An engine subclass supplies connections, transactions, catalog look-ups and seed loading; the
+statements themselves (create, rename, drop, point views) are generated here by sqlglot for the
+engine's dialect, with every identifier quoted, never pasted into strings.
+"""
+
+from __future__ import annotations
+
+import uuid
+from abc import ABC, abstractmethod
+from collections.abc import Iterator, Sequence
+from contextlib import AbstractContextManager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, ClassVar, Protocol
+
+from sqlglot import exp
+
+from runner.naming import TEMP_MARK
+
+
+class Cursor(Protocol):
+    """One thread's connection to the warehouse."""
+
+    def execute(self, sql: str) -> None: ...
+
+    def fetch(self, sql: str) -> tuple[list[str], list[tuple[Any, ...]]]: ...
+
+
+@dataclass(frozen=True)
+class WarehouseObject:
+    schema: str
+    name: str
+    kind: str  # "table" | "view"
+
+
+class Engine(ABC):
+    dialect: ClassVar[str]
+
+    # -- what each engine provides -------------------------------------------------------------
+
+    @abstractmethod
+    def cursor(self) -> AbstractContextManager[Cursor]:
+        """A connection for the calling thread, in autocommit mode."""
+
+    @abstractmethod
+    def transaction(self) -> AbstractContextManager[Cursor]:
+        """A connection inside one transaction: committed on exit, rolled back on error."""
+
+    @abstractmethod
+    def objects(self, schemas: Sequence[str] | None = None) -> list[WarehouseObject]:
+        """Tables and views in these schemas (all schemas when None)."""
+
+    @abstractmethod
+    def schemas(self) -> set[str]: ...
+
+    @abstractmethod
+    def load_csv_sql(self, target: exp.Table, path: Path) -> exp.Query:
+        """A query that reads a CSV file with the engine's type inference."""
+
+    @abstractmethod
+    def close(self) -> None: ...
+
+    # -- statements, generated ------------------------------------------------------------------
+
+    def sql(self, expression: exp.Expr) -> str:
+        return expression.sql(dialect=self.dialect)
+
+    def create_schema(self, cursor: Cursor, schema: str) -> None:
+        node = exp.Create(this=exp.Table(db=exp.to_identifier(schema, quoted=True)), kind="SCHEMA",
+                          exists=True)
+        cursor.execute(self.sql(node))
+
+    def build(self, target: exp.Table, query: exp.Query, materialized: str) -> None:
+        """Create `target` from `query` under a temporary name, then rename it, in one transaction.
+
+        A crash at any point leaves either nothing or the complete object under the target name.
+        A target that already exists can only be the leftover of a build that finished but was
+        never recorded, so it is replaced.
+        """
+        kind = "VIEW" if materialized == "view" else "TABLE"
+        temp_name = f"{target.name}{TEMP_MARK}{uuid.uuid4().hex[:8]}"
+        temp = exp.Table(this=exp.to_identifier(temp_name, quoted=True), db=target.args["db"].copy())
+        with self.transaction() as cursor:
+            self.create_schema(cursor, target.db)
+            cursor.execute(self.sql(exp.Create(this=temp, kind=kind, expression=query)))
+            self._drop_any(cursor, target)
+            rename = exp.Alter(this=temp, kind=kind, actions=[
+                exp.AlterRename(this=exp.Table(this=exp.to_identifier(target.name, quoted=True)))])
+            cursor.execute(self.sql(rename))
+
+    def _drop_any(self, cursor: Cursor, target: exp.Table) -> None:
+        for obj in self.objects([target.db]):
+            if obj.name == target.name:
+                cursor.execute(self.sql(exp.Drop(this=target, kind=obj.kind.upper(), exists=True)))
+
+    def point_views(self, cursor: Cursor, views: Sequence[tuple[exp.Table, exp.Table]]) -> None:
+        """`CREATE OR REPLACE VIEW view AS SELECT * FROM target` for each pair."""
+        for schema in sorted({view.db for view, _ in views}):
+            self.create_schema(cursor, schema)
+        for view, target in views:
+            select = exp.select(exp.Star()).from_(target.copy())
+            cursor.execute(self.sql(exp.Create(this=view, kind="VIEW", replace=True, expression=select)))
+
+    def drop(self, cursor: Cursor, target: exp.Table, kind: str) -> None:
+        cursor.execute(self.sql(exp.Drop(this=target, kind=kind.upper(), exists=True)))
+
+    def drop_schema_if_empty(self, cursor: Cursor, schema: str) -> None:
+        if not self.objects([schema]):
+            node = exp.Drop(this=exp.Table(db=exp.to_identifier(schema, quoted=True)), kind="SCHEMA",
+                            exists=True)
+            cursor.execute(self.sql(node))
+
+    def columns(self, target: exp.Table) -> list[str]:
+        query = exp.select(exp.Star()).from_(target.copy()).limit(0)
+        with self.cursor() as cursor:
+            names, _ = cursor.fetch(self.sql(query))
+        return [n.lower() for n in names]
+
+    def fetch(self, query: exp.Expr) -> tuple[list[str], list[tuple[Any, ...]]]:
+        with self.cursor() as cursor:
+            return cursor.fetch(self.sql(query))
+
+    def iter_objects(self, prefix: str) -> Iterator[WarehouseObject]:
+        for obj in self.objects():
+            if obj.schema.startswith(prefix):
+                yield obj

@@ -1,0 +1,326 @@
+"""The state store: snapshots, environments and their history (SQLAlchemy Core).
+
+A SQLite file by default, a PostgreSQL URL for a server. It is the source of truth for what exists
+in the warehouse and which environment points where. The schema is versioned: each migration is a
+step in `MIGRATIONS`, applied once, in order.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection
+from sqlalchemy.exc import SQLAlchemyError
+
+from runner.errors import EnvError, StateError
+
+metadata = sa.MetaData()
+
+schema_version = sa.Table(
+    "sluice_schema_version", metadata,
+    sa.Column("version", sa.Integer, primary_key=True),
+    sa.Column("applied_at", sa.Float, nullable=False),
+)
+
+snapshots = sa.Table(
+    "sluice_snapshots", metadata,
+    sa.Column("fingerprint", sa.String(64), primary_key=True),
+    sa.Column("name", sa.String(255), nullable=False, index=True),
+    sa.Column("kind", sa.String(16), nullable=False),
+    sa.Column("physical_schema", sa.String(255), nullable=False),
+    sa.Column("physical_table", sa.String(255), nullable=False),
+    sa.Column("materialized", sa.String(16), nullable=False),
+    sa.Column("data_version", sa.String(64), nullable=False),
+    sa.Column("canonical", sa.Text, nullable=False),
+    sa.Column("parents", sa.Text, nullable=False),
+    sa.Column("columns", sa.Text, nullable=False),
+    sa.Column("reads_physical", sa.Text, nullable=False),
+    sa.Column("reused_from", sa.String(64)),
+    sa.Column("created_at", sa.Float, nullable=False),
+    sa.Column("build_seconds", sa.Float, nullable=False, default=0.0),
+    sa.Column("last_referenced_at", sa.Float, nullable=False),
+    sa.Column("dropped_at", sa.Float),
+)
+
+environments = sa.Table(
+    "sluice_environments", metadata,
+    sa.Column("name", sa.String(64), primary_key=True),
+    sa.Column("created_at", sa.Float, nullable=False),
+    sa.Column("updated_at", sa.Float, nullable=False),
+    sa.Column("expires_at", sa.Float),
+)
+
+environment_models = sa.Table(
+    "sluice_environment_models", metadata,
+    sa.Column("environment", sa.String(64), primary_key=True),
+    sa.Column("name", sa.String(255), primary_key=True),
+    sa.Column("fingerprint", sa.String(64), nullable=False, index=True),
+)
+
+environment_history = sa.Table(
+    "sluice_environment_history", metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("environment", sa.String(64), nullable=False, index=True),
+    sa.Column("action", sa.String(16), nullable=False),  # plan | promote | rollback | drop
+    sa.Column("source", sa.String(64)),
+    sa.Column("created_at", sa.Float, nullable=False),
+    sa.Column("before", sa.Text, nullable=False),
+    sa.Column("after", sa.Text, nullable=False),
+    sa.Column("rolled_back", sa.Boolean, nullable=False, default=False),
+)
+
+# Each migration creates what it introduced; later issues append steps here.
+MIGRATIONS: list[Callable[[Connection], None]] = [
+    lambda conn: metadata.create_all(
+        conn, tables=[snapshots, environments, environment_models, environment_history]),
+]
+
+
+@dataclass(frozen=True)
+class SnapshotRecord:
+    fingerprint: str
+    name: str
+    kind: str
+    physical_schema: str
+    physical_table: str
+    materialized: str
+    data_version: str
+    canonical: str
+    parents: Mapping[str, str]
+    columns: tuple[str, ...]
+    reads_physical: tuple[str, ...] = ()
+    reused_from: str | None = None
+    created_at: float = 0.0
+    build_seconds: float = 0.0
+    last_referenced_at: float = 0.0
+
+    @property
+    def physical(self) -> str:
+        return f"{self.physical_schema}.{self.physical_table}"
+
+
+@dataclass(frozen=True)
+class EnvironmentRecord:
+    name: str
+    created_at: float
+    updated_at: float
+    expires_at: float | None
+    models: Mapping[str, str] = field(default_factory=dict)  # model name -> fingerprint
+
+
+@dataclass(frozen=True)
+class HistoryEntry:
+    id: int
+    environment: str
+    action: str
+    source: str | None
+    created_at: float
+    before: Mapping[str, str]
+    after: Mapping[str, str]
+    rolled_back: bool
+
+
+class StateStore:
+    def __init__(self, url: str):
+        self.url = url
+        kwargs: dict[str, Any] = {}
+        if url.startswith("sqlite"):
+            kwargs["connect_args"] = {"timeout": 30, "check_same_thread": False}
+        try:
+            self.engine = sa.create_engine(url, future=True, **kwargs)
+            self._migrate()
+        except SQLAlchemyError as exc:
+            raise StateError(f"cannot open the state store: {_redact(url)}: {exc.__class__.__name__}: "
+                             f"{str(exc).splitlines()[0]}") from None
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    # -- schema ---------------------------------------------------------------------------------
+
+    def _migrate(self) -> None:
+        with self.engine.begin() as conn:
+            schema_version.create(conn, checkfirst=True)
+            current = conn.execute(sa.select(sa.func.max(schema_version.c.version))).scalar() or 0
+            if current > len(MIGRATIONS):
+                raise StateError(f"the state store is at schema version {current}, newer than this "
+                                 f"Sluice understands ({len(MIGRATIONS)}); upgrade Sluice")
+            for version in range(current + 1, len(MIGRATIONS) + 1):
+                MIGRATIONS[version - 1](conn)
+                conn.execute(schema_version.insert().values(version=version, applied_at=time.time()))
+
+    @property
+    def version(self) -> int:
+        with self.engine.connect() as conn:
+            return int(conn.execute(sa.select(sa.func.max(schema_version.c.version))).scalar() or 0)
+
+    @contextmanager
+    def begin(self) -> Iterator[Connection]:
+        with self.engine.begin() as conn:
+            yield conn
+
+    # -- snapshots ------------------------------------------------------------------------------
+
+    def snapshots(self, names: Iterable[str] | None = None,
+                  fingerprints: Iterable[str] | None = None) -> dict[str, SnapshotRecord]:
+        """Live snapshots (not dropped) by fingerprint."""
+        query = sa.select(snapshots).where(snapshots.c.dropped_at.is_(None))
+        if names is not None:
+            query = query.where(snapshots.c.name.in_(list(names)))
+        if fingerprints is not None:
+            query = query.where(snapshots.c.fingerprint.in_(list(fingerprints)))
+        with self.engine.connect() as conn:
+            return {row.fingerprint: _snapshot(row) for row in conn.execute(query)}
+
+    def add_snapshot(self, record: SnapshotRecord, conn: Connection | None = None) -> None:
+        values = {
+            "fingerprint": record.fingerprint, "name": record.name, "kind": record.kind,
+            "physical_schema": record.physical_schema, "physical_table": record.physical_table,
+            "materialized": record.materialized, "data_version": record.data_version,
+            "canonical": record.canonical, "parents": json.dumps(dict(record.parents), sort_keys=True),
+            "columns": json.dumps(list(record.columns)),
+            "reads_physical": json.dumps(list(record.reads_physical)),
+            "reused_from": record.reused_from, "created_at": record.created_at or time.time(),
+            "build_seconds": record.build_seconds,
+            "last_referenced_at": record.last_referenced_at or time.time(), "dropped_at": None,
+        }
+        with self._conn(conn) as c:
+            # A dropped record with the same fingerprint is replaced by the rebuilt one.
+            c.execute(snapshots.delete().where(snapshots.c.fingerprint == record.fingerprint))
+            c.execute(snapshots.insert().values(**values))
+
+    def mark_dropped(self, fingerprints: Iterable[str], conn: Connection | None = None) -> None:
+        with self._conn(conn) as c:
+            c.execute(snapshots.update().where(snapshots.c.fingerprint.in_(list(fingerprints)))
+                      .values(dropped_at=time.time()))
+
+    @contextmanager
+    def _conn(self, conn: Connection | None) -> Iterator[Connection]:
+        if conn is not None:
+            yield conn
+        else:
+            with self.engine.begin() as c:
+                yield c
+
+    # -- environments ---------------------------------------------------------------------------
+
+    def environment(self, name: str) -> EnvironmentRecord | None:
+        with self.engine.connect() as conn:
+            row = conn.execute(sa.select(environments).where(environments.c.name == name)).first()
+            if row is None:
+                return None
+            models = dict(conn.execute(
+                sa.select(environment_models.c.name, environment_models.c.fingerprint)
+                .where(environment_models.c.environment == name)).tuples().all())
+        return EnvironmentRecord(row.name, row.created_at, row.updated_at, row.expires_at, models)
+
+    def environments(self) -> list[EnvironmentRecord]:
+        with self.engine.connect() as conn:
+            rows = conn.execute(sa.select(environments).order_by(environments.c.name)).all()
+            models: dict[str, dict[str, str]] = {}
+            for env, model, fp in conn.execute(sa.select(environment_models)).tuples():
+                models.setdefault(env, {})[model] = fp
+        return [EnvironmentRecord(r.name, r.created_at, r.updated_at, r.expires_at, models.get(r.name, {}))
+                for r in rows]
+
+    def set_environment(self, name: str, models: Mapping[str, str], action: str,
+                        source: str | None = None,
+                        apply: Callable[[], None] | None = None) -> int:
+        """Record that `name` now points at these snapshots, and run `apply` (the warehouse
+        change) inside the same state transaction: if `apply` fails, the state is unchanged."""
+        now = time.time()
+        with self.engine.begin() as conn:
+            existing = conn.execute(sa.select(environments.c.name).where(
+                environments.c.name == name)).first()
+            before = dict(conn.execute(
+                sa.select(environment_models.c.name, environment_models.c.fingerprint)
+                .where(environment_models.c.environment == name)).tuples().all())
+            if existing is None:
+                conn.execute(environments.insert().values(name=name, created_at=now, updated_at=now,
+                                                          expires_at=None))
+            else:
+                conn.execute(environments.update().where(environments.c.name == name)
+                             .values(updated_at=now, expires_at=None))
+            conn.execute(environment_models.delete().where(environment_models.c.environment == name))
+            if models:
+                conn.execute(environment_models.insert(), [
+                    {"environment": name, "name": model, "fingerprint": fp} for model, fp in models.items()])
+            result = conn.execute(environment_history.insert().values(
+                environment=name, action=action, source=source, created_at=now,
+                before=json.dumps(before, sort_keys=True), after=json.dumps(dict(models), sort_keys=True),
+                rolled_back=False))
+            touched = set(before.values()) | set(models.values())
+            if touched:
+                conn.execute(snapshots.update().where(snapshots.c.fingerprint.in_(list(touched)))
+                             .values(last_referenced_at=now))
+            if apply is not None:
+                apply()
+            key = result.inserted_primary_key
+            return int(key[0]) if key else 0
+
+    def history(self, name: str) -> list[HistoryEntry]:
+        with self.engine.connect() as conn:
+            rows = conn.execute(sa.select(environment_history)
+                                .where(environment_history.c.environment == name)
+                                .order_by(environment_history.c.id.desc())).all()
+        return [HistoryEntry(r.id, r.environment, r.action, r.source, r.created_at,
+                             json.loads(r.before), json.loads(r.after), bool(r.rolled_back)) for r in rows]
+
+    def mark_rolled_back(self, entry_id: int) -> None:
+        with self.engine.begin() as conn:
+            conn.execute(environment_history.update().where(environment_history.c.id == entry_id)
+                         .values(rolled_back=True))
+
+    def delete_environment(self, name: str, apply: Callable[[], None] | None = None) -> None:
+        now = time.time()
+        with self.engine.begin() as conn:
+            before = dict(conn.execute(
+                sa.select(environment_models.c.name, environment_models.c.fingerprint)
+                .where(environment_models.c.environment == name)).tuples().all())
+            found = conn.execute(environments.delete().where(environments.c.name == name)).rowcount
+            if not found:
+                raise EnvError(f"there is no environment {name!r}; `sluice env list` shows them")
+            conn.execute(environment_models.delete().where(environment_models.c.environment == name))
+            conn.execute(environment_history.insert().values(
+                environment=name, action="drop", source=None, created_at=now,
+                before=json.dumps(before, sort_keys=True), after="{}", rolled_back=False))
+            if before:
+                conn.execute(snapshots.update().where(snapshots.c.fingerprint.in_(list(before.values())))
+                             .values(last_referenced_at=now))
+            if apply is not None:
+                apply()
+
+    def mark_expiry(self, name: str, at: float) -> None:
+        with self.engine.begin() as conn:
+            found = conn.execute(environments.update().where(environments.c.name == name)
+                                 .values(expires_at=at)).rowcount
+        if not found:
+            raise EnvError(f"there is no environment {name!r}")
+
+    def referenced_fingerprints(self) -> set[str]:
+        with self.engine.connect() as conn:
+            return set(conn.execute(sa.select(environment_models.c.fingerprint).distinct()).scalars())
+
+
+def _snapshot(row: Any) -> SnapshotRecord:
+    return SnapshotRecord(
+        fingerprint=row.fingerprint, name=row.name, kind=row.kind, physical_schema=row.physical_schema,
+        physical_table=row.physical_table, materialized=row.materialized,
+        data_version=row.data_version, canonical=row.canonical, parents=json.loads(row.parents),
+        columns=tuple(json.loads(row.columns)), reads_physical=tuple(json.loads(row.reads_physical)),
+        reused_from=row.reused_from, created_at=row.created_at, build_seconds=row.build_seconds,
+        last_referenced_at=row.last_referenced_at,
+    )
+
+
+def _redact(url: str) -> str:
+    try:
+        return sa.engine.make_url(url).render_as_string(hide_password=True)
+    except SQLAlchemyError:
+        return "<state url>"
