@@ -72,6 +72,14 @@ class Engine(ABC):
                           exists=True)
         cursor.execute(self.sql(node))
 
+    def ensure_schemas(self, schemas: set[str]) -> None:
+        """Create missing schemas up front: concurrent builds must not race to create one."""
+        missing = schemas - self.schemas()
+        if missing:
+            with self.transaction() as cursor:
+                for schema in sorted(missing):
+                    self.create_schema(cursor, schema)
+
     def build(self, target: exp.Table, query: exp.Query, materialized: str) -> None:
         """Create `target` from `query` under a temporary name, then rename it, in one transaction.
 
@@ -83,7 +91,6 @@ class Engine(ABC):
         temp_name = f"{target.name}{TEMP_MARK}{uuid.uuid4().hex[:8]}"
         temp = exp.Table(this=exp.to_identifier(temp_name, quoted=True), db=target.args["db"].copy())
         with self.transaction() as cursor:
-            self.create_schema(cursor, target.db)
             cursor.execute(self.sql(exp.Create(this=temp, kind=kind, expression=query)))
             self._drop_any(cursor, target)
             rename = exp.Alter(this=temp, kind=kind, actions=[

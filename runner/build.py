@@ -1,0 +1,135 @@
+"""Build the snapshots a plan needs, independent ones at the same time, and record each in state.
+
+Each object is created under a temporary name and renamed in one transaction (see
+`Engine.build`), and recorded in the state store only once it exists, so a crash never leaves a
+half-built table under a snapshot's name nor a record of a table that is not there.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass, field
+
+from runner.engines.base import Engine
+from runner.errors import BuildError
+from runner.naming import table
+from runner.plan import Action, Plan, PlannedNode
+from runner.project import Project
+from runner.rewrite import physical_query, physical_reads
+from runner.state import SnapshotRecord, StateStore
+
+
+@dataclass
+class BuildResult:
+    built: list[str] = field(default_factory=list)
+    failed: dict[str, str] = field(default_factory=dict)  # name -> error message
+    skipped: list[str] = field(default_factory=list)  # not built because an upstream failed
+    seconds: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def ok(self) -> bool:
+        return not self.failed and not self.skipped
+
+
+Progress = Callable[[PlannedNode, str], None]  # (node, "start" | "done" | "failed" | "skipped")
+
+
+def build(plan: Plan, project: Project, engine: Engine, state: StateStore, threads: int = 4,
+          progress: Progress | None = None) -> BuildResult:
+    physical = {n.name: (n.physical_schema, n.physical_table) for n in plan.nodes
+                if n.action is not Action.DROP}
+    result = BuildResult()
+    _record_zero_copy(plan, state)
+    todo = {n.name: n for n in plan.to_build}
+    if not todo:
+        return result
+    engine.ensure_schemas({n.physical_schema for n in todo.values()})
+    waiting = {name: {p for p in project.dag.parents.get(name, ()) if p in todo} for name in todo}
+    failed: set[str] = set()
+    running: dict[Future[float], PlannedNode] = {}
+
+    def start_ready(pool: ThreadPoolExecutor) -> None:
+        for name in [n for n, deps in waiting.items() if not deps]:
+            del waiting[name]
+            node = todo[name]
+            if progress:
+                progress(node, "start")
+            running[pool.submit(_build_one, node, project, engine, state, physical)] = node
+
+    with ThreadPoolExecutor(max_workers=max(1, threads), thread_name_prefix="sluice-build") as pool:
+        start_ready(pool)
+        while running:
+            done, _ = wait(list(running), return_when=FIRST_COMPLETED)
+            for future in done:
+                node = running.pop(future)
+                try:
+                    result.seconds[node.name] = future.result()
+                    result.built.append(node.name)
+                    if progress:
+                        progress(node, "done")
+                except BuildError as exc:
+                    result.failed[node.name] = exc.message
+                    failed.add(node.name)
+                    if progress:
+                        progress(node, "failed")
+                for deps in waiting.values():
+                    deps.discard(node.name)
+            # Anything downstream of a failure is skipped, not attempted.
+            for name in list(waiting):
+                if project.dag.upstream([name]) & failed:
+                    del waiting[name]
+                    result.skipped.append(name)
+                    failed.add(name)
+                    if progress:
+                        progress(todo[name], "skipped")
+            start_ready(pool)
+    return result
+
+
+def _build_one(node: PlannedNode, project: Project, engine: Engine, state: StateStore,
+               physical: dict[str, tuple[str, str]]) -> float:
+    started = time.perf_counter()
+    target = table(node.physical_schema, node.physical_table)
+    if node.kind == "seed":
+        seed = project.seeds[node.name]
+        query = engine.load_csv_sql(target, project.root / seed.path)
+        canonical, reads = seed.content_hash, tuple[str, ...]()
+    else:
+        model = project.models[node.name]
+        query = physical_query(model.canonical, project.config.dialect, project.resolve, physical)
+        canonical = model.canonical
+        reads = physical_reads(model.canonical, project.config.dialect, project.resolve, physical)
+    try:
+        engine.build(target, query, node.materialized)
+    except BuildError as exc:
+        where = project.models[node.name].path if node.kind == "model" else project.seeds[node.name].path
+        raise BuildError(f"{node.name} failed to build: {exc.message}", file=where) from None
+    columns = tuple(engine.columns(target))
+    seconds = time.perf_counter() - started
+    state.add_snapshot(SnapshotRecord(
+        fingerprint=node.fingerprint, name=node.name, kind=node.kind,
+        physical_schema=node.physical_schema, physical_table=node.physical_table,
+        materialized=node.materialized, data_version=node.data_version, canonical=canonical,
+        parents=node.parents, columns=columns, reads_physical=reads, build_seconds=seconds))
+    return seconds
+
+
+def _record_zero_copy(plan: Plan, state: StateStore) -> None:
+    """An unaffected model keeps an older physical object under its new fingerprint."""
+    known = state.snapshots(fingerprints=[n.fingerprint for n in plan.nodes if n.reused_from])
+    originals = state.snapshots(fingerprints=[n.reused_from for n in plan.nodes if n.reused_from])
+    for node in plan.nodes:
+        if node.action is not Action.REUSE or not node.reused_from or node.fingerprint in known:
+            continue
+        original = originals.get(node.reused_from)
+        state.add_snapshot(SnapshotRecord(
+            fingerprint=node.fingerprint, name=node.name, kind=node.kind,
+            physical_schema=node.physical_schema, physical_table=node.physical_table,
+            materialized=node.materialized, data_version=node.data_version,
+            canonical=original.canonical if original else "", parents=node.parents,
+            columns=node.outputs or (), reads_physical=original.reads_physical if original else (),
+            reused_from=node.reused_from))
+
+

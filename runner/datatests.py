@@ -1,0 +1,122 @@
+"""Data tests with dbt's semantics: not_null, unique, accepted_values, relationships, singular SQL.
+
+Each test is a query returning the failing rows. It reads the physical tables a plan maps to, so
+tests run before an environment's views move, and the same way in every environment.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlglot import exp
+
+from runner.engines.base import Engine
+from runner.errors import BuildError
+from runner.naming import table
+from runner.project import DataTest, Project
+from runner.rewrite import physical_query
+
+SAMPLE_ROWS = 5
+
+
+@dataclass(frozen=True)
+class TestResult:
+    test: DataTest
+    failures: int
+    columns: tuple[str, ...] = ()
+    sample: tuple[tuple[Any, ...], ...] = ()
+    error: str | None = None
+    seconds: float = 0.0
+
+    @property
+    def passed(self) -> bool:
+        return self.failures == 0 and self.error is None
+
+
+@dataclass
+class TestRun:
+    results: list[TestResult] = field(default_factory=list)
+
+    @property
+    def failed(self) -> list[TestResult]:
+        return [r for r in self.results if not r.passed]
+
+    @property
+    def passed(self) -> list[TestResult]:
+        return [r for r in self.results if r.passed]
+
+    @property
+    def ok(self) -> bool:
+        return not self.failed
+
+
+def select_tests(project: Project, changed: Iterable[str] | None) -> list[DataTest]:
+    """The tests to run: all of them, or those touching a model whose data changed."""
+    if changed is None:
+        return list(project.tests)
+    wanted = set(changed)
+    return [t for t in project.tests
+            if (t.model in wanted) or any(dep in wanted for dep in t.depends_on)]
+
+
+def failing_rows_query(test: DataTest, project: Project,
+                       physical: Mapping[str, tuple[str, str]]) -> exp.Query:
+    if test.kind == "singular":
+        assert test.sql is not None
+        return physical_query(test.sql, project.config.dialect, project.resolve, physical)
+    assert test.model is not None and test.column is not None
+    model = _relation(test.model, physical)
+    column = exp.column(test.column, table="t", quoted=True)
+    if test.kind == "not_null":
+        return exp.select(exp.Star()).from_(model).where(column.is_(exp.null()))
+    if test.kind == "unique":
+        return (exp.select(column, exp.alias_(exp.func("count", exp.Star()), "n_records"))
+                .from_(model).where(exp.not_(column.is_(exp.null())))
+                .group_by(column).having(exp.func("count", exp.Star()) > 1))
+    if test.kind == "accepted_values":
+        values = [exp.convert(v) for v in test.values]
+        return (exp.select(column, exp.alias_(exp.func("count", exp.Star()), "n_records"))
+                .from_(model).where(exp.not_(column.isin(*values)))
+                .group_by(column))
+    if test.kind == "relationships":
+        assert test.to is not None and test.field is not None
+        parent = _relation(test.to, physical, alias="p")
+        parent_field = exp.column(test.field, table="p", quoted=True)
+        return (exp.select(column).from_(model)
+                .join(parent, on=column.eq(parent_field), join_type="left")
+                .where(exp.and_(exp.not_(column.is_(exp.null())), parent_field.is_(exp.null()))))
+    raise ValueError(f"unknown test kind {test.kind}")
+
+
+def _relation(name: str, physical: Mapping[str, tuple[str, str]], alias: str = "t") -> exp.Table:
+    schema, name_in_schema = physical.get(name) or tuple(name.split(".", 1))  # sources in place
+    relation = table(schema, name_in_schema)
+    relation.set("alias", exp.TableAlias(this=exp.to_identifier(alias)))
+    return relation
+
+
+def run_tests(tests: list[DataTest], project: Project, engine: Engine,
+              physical: Mapping[str, tuple[str, str]],
+              progress: Callable[[TestResult], None] | None = None) -> TestRun:
+    run = TestRun()
+    for test in tests:
+        started = time.perf_counter()
+        failing = failing_rows_query(test, project, physical).subquery("failing")
+        try:
+            _, counted = engine.fetch(exp.select(exp.func("count", exp.Star())).from_(failing))
+            failures = int(counted[0][0])
+            names: list[str] = []
+            rows: list[tuple[Any, ...]] = []
+            if failures:
+                names, rows = engine.fetch(exp.select(exp.Star()).from_(failing.copy()).limit(SAMPLE_ROWS))
+            result = TestResult(test, failures, tuple(names), tuple(rows),
+                                seconds=time.perf_counter() - started)
+        except BuildError as exc:
+            result = TestResult(test, 0, error=exc.message, seconds=time.perf_counter() - started)
+        run.results.append(result)
+        if progress:
+            progress(result)
+    return run

@@ -1,0 +1,97 @@
+"""The merge-request pipeline, one code path for the command line and the bot's worker:
+plan against an environment, build what is missing, test, point the environment's views.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from runner.build import BuildResult, Progress, build
+from runner.config import PRODUCTION, check_environment_name
+from runner.datatests import TestResult, TestRun, run_tests, select_tests
+from runner.engines.base import Engine
+from runner.environment import Repoint, point
+from runner.plan import Action, Plan, make_plan
+from runner.project import Project
+from runner.state import StateStore
+
+
+@dataclass
+class RunResult:
+    plan: Plan
+    build: BuildResult = field(default_factory=BuildResult)
+    tests: TestRun = field(default_factory=TestRun)
+    repoint: Repoint | None = None
+    timings: dict[str, float] = field(default_factory=dict)  # step -> seconds
+    dry_run: bool = False
+    held_back: str | None = None  # why the environment's views were not moved
+
+    @property
+    def ok(self) -> bool:
+        return self.build.ok and self.tests.ok
+
+    @property
+    def built(self) -> int:
+        return len(self.build.built)
+
+    @property
+    def reused(self) -> int:
+        return sum(1 for n in self.plan.nodes if n.action is Action.REUSE)
+
+
+def plan_environment(project: Project, state: StateStore, environment: str) -> Plan:
+    """Compare the project with `environment` (or with production when it does not exist yet)."""
+    check_environment_name(environment)
+    target = state.environment(environment)
+    base_name: str | None = environment
+    if target is None:
+        prod = state.environment(PRODUCTION)
+        target_models: dict[str, str] = {}
+        base_models = dict(prod.models) if prod else {}
+        base_name = PRODUCTION if prod else None
+    else:
+        target_models = dict(target.models)
+        base_models = target_models
+    names = set(project.models) | set(project.seeds) | set(base_models)
+    known = state.snapshots(names=names)
+    base = {name: known[fp] for name, fp in base_models.items() if fp in known}
+    return make_plan(project, environment, base_name, base, known, current=target_models)
+
+
+def run_pipeline(project: Project, state: StateStore, engine: Engine, environment: str, *,
+                 dry_run: bool = False, threads: int | None = None, all_tests: bool = False,
+                 on_plan: Callable[[Plan], None] | None = None, progress: Progress | None = None,
+                 on_test: Callable[[TestResult], None] | None = None) -> RunResult:
+    clock = time.perf_counter()
+    plan = plan_environment(project, state, environment)
+    result = RunResult(plan=plan, dry_run=dry_run)
+    result.timings["plan"] = time.perf_counter() - clock
+    if on_plan:
+        on_plan(plan)
+    if dry_run:
+        return result
+
+    clock = time.perf_counter()
+    result.build = build(plan, project, engine, state, threads or project.config.threads, progress)
+    result.timings["build"] = time.perf_counter() - clock
+    if not result.build.ok:
+        result.held_back = "a model failed to build"
+        return result
+
+    clock = time.perf_counter()
+    physical = {n.name: (n.physical_schema, n.physical_table) for n in plan.nodes
+                if n.action is not Action.DROP}
+    changed = None if all_tests or not project.config.test_changed_only else set(result.build.built)
+    result.tests = run_tests(select_tests(project, changed), project, engine, physical, on_test)
+    result.timings["test"] = time.perf_counter() - clock
+
+    if not result.tests.ok and project.config.environment(environment).protected:
+        result.held_back = f"tests failed, and {environment} is protected: its views were not moved"
+        return result
+    clock = time.perf_counter()
+    if not plan.is_noop:
+        result.repoint = point(engine, state, environment, plan.mapping, action="plan")
+    result.timings["point"] = time.perf_counter() - clock
+    return result

@@ -1,0 +1,283 @@
+"""Plan a project against an environment: what changed, what it breaks, what to build or reuse.
+
+A pure function of the project on disk and the state it is compared with (the environment's
+current snapshots, or production's for a new environment, and every snapshot already built). No
+warehouse, no network: the plan can be shown before anything runs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from enum import StrEnum
+
+from runner.categorize import EVERYTHING, ColumnChange, categorize
+from runner.errors import PlanError
+from runner.fingerprint import model_fingerprint, seed_fingerprint, source_version
+from runner.lineage import ALL, ColumnLineage, model_lineage
+from runner.naming import physical_name, physical_schema
+from runner.project import Project
+from runner.state import SnapshotRecord
+
+
+class Change(StrEnum):
+    ADDED = "added"
+    REMOVED = "removed"
+    DIRECT = "directly modified"
+    INDIRECT = "indirectly modified"
+    UNCHANGED = "unchanged"
+
+
+class Action(StrEnum):
+    BUILD = "build"  # a new physical table (or view) is created
+    REUSE = "reuse"  # an existing physical object is used as it is: zero copy
+    DROP = "drop"  # the model left the project: its view leaves the environment
+
+
+@dataclass(frozen=True)
+class PlannedNode:
+    name: str
+    kind: str  # "model" | "seed"
+    change: Change
+    action: Action
+    fingerprint: str
+    data_version: str
+    physical_schema: str
+    physical_table: str
+    materialized: str
+    parents: Mapping[str, str]
+    columns: ColumnChange = field(default_factory=ColumnChange)
+    outputs: tuple[str, ...] | None = None
+    previous: str | None = None  # the fingerprint it replaces in the environment
+    reused_from: str | None = None  # set when an unaffected model keeps an older physical object
+    reason: str = ""
+    affects: tuple[str, ...] = ()  # direct changes: downstream models whose data it changes
+
+    @property
+    def physical(self) -> str:
+        return f"{self.physical_schema}.{self.physical_table}"
+
+    @property
+    def category(self) -> str:
+        """Breaking or non-breaking, in the words a reviewer expects."""
+        if self.change is not Change.DIRECT:
+            return ""
+        if self.columns.everything:
+            return "breaking"
+        readers = self.columns.for_readers()
+        if readers:
+            cols = ", ".join(sorted(readers))
+            return f"breaking ({cols})" if self.affects else f"non-breaking (nothing downstream reads {cols})"
+        return "non-breaking"
+
+
+@dataclass(frozen=True)
+class Plan:
+    environment: str
+    base: str | None  # the environment the plan compares with (itself, or production when new)
+    nodes: tuple[PlannedNode, ...]  # in build order; removed nodes last
+    dialect: str
+    current: Mapping[str, str] = field(default_factory=dict)  # the environment's mapping today
+
+    @property
+    def mapping(self) -> dict[str, str]:
+        """Model or seed -> fingerprint, once the plan is applied."""
+        return {n.name: n.fingerprint for n in self.nodes if n.action is not Action.DROP}
+
+    @property
+    def to_build(self) -> list[PlannedNode]:
+        return [n for n in self.nodes if n.action is Action.BUILD]
+
+    @property
+    def changed(self) -> list[PlannedNode]:
+        return [n for n in self.nodes if n.change is not Change.UNCHANGED]
+
+    @property
+    def is_noop(self) -> bool:
+        return not self.to_build and self.mapping == dict(self.current) and not self.changed
+
+    def node(self, name: str) -> PlannedNode:
+        for n in self.nodes:
+            if n.name == name:
+                return n
+        raise KeyError(name)
+
+
+def make_plan(project: Project, environment: str, base_name: str | None,
+              base: Mapping[str, SnapshotRecord], known: Mapping[str, SnapshotRecord],
+              current: Mapping[str, str] | None = None) -> Plan:
+    """`base`: model -> snapshot the comparison starts from; `known`: every live snapshot by
+    fingerprint; `current`: the environment's mapping today (empty for a new environment)."""
+    planner = _Planner(project, base, known)
+    nodes = [planner.plan_node(name) for name in project.dag.order]
+    planner.fill_affects(nodes)
+    nodes = [planner.with_affects(n) for n in nodes]
+    for name, record in sorted(base.items()):
+        if name not in planner.planned:
+            nodes.append(PlannedNode(
+                name=name, kind=record.kind, change=Change.REMOVED, action=Action.DROP,
+                fingerprint=record.fingerprint, data_version=record.data_version,
+                physical_schema=record.physical_schema, physical_table=record.physical_table,
+                materialized=record.materialized, parents=record.parents, previous=record.fingerprint,
+                reason="no longer in the project"))
+    return Plan(environment=environment, base=base_name, nodes=tuple(nodes),
+                dialect=project.config.dialect, current=dict(current or {}))
+
+
+class _Planner:
+    def __init__(self, project: Project, base: Mapping[str, SnapshotRecord],
+                 known: Mapping[str, SnapshotRecord]):
+        self.project = project
+        self.base = base
+        self.known = known
+        self.planned: dict[str, PlannedNode] = {}
+        self.lineages: dict[str, ColumnLineage] = {}
+        self.affects: dict[str, set[str]] = {}
+
+    # -- columns ---------------------------------------------------------------------------------
+
+    def outputs(self, name: str) -> tuple[str, ...] | None:
+        if name in self.project.seeds:
+            return self.project.seeds[name].columns
+        if name in self.project.sources:
+            return self.project.sources[name].columns
+        node = self.planned.get(name)
+        if node is not None and node.outputs:
+            return node.outputs
+        return self.lineage(name).outputs
+
+    def lineage(self, name: str) -> ColumnLineage:
+        if name not in self.lineages:
+            model = self.project.models[name]
+            upstream = {ref: self.outputs(ref) for ref in model.depends_on}
+            for source in self.project.sources.values():
+                upstream[source.name] = source.columns
+            self.lineages[name] = model_lineage(model.canonical, self.project.config.dialect,
+                                                self.project.resolve, upstream)
+        return self.lineages[name]
+
+    # -- one node ---------------------------------------------------------------------------------
+
+    def plan_node(self, name: str) -> PlannedNode:
+        node = self._seed(name) if name in self.project.seeds else self._model(name)
+        self.planned[name] = node
+        return node
+
+    def _seed(self, name: str) -> PlannedNode:
+        seed = self.project.seeds[name]
+        fingerprint = seed_fingerprint(seed)
+        base = self.base.get(name)
+        if base is None:
+            change, columns = Change.ADDED, EVERYTHING
+        elif base.fingerprint == fingerprint:
+            change, columns = Change.UNCHANGED, ColumnChange()
+        else:
+            change, columns = Change.DIRECT, EVERYTHING
+        return self._decide(name, "seed", change, columns, fingerprint, {}, "table", seed.columns,
+                            base, "")
+
+    def _model(self, name: str) -> PlannedNode:
+        model = self.project.models[name]
+        parents = {dep: self.planned[dep].data_version for dep in model.depends_on}
+        for ref in model.refs:
+            resolved = self.project.resolve(ref.parts)
+            if resolved in self.project.sources:
+                parents[resolved] = source_version(resolved)
+        fingerprint = model_fingerprint(model, parents)
+        base = self.base.get(name)
+        reason = ""
+        if base is None:
+            change, columns = Change.ADDED, EVERYTHING
+        elif base.fingerprint == fingerprint:
+            change, columns = Change.UNCHANGED, ColumnChange()
+        else:
+            columns, reason = self._upstream_effect(name, parents, base)
+            if base.canonical != model.canonical or base.materialized != model.materialized:
+                change = Change.DIRECT
+                direct = categorize(base.canonical, model.canonical, self.project.config.dialect,
+                                    base.columns or None, self.lineage(name).outputs)
+                if base.materialized != model.materialized and direct.is_empty:
+                    direct = ColumnChange()  # same data, stored differently: rebuilt, not breaking
+                columns = direct.union(columns)
+                reason = ""
+            else:
+                change = Change.INDIRECT
+        outputs = None
+        if change is not Change.UNCHANGED or fingerprint not in self.known:
+            outputs = self.lineage(name).outputs or None
+        return self._decide(name, "model", change, columns, fingerprint, parents, model.materialized,
+                            outputs, base, reason)
+
+    def _upstream_effect(self, name: str, parents: Mapping[str, str],
+                         base: SnapshotRecord) -> tuple[ColumnChange, str]:
+        """How the upstream changes reach this model's columns; and, when they do not, why."""
+        model = self.project.models[name]
+        changed: dict[str, ColumnChange] = {}
+        for dep, version in parents.items():
+            if base.parents.get(dep) == version:
+                continue
+            upstream = self.planned.get(dep)
+            same_start = (upstream is not None and dep in self.base
+                          and self.base[dep].data_version == base.parents.get(dep))
+            changed[dep] = upstream.columns if upstream is not None and same_start else EVERYTHING
+        if not changed:
+            return ColumnChange(), ""
+        lineage = self.lineage(name)
+        for dep, change in changed.items():
+            removed = sorted(lineage.reads_of(dep) & change.removed)
+            if removed:
+                raise PlanError(
+                    f"model {name} reads {', '.join(f'{dep}.{c}' for c in removed)}, which the change "
+                    f"to {dep} removes; update {name} in the same change or keep the column",
+                    file=model.path)
+        readers = {dep: change.for_readers() for dep, change in changed.items()}
+        affected = lineage.affected_outputs(readers)
+        star_added = any(change.added for dep, change in changed.items() if dep in lineage.star_tables)
+        effect = ColumnChange(changed=frozenset(affected),
+                              added=frozenset({ALL}) if star_added else frozenset())
+        for dep, change in changed.items():
+            if not change.is_empty and (affected or star_added):
+                self.affects.setdefault(dep, set()).add(name)
+        if effect.is_empty:
+            cols = sorted({c for change in readers.values() for c in change})
+            shown = ", ".join(cols) if cols and ALL not in cols else "added columns only"
+            return effect, f"reads none of the changed columns: {shown}"
+        return effect, ""
+
+    def _decide(self, name: str, kind: str, change: Change, columns: ColumnChange, fingerprint: str,
+                parents: Mapping[str, str], materialized: str, outputs: tuple[str, ...] | None,
+                base: SnapshotRecord | None, reason: str) -> PlannedNode:
+        existing = self.known.get(fingerprint)
+        if existing is not None:
+            action, version, where, reused_from = (Action.REUSE, existing.data_version, existing,
+                                                   existing.reused_from)
+            outputs = existing.columns or outputs
+            reason = reason or ("already built" if change is not Change.UNCHANGED else "")
+        elif change is Change.INDIRECT and columns.is_empty and base is not None:
+            action, version, where, reused_from = (Action.REUSE, base.data_version, base,
+                                                   base.fingerprint)
+            outputs = base.columns or outputs
+        else:
+            action, version, where, reused_from = Action.BUILD, fingerprint, None, None
+        schema, table = name.split(".", 1)
+        return PlannedNode(
+            name=name, kind=kind, change=change, action=action, fingerprint=fingerprint,
+            data_version=version,
+            physical_schema=where.physical_schema if where else physical_schema(schema),
+            physical_table=where.physical_table if where else physical_name(table, fingerprint),
+            materialized=materialized, parents=parents, columns=columns, outputs=outputs,
+            previous=base.fingerprint if base else None, reused_from=reused_from, reason=reason)
+
+    # -- who is affected by a direct change -------------------------------------------------------
+
+    def fill_affects(self, nodes: list[PlannedNode]) -> None:
+        for node in nodes:
+            if node.change is Change.DIRECT and node.columns.everything:
+                children = self.project.dag.children.get(node.name, ())
+                self.affects.setdefault(node.name, set()).update(children)
+
+    def with_affects(self, node: PlannedNode) -> PlannedNode:
+        if node.change is not Change.DIRECT:
+            return node
+        affects = tuple(sorted(self.affects.get(node.name, ())))
+        return replace(node, affects=affects)

@@ -1,0 +1,58 @@
+"""Turn a model's logical SQL into the SQL a build runs: every model and seed it reads replaced by
+the physical table of the snapshot it must read, sources left in place.
+
+Physical objects read other physical objects, never environment views, so a snapshot's data
+depends only on its fingerprint.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+
+from sqlglot import exp
+
+from runner.naming import table
+from runner.parsing import parse_canonical
+
+
+def physical_query(canonical: str, dialect: str, resolve: Callable[[tuple[str, ...]], str | None],
+                   physical: Mapping[str, tuple[str, str]]) -> exp.Query:
+    """`physical` maps a model or seed name to its (physical schema, physical table)."""
+    query = parse_canonical(canonical, dialect)
+    ctes = {cte.alias_or_name for cte in query.find_all(exp.CTE)}
+    for node in list(query.find_all(exp.Table)):
+        parts = tuple(p.name for p in node.parts)
+        if len(parts) == 1 and parts[0] in ctes:
+            continue
+        name = resolve(parts)
+        if name is None:
+            continue
+        if name in physical:
+            schema, name_in_schema = physical[name]
+        else:  # a source: read in place
+            schema, name_in_schema = name.split(".", 1)
+        replacement = table(schema, name_in_schema)
+        # Keep the name the query used as its alias, so `orders.amount` still resolves.
+        alias = node.args.get("alias") or exp.TableAlias(this=exp.to_identifier(node.name))
+        replacement.set("alias", alias)
+        for key in ("joins", "laterals", "pivots", "hints", "sample"):
+            if node.args.get(key):
+                replacement.set(key, node.args[key])
+        node.replace(replacement)
+    return query
+
+
+def physical_reads(canonical: str, dialect: str, resolve: Callable[[tuple[str, ...]], str | None],
+                   physical: Mapping[str, tuple[str, str]]) -> tuple[str, ...]:
+    """The physical objects a built object reads (what a kept view keeps alive)."""
+    names = set()
+    query = parse_canonical(canonical, dialect)
+    ctes = {cte.alias_or_name for cte in query.find_all(exp.CTE)}
+    for node in query.find_all(exp.Table):
+        parts = tuple(p.name for p in node.parts)
+        if len(parts) == 1 and parts[0] in ctes:
+            continue
+        name = resolve(parts)
+        if name is not None and name in physical:
+            names.add(".".join(physical[name]))
+    return tuple(sorted(names))
