@@ -240,8 +240,10 @@ class _Planner:
                 self.affects.setdefault(dep, set()).add(name)
         if effect.is_empty:
             cols = sorted({c for change in readers.values() for c in change})
-            shown = ", ".join(cols) if cols and ALL not in cols else "added columns only"
-            return effect, f"reads none of the changed columns: {shown}"
+            if cols:
+                return effect, f"reads none of the changed columns: {', '.join(cols)}"
+            added = sorted({c for change in changed.values() for c in change.added if c != ALL})
+            return effect, f"upstream only added columns ({', '.join(added)}); it selects none of them"
         return effect, ""
 
     def _decide(self, name: str, kind: str, change: Change, columns: ColumnChange, fingerprint: str,
