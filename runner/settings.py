@@ -1,0 +1,41 @@
+"""Where Sluice keeps its state and which warehouses a project may use: one typed object, loaded
+once at the edge (command line or server start) and passed down.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from runner.errors import SluiceError
+
+LOCAL_DIR = ".sluice"
+
+
+@dataclass(frozen=True)
+class Settings:
+    state_url: str
+    warehouses: Mapping[str, str] = field(default_factory=dict)  # connection name -> URL
+    cache_dir: Path | None = None
+
+    def warehouse_url(self, name: str) -> str:
+        try:
+            return self.warehouses[name]
+        except KeyError:
+            known = ", ".join(sorted(self.warehouses)) or "none"
+            raise SluiceError(
+                f"the project asks for warehouse connection {name!r}, which this server does not "
+                f"define (defined: {known})") from None
+
+
+def local_settings(root: Path, environ: Mapping[str, str] | None = None,
+                   state_url: str | None = None, warehouse_url: str | None = None) -> Settings:
+    """Settings for a laptop: a SQLite state file and a DuckDB warehouse under `<root>/.sluice/`,
+    unless URLs are given (options or SLUICE_STATE_URL / SLUICE_WAREHOUSE_URL)."""
+    environ = environ or {}
+    local = root.resolve() / LOCAL_DIR
+    state = state_url or environ.get("SLUICE_STATE_URL") or f"sqlite:///{local / 'state.db'}"
+    warehouse = (warehouse_url or environ.get("SLUICE_WAREHOUSE_URL")
+                 or f"duckdb:///{local / 'warehouse.duckdb'}")
+    return Settings(state_url=state, warehouses={"default": warehouse}, cache_dir=local / "cache")
