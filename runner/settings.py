@@ -16,17 +16,18 @@ LOCAL_DIR = ".sluice"
 @dataclass(frozen=True)
 class Settings:
     state_url: str
-    warehouses: Mapping[str, str] = field(default_factory=dict)  # connection name -> URL
+    # connection name -> URL; "*" answers for any name (a laptop has one warehouse)
+    warehouses: Mapping[str, str] = field(default_factory=dict)
     cache_dir: Path | None = None
 
     def warehouse_url(self, name: str) -> str:
-        try:
-            return self.warehouses[name]
-        except KeyError:
+        url = self.warehouses.get(name) or self.warehouses.get("*")
+        if url is None:
             known = ", ".join(sorted(self.warehouses)) or "none"
             raise SluiceError(
                 f"the project asks for warehouse connection {name!r}, which this server does not "
-                f"define (defined: {known})") from None
+                f"define (defined: {known})")
+        return url
 
 
 def local_settings(root: Path, environ: Mapping[str, str] | None = None,
@@ -38,4 +39,4 @@ def local_settings(root: Path, environ: Mapping[str, str] | None = None,
     state = state_url or environ.get("SLUICE_STATE_URL") or f"sqlite:///{local / 'state.db'}"
     warehouse = (warehouse_url or environ.get("SLUICE_WAREHOUSE_URL")
                  or f"duckdb:///{local / 'warehouse.duckdb'}")
-    return Settings(state_url=state, warehouses={"default": warehouse}, cache_dir=local / "cache")
+    return Settings(state_url=state, warehouses={"*": warehouse}, cache_dir=local / "cache")
