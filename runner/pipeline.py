@@ -62,14 +62,28 @@ def plan_environment(project: Project, state: StateStore, environment: str) -> P
 
 def run_pipeline(project: Project, state: StateStore, engine: Engine, environment: str, *,
                  dry_run: bool = False, threads: int | None = None, all_tests: bool = False,
-                 on_plan: Callable[[Plan], None] | None = None, progress: Progress | None = None,
+                 progress: Progress | None = None,
                  on_test: Callable[[TestResult], None] | None = None) -> RunResult:
+    """Plan `environment`, then carry the plan out (see `execute`)."""
     clock = time.perf_counter()
     plan = plan_environment(project, state, environment)
+    return execute(plan, project, state, engine, dry_run=dry_run, threads=threads,
+                   all_tests=all_tests, progress=progress, on_test=on_test,
+                   plan_seconds=time.perf_counter() - clock)
+
+
+def execute(plan: Plan, project: Project, state: StateStore, engine: Engine, *,
+            dry_run: bool = False, threads: int | None = None, all_tests: bool = False,
+            progress: Progress | None = None, on_test: Callable[[TestResult], None] | None = None,
+            plan_seconds: float = 0.0) -> RunResult:
+    """Build what the plan needs, run the tests, and point the environment's views.
+
+    A protected environment (production) only moves when every build and test passed; another
+    environment moves when the builds passed, so people can look at what failed.
+    """
+    environment = plan.environment
     result = RunResult(plan=plan, dry_run=dry_run)
-    result.timings["plan"] = time.perf_counter() - clock
-    if on_plan:
-        on_plan(plan)
+    result.timings["plan"] = plan_seconds
     if dry_run:
         return result
 

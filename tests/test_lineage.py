@@ -14,8 +14,8 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repo root holds `runner`
 
-from runner.lineage import ALL, ColumnLineage, model_lineage  # noqa: E402
-from runner.parsing import parse_query  # noqa: E402
+from runner.lineage import ALL, ColumnLineage, model_lineage
+from runner.parsing import parse_query
 
 ORDERS = "raw.orders"
 CUSTOMERS = "raw.customers"
