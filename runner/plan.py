@@ -244,7 +244,12 @@ class _Planner:
                 return effect, f"reads none of the changed columns: {', '.join(cols)}"
             added = sorted({c for change in changed.values() for c in change.added if c != ALL})
             return effect, f"upstream only added columns ({', '.join(added)}); it selects none of them"
-        return effect, ""
+        read = sorted(f"{dep}.{col}" for dep, cols in readers.items()
+                      for col in (lineage.reads_of(dep) if ALL in cols else lineage.reads_of(dep) & cols))
+        if read:
+            more = " …" if len(read) > 6 else ""
+            return effect, f"reads changed columns: {', '.join(read[:6])}{more}"
+        return effect, "selects * from a model that gained columns" if star_added else ""
 
     def _decide(self, name: str, kind: str, change: Change, columns: ColumnChange, fingerprint: str,
                 parents: Mapping[str, str], materialized: str, outputs: tuple[str, ...] | None,
