@@ -17,7 +17,7 @@ from sqlglot.errors import OptimizeError, SqlglotError
 from sqlglot.optimizer.qualify import qualify
 from sqlglot.optimizer.scope import Scope, traverse_scope
 
-from runner.parsing import parse_canonical
+from runner.parsing import parse_canonical, table_references
 
 Ref = tuple[str, str]  # (upstream table's logical name, column)
 ALL = "*"  # a column name meaning "every column of that table"
@@ -66,7 +66,7 @@ def model_lineage(
 ) -> ColumnLineage:
     query = parse_canonical(canonical, dialect)
     tables = _qualify_tables(query, resolve)
-    star_tables = frozenset(tables) if _selects_star(query) else frozenset()
+    star_tables = _star_tables(query)
     schema: dict[str, Any] = {}
     for table in tables:
         cols = upstream_columns.get(table)
@@ -84,13 +84,9 @@ def model_lineage(
 
 def _qualify_tables(query: exp.Expr, resolve: Callable[[tuple[str, ...]], str | None]) -> set[str]:
     """Give every table reference its logical `schema.table` name; returns the names."""
-    ctes = {cte.alias_or_name for cte in query.find_all(exp.CTE)}
     names: set[str] = set()
-    for table in query.find_all(exp.Table):
-        parts = tuple(p.name for p in table.parts)
-        if len(parts) == 1 and parts[0] in ctes:
-            continue
-        target = resolve(parts)
+    for table in list(table_references(query)):
+        target = resolve(tuple(p.name for p in table.parts))
         if target is None:
             continue
         db, name = target.split(".", 1)
@@ -103,13 +99,34 @@ def _qualify_tables(query: exp.Expr, resolve: Callable[[tuple[str, ...]], str | 
     return names
 
 
-def _selects_star(query: exp.Expr) -> bool:
-    """`SELECT *` or `SELECT t.*` anywhere (`count(*)` does not count)."""
-    for star in query.find_all(exp.Star):
-        node = star.parent if isinstance(star.parent, exp.Column) else star
-        if isinstance(node.parent, exp.Select) and node.arg_key == "expressions":
-            return True
-    return False
+def _star_tables(query: exp.Expr) -> frozenset[str]:
+    """Tables whose columns flow through a `SELECT *` or `SELECT t.*` (`count(*)` does not count),
+    followed into CTEs and subqueries. A column added to one of them changes this model's output."""
+    found: set[str] = set()
+    try:
+        scopes = traverse_scope(query)
+    except (OptimizeError, SqlglotError):
+        return frozenset(_table_name(t) for t in table_references(query) if t.db)
+    for scope in scopes:
+        if not isinstance(scope.expression, exp.Select):
+            continue
+        for projection in scope.expression.expressions:
+            star = projection.this if isinstance(projection, exp.Column) else projection
+            if not isinstance(star, exp.Star):
+                continue
+            qualifier = projection.table if isinstance(projection, exp.Column) else None
+            for alias, source in scope.sources.items():
+                if qualifier and alias != qualifier:
+                    continue
+                if isinstance(source, exp.Table):
+                    found.add(_table_name(source))
+                elif isinstance(source, Scope):
+                    found.update(_table_name(t) for t in table_references(source.expression) if t.db)
+    return frozenset(found)
+
+
+def _table_name(table: exp.Table) -> str:
+    return f"{table.db}.{table.name}"
 
 
 def _conservative(query: exp.Expr, tables: set[str], star_tables: frozenset[str]) -> ColumnLineage:
@@ -159,28 +176,48 @@ def _scope_lineage(scope: Scope, done: dict[int, _ScopeLineage]) -> _ScopeLineag
             for i, (name, refs) in enumerate(left.outputs)
         ]
         union_rows = left.rows | right.rows
-        if scope.expression.args.get("distinct") is not False:
+        limited = scope.expression.args.get("limit") or scope.expression.args.get("offset")
+        if scope.expression.args.get("distinct") is not False or limited:
             for _, refs in outputs:
                 union_rows |= refs
         return _ScopeLineage(outputs, union_rows)
 
+    def from_source(source: exp.Table | Scope, name: str) -> frozenset[Ref]:
+        if isinstance(source, exp.Table):
+            return frozenset({(f"{source.db}.{source.name}", name)})
+        inner = done.get(id(source))
+        if inner is None:
+            return frozenset()
+        if name == ALL:
+            return inner.everything()
+        refs = inner.column(name)
+        return refs if refs is not None else inner.everything()
+
     def resolve(column: exp.Column) -> frozenset[Ref]:
         source = scope.sources.get(column.table)
-        if isinstance(source, exp.Table):
-            return frozenset({(f"{source.db}.{source.name}", column.name)})
-        if isinstance(source, Scope):
-            inner = done.get(id(source))
-            if inner is None:
-                return frozenset()
-            refs = inner.column(column.name)
-            return refs if refs is not None else inner.everything()
+        if isinstance(source, exp.Table | Scope):
+            return from_source(source, column.name)
         if column.table == "":
-            # Unqualified and the table's columns unknown: any of the scope's tables may hold it.
-            return frozenset(
-                (f"{s.db}.{s.name}", column.name if len(scope.sources) == 1 else ALL)
-                for s in scope.sources.values() if isinstance(s, exp.Table)
-            )
+            # Unqualified because the columns are unknown: any of the scope's sources may hold it.
+            sources = [s for s in scope.sources.values() if isinstance(s, exp.Table | Scope)]
+            name = column.name if len(sources) == 1 else ALL
+            return frozenset().union(*(from_source(s, name) for s in sources))
         return frozenset()
+
+    def star_refs(star: exp.Star) -> frozenset[Ref]:
+        """A `*` left after qualification: the columns behind it are unknown, so all of them."""
+        if isinstance(star.parent, exp.Func):
+            return frozenset()  # count(*)
+        qualifier = star.parent.table if isinstance(star.parent, exp.Column) else None
+        out: set[Ref] = set()
+        for alias, source in scope.sources.items():
+            if qualifier and alias != qualifier:
+                continue
+            if isinstance(source, exp.Table):
+                out.add((f"{source.db}.{source.name}", ALL))
+            elif isinstance(source, Scope) and id(source) in done:
+                out |= done[id(source)].everything()
+        return frozenset(out)
 
     own = {id(c) for c in scope.columns}
     select = scope.expression
@@ -193,6 +230,8 @@ def _scope_lineage(scope: Scope, done: dict[int, _ScopeLineage]) -> _ScopeLineag
         for column in projection.find_all(exp.Column):
             if id(column) in own:
                 found |= resolve(column)
+        for star in projection.find_all(exp.Star):
+            found |= star_refs(star)
         projections.append((projection.alias_or_name, frozenset(found)))
 
     rows: set[Ref] = set()
@@ -214,9 +253,29 @@ def _scope_lineage(scope: Scope, done: dict[int, _ScopeLineage]) -> _ScopeLineag
         else:
             name, owner_refs = projections[owner]
             projections[owner] = (name, owner_refs | inner.everything())
-    if select.args.get("distinct"):
-        for _, refs in projections:
-            rows |= refs
+    distinct = select.args.get("distinct")
+    if distinct:
+        for _, projection_refs in projections:
+            rows |= projection_refs
+    group = select.args.get("group")
+    if group is not None and group.args.get("all"):
+        for _, projection_refs in projections:
+            rows |= projection_refs
+    order = select.args.get("order")
+    # ORDER BY decides rows under LIMIT/OFFSET and DISTINCT ON; it may name outputs by alias or
+    # position, which scope.columns does not list.
+    if order is not None and (select.args.get("limit") or select.args.get("offset")
+                              or (distinct is not None and distinct.args.get("on"))):
+        names = dict(projections)
+        for ordered in order.expressions:
+            key = ordered.this
+            if isinstance(key, exp.Literal) and key.is_int and 0 < int(key.name) <= len(projections):
+                rows |= projections[int(key.name) - 1][1]
+            elif isinstance(key, exp.Column) and not key.table and key.name in names:
+                rows |= names[key.name]
+            for column in key.find_all(exp.Column):
+                if id(column) in own:
+                    rows |= resolve(column)
     return _ScopeLineage(projections, frozenset(rows))
 
 

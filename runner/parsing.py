@@ -7,6 +7,7 @@ count as a change.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import sqlglot
@@ -80,24 +81,45 @@ def parse_query(sql: str, dialect: str, file: str) -> ParsedQuery:
     return ParsedQuery(canonical=query.sql(dialect=dialect, comments=False), refs=refs)
 
 
-def _cte_names(query: exp.Expr) -> set[str]:
-    return {cte.alias_or_name for cte in query.find_all(exp.CTE)}
+def table_references(query: exp.Expr) -> Iterator[exp.Table]:
+    """The tables a query reads, leaving out references to CTEs visible where they appear."""
+    for table in query.find_all(exp.Table):
+        if not _names_cte(table):
+            yield table
+
+
+def _names_cte(table: exp.Table) -> bool:
+    if table.db or table.catalog or not isinstance(table.this, exp.Identifier):
+        return False
+    name = table.name
+    child: exp.Expr = table
+    node = table.parent
+    while node is not None:
+        if isinstance(node, exp.With):
+            # Inside a CTE: the CTEs before it are visible, and itself when recursive.
+            position = next(i for i, cte in enumerate(node.expressions) if cte is child)
+            visible = node.expressions[: position + 1 if node.args.get("recursive") else position]
+            if any(cte.alias_or_name == name for cte in visible):
+                return True
+        elif isinstance(node, exp.Query):
+            with_ = node.args.get("with_")
+            if with_ is not None and child is not with_ and any(
+                    cte.alias_or_name == name for cte in with_.expressions):
+                return True
+        child, node = node, node.parent
+    return False
 
 
 def _table_refs(query: exp.Expr, file: str) -> list[TableRef]:
-    ctes = _cte_names(query)
     refs: list[TableRef] = []
-    for table in query.find_all(exp.Table):
+    for table in table_references(query):
         if not isinstance(table.this, exp.Identifier):
             raise ProjectError(
                 f"table function {table.this.sql()[:60]!r} is not allowed; read models, seeds "
                 "and declared sources only",
                 file=file, line=_first_line(table),
             )
-        parts = tuple(p.name for p in table.parts)
-        if len(parts) == 1 and parts[0] in ctes:
-            continue
-        refs.append(TableRef(parts, _first_line(table)))
+        refs.append(TableRef(tuple(p.name for p in table.parts), _first_line(table)))
     return refs
 
 

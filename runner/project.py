@@ -147,9 +147,10 @@ class ParseCache:
         self.dirty = False
         if path is not None and path.is_file():
             try:
-                self.entries = json.loads(path.read_text())
+                entries = json.loads(path.read_text())
             except (OSError, ValueError):
-                self.entries = {}
+                entries = {}
+            self.entries = entries if isinstance(entries, dict) else {}
 
     def parse(self, sql: str, dialect: str, file: str) -> ParsedQuery:
         key = hashlib.sha256(f"{dialect}\0{sql}".encode()).hexdigest()
@@ -219,7 +220,12 @@ def load_project(root: Path | str, cache_dir: Path | None = None) -> Project:
             entry_name = entry.get_str("name")
             if not entry_name:
                 raise entry.error(None, "a models entry needs a 'name'")
-            target = _resolve(tuple(entry_name.lower().split(".")), names)
+            parts = tuple(entry_name.lower().split("."))
+            target = _resolve(parts, names)
+            candidates = [n for n in names.short.get(parts[-1], []) if n in parsed]
+            if target is None and len(parts) == 1 and len(candidates) > 1:
+                raise entry.error("name", f"models entry {entry_name!r} is ambiguous: write one of "
+                                  f"{', '.join(sorted(candidates))}")
             if target is None or target not in parsed:
                 raise entry.error("name", f"models entry {entry_name!r} matches no model file "
                                   f"under {config.models_path}/")
@@ -418,6 +424,9 @@ def _column_test(item: Any, col: Mapping, key: str, model: str, column: str,
         to_text = params.get_str("to") or ""
         to = _resolve(tuple(to_text.lower().split(".")), names) if to_text else None
         field_name = (params.get_str("field") or "").lower()
+        if to_text and to is None:
+            raise params.error("to", f"relationships on {model}.{column}: {to_text!r} is not a model, "
+                               "a seed or a declared source")
         if to is None or not field_name:
             raise params.error("to" if "to" in params else None,
                                f"relationships on {model}.{column} needs 'to' (a model, seed or "

@@ -12,19 +12,15 @@ from collections.abc import Callable, Mapping
 from sqlglot import exp
 
 from runner.naming import table
-from runner.parsing import parse_canonical
+from runner.parsing import parse_canonical, table_references
 
 
 def physical_query(canonical: str, dialect: str, resolve: Callable[[tuple[str, ...]], str | None],
                    physical: Mapping[str, tuple[str, str]]) -> exp.Query:
     """`physical` maps a model or seed name to its (physical schema, physical table)."""
     query = parse_canonical(canonical, dialect)
-    ctes = {cte.alias_or_name for cte in query.find_all(exp.CTE)}
-    for node in list(query.find_all(exp.Table)):
-        parts = tuple(p.name for p in node.parts)
-        if len(parts) == 1 and parts[0] in ctes:
-            continue
-        name = resolve(parts)
+    for node in list(table_references(query)):
+        name = resolve(tuple(p.name for p in node.parts))
         if name is None:
             continue
         if name in physical:
@@ -47,12 +43,8 @@ def physical_reads(canonical: str, dialect: str, resolve: Callable[[tuple[str, .
     """The physical objects a built object reads (what a kept view keeps alive)."""
     names = set()
     query = parse_canonical(canonical, dialect)
-    ctes = {cte.alias_or_name for cte in query.find_all(exp.CTE)}
-    for node in query.find_all(exp.Table):
-        parts = tuple(p.name for p in node.parts)
-        if len(parts) == 1 and parts[0] in ctes:
-            continue
-        name = resolve(parts)
+    for node in table_references(query):
+        name = resolve(tuple(p.name for p in node.parts))
         if name is not None and name in physical:
             names.add(".".join(physical[name]))
     return tuple(sorted(names))
