@@ -221,14 +221,14 @@ class StateStore:
                 return None
             models = dict(conn.execute(
                 sa.select(environment_models.c.name, environment_models.c.fingerprint)
-                .where(environment_models.c.environment == name)).tuples().all())
+                .where(environment_models.c.environment == name)).all())
         return EnvironmentRecord(row.name, row.created_at, row.updated_at, row.expires_at, models)
 
     def environments(self) -> list[EnvironmentRecord]:
         with self.engine.connect() as conn:
             rows = conn.execute(sa.select(environments).order_by(environments.c.name)).all()
             models: dict[str, dict[str, str]] = {}
-            for env, model, fp in conn.execute(sa.select(environment_models)).tuples():
+            for env, model, fp in conn.execute(sa.select(environment_models)):
                 models.setdefault(env, {})[model] = fp
         return [EnvironmentRecord(r.name, r.created_at, r.updated_at, r.expires_at, models.get(r.name, {}))
                 for r in rows]
@@ -244,7 +244,7 @@ class StateStore:
                 environments.c.name == name)).first()
             before = dict(conn.execute(
                 sa.select(environment_models.c.name, environment_models.c.fingerprint)
-                .where(environment_models.c.environment == name)).tuples().all())
+                .where(environment_models.c.environment == name)).all())
             if existing is None:
                 conn.execute(environments.insert().values(name=name, created_at=now, updated_at=now,
                                                           expires_at=None))
@@ -286,7 +286,7 @@ class StateStore:
         with self.engine.begin() as conn:
             before = dict(conn.execute(
                 sa.select(environment_models.c.name, environment_models.c.fingerprint)
-                .where(environment_models.c.environment == name)).tuples().all())
+                .where(environment_models.c.environment == name)).all())
             found = conn.execute(environments.delete().where(environments.c.name == name)).rowcount
             if not found:
                 raise EnvError(f"there is no environment {name!r}; `sluice env list` shows them")

@@ -100,7 +100,7 @@ class Engine(ABC):
     def _drop_any(self, cursor: Cursor, target: exp.Table) -> None:
         for obj in self.objects([target.db]):
             if obj.name == target.name:
-                cursor.execute(self.sql(exp.Drop(this=target, kind=obj.kind.upper(), exists=True)))
+                cursor.execute(self.sql(exp.Drop(tables=[target], kind=obj.kind.upper(), exists=True)))
 
     def point_views(self, cursor: Cursor, views: Sequence[tuple[exp.Table, exp.Table]]) -> None:
         """`CREATE OR REPLACE VIEW view AS SELECT * FROM target` for each pair."""
@@ -111,11 +111,11 @@ class Engine(ABC):
             cursor.execute(self.sql(exp.Create(this=view, kind="VIEW", replace=True, expression=select)))
 
     def drop(self, cursor: Cursor, target: exp.Table, kind: str) -> None:
-        cursor.execute(self.sql(exp.Drop(this=target, kind=kind.upper(), exists=True)))
+        cursor.execute(self.sql(exp.Drop(tables=[target], kind=kind.upper(), exists=True)))
 
     def drop_schema_if_empty(self, cursor: Cursor, schema: str) -> None:
         if not self.objects([schema]):
-            node = exp.Drop(this=exp.Table(db=exp.to_identifier(schema, quoted=True)), kind="SCHEMA",
+            node = exp.Drop(tables=[exp.Table(db=exp.to_identifier(schema, quoted=True))], kind="SCHEMA",
                             exists=True)
             cursor.execute(self.sql(node))
 

@@ -1,0 +1,187 @@
+"""The `sluice` command line, driven as a user would: real project folders, git repositories,
+DuckDB files and state stores; output and exit codes checked."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from pathlib import Path
+
+import duckdb
+import pytest
+from click.testing import CliRunner, Result
+
+from bot.cli import default_environment, main
+
+DEMO = Path(__file__).resolve().parent.parent / "runner" / "demo_project"
+
+
+def sluice(*args: str) -> Result:
+    return CliRunner(env={"COLUMNS": "200"}).invoke(main, list(args), catch_exceptions=False)
+
+
+@pytest.fixture
+def shop(tmp_path: Path) -> Path:
+    root = tmp_path / "shop"
+    shutil.copytree(DEMO, root)
+    return root
+
+
+def edit(path: Path, old: str, new: str) -> None:
+    text = path.read_text()
+    assert old in text, f"{old!r} not in {path}"
+    path.write_text(text.replace(old, new))
+
+
+def query(root: Path, sql: str) -> list[tuple]:
+    con = duckdb.connect(str(root / ".sluice" / "warehouse.duckdb"), read_only=True)
+    try:
+        return con.execute(sql).fetchall()
+    finally:
+        con.close()
+
+
+def test_every_command_has_help():
+    for command in (["--help"], ["init", "--help"], ["plan", "--help"], ["promote", "--help"],
+                    ["rollback", "--help"], ["env", "--help"], ["env", "list", "--help"],
+                    ["env", "show", "--help"], ["env", "drop", "--help"], ["test", "--help"],
+                    ["janitor", "--help"], ["demo", "--help"]):
+        result = sluice(*command)
+        assert result.exit_code == 0, command
+        assert "Usage:" in result.output
+
+
+def test_init_writes_a_project_that_plans(tmp_path: Path):
+    root = tmp_path / "new"
+    result = sluice("init", str(root))
+    assert result.exit_code == 0, result.output
+    assert "name: new" in (root / "sluice.yml").read_text()
+    assert (root / "models" / "staging" / "stg_users.sql").is_file()
+
+    result = sluice("plan", "prod", "--project", str(root))
+    assert result.exit_code == 0, result.output
+    assert query(root, "select count(*) from staging.stg_users") == [(3,)]
+
+
+def test_init_refuses_to_overwrite_a_project(shop: Path):
+    result = sluice("init", str(shop))
+    assert result.exit_code == 2
+    assert "already exists" in result.output
+
+
+def test_plan_builds_prod_then_is_a_no_op(shop: Path):
+    first = sluice("plan", "prod", "--project", str(shop))
+    assert first.exit_code == 0, first.output
+    assert "11 to build" in first.output
+    assert "tests: 18 passed, 0 failed" in first.output
+    assert query(shop, "select count(*) from marts.orders") == [(500,)]
+
+    second = sluice("plan", "prod", "--project", str(shop))
+    assert second.exit_code == 0
+    assert "no changes against prod; nothing to build" in second.output
+
+
+def test_dry_run_changes_nothing(shop: Path):
+    result = sluice("plan", "prod", "--project", str(shop), "--dry-run")
+    assert result.exit_code == 0, result.output
+    assert "11 to build" in result.output
+    assert query(shop, "select count(*) from information_schema.tables "
+                       "where table_schema like 'sluice__%'") == [(0,)]
+
+
+def test_branch_plan_reuses_and_markdown_report(shop: Path):
+    assert sluice("plan", "prod", "--project", str(shop)).exit_code == 0
+    edit(shop / "models/marts/orders.sql", "p.total_amount as amount",
+         "p.total_amount - p.coupon_amount as amount")
+    result = sluice("plan", "mr_7", "--project", str(shop), "--format", "markdown")
+    assert result.exit_code == 0, result.output
+    assert "<!-- sluice-report -->" in result.output
+    assert "| `marts.orders` | directly modified | breaking (amount) | build |" in result.output
+    assert "reads none of the changed columns: amount" in result.output
+    # The branch environment reads production's tables for everything it did not change.
+    assert query(shop, "select count(*) from staging__mr_7.stg_orders") == [(500,)]
+
+
+def test_promote_and_rollback(shop: Path):
+    assert sluice("plan", "prod", "--project", str(shop)).exit_code == 0
+    before = query(shop, "select sum(amount) from marts.orders")
+    edit(shop / "models/marts/orders.sql", "p.total_amount as amount", "p.total_amount * 2 as amount")
+    assert sluice("plan", "mr_1", "--project", str(shop)).exit_code == 0
+
+    promoted = sluice("promote", "mr_1", "prod", "--project", str(shop))
+    assert promoted.exit_code == 0, promoted.output
+    assert "0 rebuilt" in promoted.output
+    doubled = query(shop, "select sum(amount) from marts.orders")
+    assert doubled[0][0] == pytest.approx(2 * before[0][0])
+
+    rolled = sluice("rollback", "prod", "--project", str(shop))
+    assert rolled.exit_code == 0, rolled.output
+    assert query(shop, "select sum(amount) from marts.orders") == before
+
+
+def test_env_list_show_drop(shop: Path):
+    assert sluice("plan", "prod", "--project", str(shop)).exit_code == 0
+    assert sluice("plan", "staging", "--project", str(shop)).exit_code == 0
+    listed = sluice("env", "list", "--project", str(shop))
+    assert "prod" in listed.output and "staging" in listed.output
+    shown = sluice("env", "show", "staging", "--project", str(shop))
+    assert "marts.orders" in shown.output and "sluice__marts.orders__" in shown.output
+    dropped = sluice("env", "drop", "staging", "--project", str(shop))
+    assert dropped.exit_code == 0
+    assert query(shop, "select count(*) from information_schema.schemata where schema_name in "
+                       "('raw__staging', 'staging__staging', 'marts__staging')") == [(0,)]
+    assert query(shop, "select count(*) from marts.orders") == [(500,)]
+    missing = sluice("env", "show", "staging", "--project", str(shop))
+    assert missing.exit_code == 2
+    assert "there is no environment 'staging'" in missing.output
+
+
+def test_test_command_reports_failures(shop: Path):
+    assert sluice("plan", "prod", "--project", str(shop)).exit_code == 0
+    assert sluice("test", "prod", "--project", str(shop)).exit_code == 0
+    # A new rule the data does not meet: the test command fails and names the test.
+    edit(shop / "models/schema.yml", "values: [placed, shipped, completed, return_pending, returned]",
+         "values: [placed, shipped, completed]")
+    result = sluice("test", "prod", "--project", str(shop))
+    assert result.exit_code == 1
+    assert "accepted_values(staging.stg_orders.status)" in result.output
+
+
+def test_failing_test_holds_production_back(shop: Path):
+    (shop / "tests" / "no_orders_at_all.sql").write_text("select * from marts.orders\n")
+    result = sluice("plan", "prod", "--project", str(shop))
+    assert result.exit_code == 1
+    assert "FAIL no_orders_at_all" in result.output
+    assert "not deployed" in result.output
+    assert query(shop, "select count(*) from information_schema.tables where table_schema = 'marts'") == [(0,)]
+
+
+def test_project_errors_are_one_message_without_traceback(shop: Path):
+    (shop / "models" / "marts" / "broken.sql").write_text("select 1;\ndrop table marts.orders\n")
+    result = sluice("plan", "prod", "--project", str(shop))
+    assert result.exit_code == 2
+    assert "models/marts/broken.sql" in result.output
+    assert "Traceback" not in result.output
+
+
+def test_janitor_ttl_and_bad_duration(shop: Path):
+    assert sluice("plan", "prod", "--project", str(shop)).exit_code == 0
+    kept = sluice("janitor", "--ttl", "7d", "--project", str(shop))
+    assert kept.exit_code == 0 and "dropped 0 environments, 0 physical objects" in kept.output
+    bad = sluice("janitor", "--ttl", "soon", "--project", str(shop))
+    assert bad.exit_code == 2
+    assert "cannot read the duration 'soon'" in bad.output
+
+
+def test_default_environment_follows_the_git_branch(shop: Path):
+    subprocess.run(["git", "init", "-q", "-b", "feature/Order-Amounts", str(shop)], check=True)
+    assert default_environment(shop) == "feature_order_amounts"
+    assert default_environment(shop.parent) == "dev"
+
+
+def test_demo_runs_the_whole_flow(tmp_path: Path):
+    result = sluice("demo", "--dir", str(tmp_path / "demo"))
+    assert result.exit_code == 0, result.output
+    assert "<!-- sluice-report -->" in result.output
+    assert "prod already matches main: nothing to build" in result.output
+    assert "3. Promote mr_1 -> prod" in result.output
