@@ -111,7 +111,9 @@ def run_tests(tests: list[DataTest], project: Project, engine: Engine,
             names: list[str] = []
             rows: list[tuple[Any, ...]] = []
             if failures:
-                names, rows = engine.fetch(exp.select(exp.Star()).from_(failing.copy()).limit(SAMPLE_ROWS))
+                sample = (exp.select(exp.Star()).from_(failing.copy())
+                          .order_by(exp.Literal.number(1)).limit(SAMPLE_ROWS))
+                names, rows = engine.fetch(sample)
             result = TestResult(test, failures, tuple(names), tuple(rows),
                                 seconds=time.perf_counter() - started)
         except BuildError as exc:

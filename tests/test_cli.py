@@ -153,7 +153,8 @@ def test_failing_test_holds_production_back(shop: Path):
     assert result.exit_code == 1
     assert "FAIL no_orders_at_all" in result.output
     assert "not deployed" in result.output
-    assert query(shop, "select count(*) from information_schema.tables where table_schema = 'marts'") == [(0,)]
+    prod_views = "select count(*) from information_schema.tables where table_schema = 'marts'"
+    assert query(shop, prod_views) == [(0,)]
 
 
 def test_project_errors_are_one_message_without_traceback(shop: Path):
