@@ -97,16 +97,14 @@ class Project:
     sources: dict[str, Source]
     tests: tuple[DataTest, ...]
     dag: DAG = field(repr=False)
+    names: _Names = field(repr=False)
 
     def node(self, name: str) -> Model | Seed:
         return self.models.get(name) or self.seeds[name]
 
     def resolve(self, parts: tuple[str, ...]) -> str | None:
-        return _resolve(parts, self._names)
-
-    @property
-    def _names(self) -> _Names:
-        return _Names.of(self.models, self.seeds, self.sources)
+        """The model, seed or source a table reference names, or None."""
+        return _resolve(parts, self.names)
 
 
 @dataclass(frozen=True)
@@ -264,7 +262,7 @@ def load_project(root: Path | str, cache_dir: Path | None = None) -> Project:
             file=first.path,
         ) from None
     return Project(root=root, config=config, models=models, seeds=seeds, sources=sources,
-                   tests=tuple(tests), dag=dag)
+                   tests=tuple(tests), dag=dag, names=names)
 
 
 def _files(directory: Path, suffixes: tuple[str, ...]) -> Iterator[Path]:
