@@ -202,9 +202,9 @@ class _Planner:
                 reason = ""
             else:
                 change = Change.INDIRECT
-        outputs = None
-        if change is not Change.UNCHANGED or fingerprint not in self.known:
-            outputs = self.lineage(name).outputs or None
+        # Output columns only when lineage was needed anyway: tracing every new model would cost
+        # seconds on a large project; the warehouse reports the real columns after the build.
+        outputs = self.lineages[name].outputs or None if name in self.lineages else None
         return self._decide(name, "model", change, columns, fingerprint, parents, model.materialized,
                             outputs, base, reason)
 

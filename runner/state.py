@@ -138,6 +138,8 @@ class StateStore:
                 Path(database).parent.mkdir(parents=True, exist_ok=True)
         try:
             self.engine = sa.create_engine(url, future=True, **kwargs)
+            if url.startswith("sqlite"):
+                sa.event.listen(self.engine, "connect", _sqlite_pragmas)
             self._migrate()
         except SQLAlchemyError as exc:
             raise StateError(f"cannot open the state store: {_redact(url)}: {exc.__class__.__name__}: "
@@ -310,6 +312,14 @@ class StateStore:
     def referenced_fingerprints(self) -> set[str]:
         with self.engine.connect() as conn:
             return set(conn.execute(sa.select(environment_models.c.fingerprint).distinct()).scalars())
+
+
+def _sqlite_pragmas(connection: Any, _record: Any) -> None:
+    """WAL lets readers and the writer work at once; NORMAL sync is durable across process crashes."""
+    cursor = connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.close()
 
 
 def _snapshot(row: Any) -> SnapshotRecord:

@@ -92,15 +92,11 @@ class Engine(ABC):
         temp = exp.Table(this=exp.to_identifier(temp_name, quoted=True), db=target.args["db"].copy())
         with self.transaction() as cursor:
             cursor.execute(self.sql(exp.Create(this=temp, kind=kind, expression=query)))
-            self._drop_any(cursor, target)
+            # The fingerprint covers the materialization, so a leftover is of the same kind.
+            cursor.execute(self.sql(exp.Drop(tables=[target.copy()], kind=kind, exists=True)))
             rename = exp.Alter(this=temp, kind=kind, actions=[
                 exp.AlterRename(this=exp.Table(this=exp.to_identifier(target.name, quoted=True)))])
             cursor.execute(self.sql(rename))
-
-    def _drop_any(self, cursor: Cursor, target: exp.Table) -> None:
-        for obj in self.objects([target.db]):
-            if obj.name == target.name:
-                cursor.execute(self.sql(exp.Drop(tables=[target], kind=obj.kind.upper(), exists=True)))
 
     def point_views(self, cursor: Cursor, views: Sequence[tuple[exp.Table, exp.Table]]) -> None:
         """`CREATE OR REPLACE VIEW view AS SELECT * FROM target` for each pair."""
