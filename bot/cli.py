@@ -134,6 +134,9 @@ def main() -> None:
     Start with `sluice init` for a new project, or `sluice demo` to watch the whole flow on a
     sample shop project.
     """
+    for stream in (console, errors):
+        if not stream.is_terminal:
+            stream.width = 160  # logs and pipes: keep table rows on one line
 
 
 @main.command()

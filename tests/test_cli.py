@@ -17,7 +17,7 @@ DEMO = Path(__file__).resolve().parent.parent / "runner" / "demo_project"
 
 
 def sluice(*args: str) -> Result:
-    return CliRunner(env={"COLUMNS": "200"}).invoke(main, list(args), catch_exceptions=False)
+    return CliRunner().invoke(main, list(args), catch_exceptions=False)
 
 
 @pytest.fixture
