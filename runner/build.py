@@ -13,7 +13,7 @@ from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 
 from runner.engines.base import Engine
-from runner.errors import BuildError
+from runner.errors import BuildError, WarehouseError
 from runner.naming import table
 from runner.plan import Action, Plan, PlannedNode
 from runner.project import Project
@@ -70,7 +70,7 @@ def build(plan: Plan, project: Project, engine: Engine, state: StateStore, threa
                     if progress:
                         progress(node, "done")
                 except BuildError as exc:
-                    result.failed[node.name] = exc.message
+                    result.failed[node.name] = str(exc)
                     failed.add(node.name)
                     if progress:
                         progress(node, "failed")
@@ -103,7 +103,7 @@ def _build_one(node: PlannedNode, project: Project, engine: Engine, state: State
         reads = physical_reads(model.canonical, project.config.dialect, project.resolve, physical)
     try:
         engine.build(target, query, node.materialized)
-    except BuildError as exc:
+    except WarehouseError as exc:
         where = project.models[node.name].path if node.kind == "model" else project.seeds[node.name].path
         raise BuildError(f"{node.name} failed to build: {exc.message}", file=where) from None
     columns = tuple(engine.columns(target))

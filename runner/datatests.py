@@ -14,7 +14,7 @@ from typing import Any
 from sqlglot import exp
 
 from runner.engines.base import Engine
-from runner.errors import BuildError
+from runner.errors import WarehouseError
 from runner.naming import table
 from runner.project import DataTest, Project
 from runner.rewrite import physical_query
@@ -116,7 +116,7 @@ def run_tests(tests: list[DataTest], project: Project, engine: Engine,
                 names, rows = engine.fetch(sample)
             result = TestResult(test, failures, tuple(names), tuple(rows),
                                 seconds=time.perf_counter() - started)
-        except BuildError as exc:
+        except WarehouseError as exc:
             result = TestResult(test, 0, error=exc.message, seconds=time.perf_counter() - started)
         run.results.append(result)
         if progress:

@@ -29,7 +29,11 @@ class PlanError(SluiceError):
     """The plan cannot be carried out, e.g. a downstream model reads a column the change removes."""
 
 
-class BuildError(SluiceError):
+class WarehouseError(SluiceError):
+    """The warehouse refused a statement (bad SQL at run time, a missing table, a lost connection)."""
+
+
+class BuildError(WarehouseError):
     """A model failed to build in the warehouse."""
 
 

@@ -57,7 +57,9 @@ def plan_environment(project: Project, state: StateStore, environment: str) -> P
     names = set(project.models) | set(project.seeds) | set(base_models)
     known = state.snapshots(names=names)
     base = {name: known[fp] for name, fp in base_models.items() if fp in known}
-    return make_plan(project, environment, base_name, base, known, current=target_models)
+    reference = {name: base[name].data_version for name in base}
+    return make_plan(project, environment, base_name, base, known, current=target_models,
+                     reference_versions=reference)
 
 
 def run_pipeline(project: Project, state: StateStore, engine: Engine, environment: str, *,
@@ -97,7 +99,7 @@ def execute(plan: Plan, project: Project, state: StateStore, engine: Engine, *,
     clock = time.perf_counter()
     physical = {n.name: (n.physical_schema, n.physical_table) for n in plan.nodes
                 if n.action is not Action.DROP}
-    changed = None if all_tests or not project.config.test_changed_only else set(result.build.built)
+    changed = None if all_tests or not project.config.test_changed_only else plan.data_changed
     result.tests = run_tests(select_tests(project, changed), project, engine, physical, on_test)
     result.timings["test"] = time.perf_counter() - clock
 

@@ -78,6 +78,8 @@ class Plan:
     nodes: tuple[PlannedNode, ...]  # in build order; removed nodes last
     dialect: str
     current: Mapping[str, str] = field(default_factory=dict)  # the environment's mapping today
+    # model -> data version the environment shows today (production's, for a new environment)
+    reference_versions: Mapping[str, str] = field(default_factory=dict)
 
     @property
     def mapping(self) -> dict[str, str]:
@@ -93,6 +95,13 @@ class Plan:
         return [n for n in self.nodes if n.change is not Change.UNCHANGED]
 
     @property
+    def data_changed(self) -> set[str]:
+        """Models and seeds whose data differs from what the environment shows today: what tests
+        must check before the environment moves (rebuilt now or earlier, by another plan)."""
+        return {n.name for n in self.nodes if n.action is not Action.DROP
+                and self.reference_versions.get(n.name) != n.data_version}
+
+    @property
     def is_noop(self) -> bool:
         return not self.to_build and self.mapping == dict(self.current) and not self.changed
 
@@ -105,9 +114,11 @@ class Plan:
 
 def make_plan(project: Project, environment: str, base_name: str | None,
               base: Mapping[str, SnapshotRecord], known: Mapping[str, SnapshotRecord],
-              current: Mapping[str, str] | None = None) -> Plan:
+              current: Mapping[str, str] | None = None,
+              reference_versions: Mapping[str, str] | None = None) -> Plan:
     """`base`: model -> snapshot the comparison starts from; `known`: every live snapshot by
-    fingerprint; `current`: the environment's mapping today (empty for a new environment)."""
+    fingerprint; `current`: the environment's mapping today (empty for a new environment);
+    `reference_versions`: the data versions the environment shows today."""
     planner = _Planner(project, base, known)
     nodes = [planner.plan_node(name) for name in project.dag.order]
     planner.fill_affects(nodes)
@@ -121,7 +132,8 @@ def make_plan(project: Project, environment: str, base_name: str | None,
                 materialized=record.materialized, parents=record.parents, previous=record.fingerprint,
                 reason="no longer in the project"))
     return Plan(environment=environment, base=base_name, nodes=tuple(nodes),
-                dialect=project.config.dialect, current=dict(current or {}))
+                dialect=project.config.dialect, current=dict(current or {}),
+                reference_versions=dict(reference_versions or {}))
 
 
 class _Planner:

@@ -131,19 +131,20 @@ class StateStore:
     def __init__(self, url: str):
         self.url = url
         kwargs: dict[str, Any] = {}
-        if url.startswith("sqlite"):
-            kwargs["connect_args"] = {"timeout": 30, "check_same_thread": False}
-            database = sa.engine.make_url(url).database
-            if database and database != ":memory:":
-                Path(database).parent.mkdir(parents=True, exist_ok=True)
         try:
+            if url.startswith("sqlite"):
+                kwargs["connect_args"] = {"timeout": 30, "check_same_thread": False}
+                database = sa.engine.make_url(url).database
+                if database and database != ":memory:":
+                    Path(database).parent.mkdir(parents=True, exist_ok=True)
             self.engine = sa.create_engine(url, future=True, **kwargs)
             if url.startswith("sqlite"):
                 sa.event.listen(self.engine, "connect", _sqlite_pragmas)
             self._migrate()
-        except SQLAlchemyError as exc:
+        except (SQLAlchemyError, OSError, ImportError) as exc:
+            detail = (str(exc).strip().splitlines() or [""])[0]
             raise StateError(f"cannot open the state store: {_redact(url)}: {exc.__class__.__name__}: "
-                             f"{str(exc).splitlines()[0]}") from None
+                             f"{detail}") from None
 
     def close(self) -> None:
         self.engine.dispose()

@@ -165,8 +165,6 @@ def test_a_failed_build_skips_its_downstream_and_leaves_the_environment_unchange
     assert not [o for o in physical_objects(warehouse) if "__tmp_" in o]
 
 
-@pytest.mark.xfail(strict=True, reason="build.build() stores BuildError.message in BuildResult.failed, "
-                   "dropping the `file` the error carries (models/marts/orders.sql)")
 def test_a_failed_build_names_the_model_file(
         shop: Shop, state: StateStore, warehouse: DuckDBEngine) -> None:
     build_prod(shop, state, warehouse)
@@ -458,9 +456,6 @@ def test_failing_tests_hold_back_production_but_a_dev_environment_moves(
     assert rows(warehouse, "select count(*) from staging__mr_1.stg_orders where status = 'lost'") == [(1,)]
 
 
-@pytest.mark.xfail(strict=True, reason="run_pipeline selects tests by the models built in this run "
-                   "(result.build.built); snapshots built and failed earlier are reused untested, so "
-                   "production moves onto data whose tests fail")
 @pytest.mark.parametrize("first", ["prod", "mr_1"])
 def test_production_stays_held_back_when_the_failing_snapshots_already_exist(
         shop: Shop, state: StateStore, warehouse: DuckDBEngine, first: str) -> None:

@@ -201,14 +201,10 @@ def test_a_bad_url_is_a_state_error_without_a_traceback(url: str) -> None:
     assert "s3cret" not in str(error)  # passwords are never shown
 
 
-@pytest.mark.xfail(strict=True, reason="StateStore.__init__ creates a SQLite file's parent directory "
-                   "outside its try: the OSError escapes raw (NotADirectoryError)")
 def test_a_sqlite_path_under_a_file_is_a_state_error(tmp_path: Path) -> None:
     (tmp_path / "not_a_dir").write_text("")
     _check_state_error(f"sqlite:///{tmp_path / 'not_a_dir' / 'state.db'}")
 
 
-@pytest.mark.xfail(strict=True, reason="StateStore.__init__ catches SQLAlchemyError only: a URL whose "
-                   "database driver is not installed raises a raw ModuleNotFoundError")
 def test_a_url_whose_driver_is_not_installed_is_a_state_error() -> None:
     _check_state_error("mysql+mysqldb://sluice@127.0.0.1:3306/state")

@@ -12,7 +12,7 @@ import duckdb
 from sqlglot import exp
 
 from runner.engines.base import Cursor, Engine, WarehouseObject
-from runner.errors import BuildError, SluiceError
+from runner.errors import SluiceError, WarehouseError
 
 
 class _DuckCursor:
@@ -23,7 +23,7 @@ class _DuckCursor:
         try:
             self.connection.execute(sql)
         except duckdb.Error as exc:
-            raise BuildError(_first_line(exc)) from exc
+            raise WarehouseError(_first_line(exc)) from exc
 
     def fetch(self, sql: str) -> tuple[list[str], list[tuple[Any, ...]]]:
         try:
@@ -31,7 +31,7 @@ class _DuckCursor:
             names = [d[0] for d in result.description or []]
             return names, result.fetchall()
         except duckdb.Error as exc:
-            raise BuildError(_first_line(exc)) from exc
+            raise WarehouseError(_first_line(exc)) from exc
 
 
 def _first_line(exc: Exception) -> str:
