@@ -76,10 +76,66 @@ environment_history = sa.Table(
     sa.Column("rolled_back", sa.Boolean, nullable=False, default=False),
 )
 
+# The bot's durable work: deliveries received, runs, locks and each MR's report comment.
+events = sa.Table(
+    "sluice_events", metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("forge", sa.String(16), nullable=False),
+    sa.Column("delivery_id", sa.String(128), nullable=False),
+    sa.Column("kind", sa.String(64), nullable=False),
+    sa.Column("repository", sa.String(255)),
+    sa.Column("number", sa.Integer),
+    sa.Column("event", sa.Text),  # the normalised event (bot.events JSON); NULL when ignored
+    sa.Column("received_at", sa.Float, nullable=False),
+    sa.Column("dispatched_at", sa.Float),  # handed to the broker
+    sa.Column("done_at", sa.Float),  # a worker finished with it
+    sa.Column("attempts", sa.Integer, nullable=False, default=0),
+    sa.UniqueConstraint("forge", "delivery_id", name="uq_sluice_events_delivery"),
+)
+
+runs = sa.Table(
+    "sluice_runs", metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("event_id", sa.Integer),
+    sa.Column("forge", sa.String(16), nullable=False),
+    sa.Column("repository", sa.String(255), nullable=False),
+    sa.Column("number", sa.Integer, nullable=False),
+    sa.Column("sha", sa.String(64)),
+    sa.Column("kind", sa.String(32), nullable=False),  # pipeline | promote | drop | command
+    sa.Column("environment", sa.String(64)),
+    sa.Column("status", sa.String(16), nullable=False),  # queued running success failed superseded error
+    sa.Column("summary", sa.Text, nullable=False, default=""),
+    sa.Column("report", sa.Text, nullable=False, default=""),
+    sa.Column("log", sa.Text, nullable=False, default=""),
+    sa.Column("created_at", sa.Float, nullable=False),
+    sa.Column("started_at", sa.Float),
+    sa.Column("finished_at", sa.Float),
+    sa.Index("ix_sluice_runs_mr", "forge", "repository", "number"),
+)
+
+locks = sa.Table(
+    "sluice_locks", metadata,
+    sa.Column("name", sa.String(255), primary_key=True),
+    sa.Column("holder", sa.String(255), nullable=False),
+    sa.Column("note", sa.String(255), nullable=False, default=""),
+    sa.Column("since", sa.Float, nullable=False),
+    sa.Column("expires_at", sa.Float),  # NULL: held until released
+)
+
+comments = sa.Table(
+    "sluice_comments", metadata,
+    sa.Column("forge", sa.String(16), primary_key=True),
+    sa.Column("repository", sa.String(255), primary_key=True),
+    sa.Column("number", sa.Integer, primary_key=True),
+    sa.Column("comment_id", sa.BigInteger, nullable=False),
+    sa.Column("history", sa.Text, nullable=False, default=""),  # one line per run
+)
+
 # Each migration creates what it introduced; later issues append steps here.
 MIGRATIONS: list[Callable[[Connection], None]] = [
     lambda conn: metadata.create_all(
         conn, tables=[snapshots, environments, environment_models, environment_history]),
+    lambda conn: metadata.create_all(conn, tables=[events, runs, locks, comments]),
 ]
 
 
@@ -128,18 +184,30 @@ class HistoryEntry:
 
 
 class StateStore:
-    def __init__(self, url: str):
+    """`namespace` keeps one repository's environments apart from another's in a shared store:
+    a PostgreSQL schema of that name, or a SQLite file beside the main one."""
+
+    def __init__(self, url: str, namespace: str | None = None):
         self.url = url
         kwargs: dict[str, Any] = {}
         try:
             if url.startswith("sqlite"):
                 kwargs["connect_args"] = {"timeout": 30, "check_same_thread": False}
-                database = sa.engine.make_url(url).database
+                parsed = sa.engine.make_url(url)
+                database = parsed.database
                 if database and database != ":memory:":
+                    if namespace:
+                        path = Path(database)
+                        database = str(path.with_name(f"{path.stem}__{namespace}{path.suffix}"))
+                        url = parsed.set(database=database).render_as_string(hide_password=False)
                     Path(database).parent.mkdir(parents=True, exist_ok=True)
             self.engine = sa.create_engine(url, future=True, **kwargs)
             if url.startswith("sqlite"):
                 sa.event.listen(self.engine, "connect", _sqlite_pragmas)
+            elif namespace:
+                with self.engine.begin() as conn:
+                    conn.execute(sa.schema.CreateSchema(namespace, if_not_exists=True))
+                self.engine = self.engine.execution_options(schema_translate_map={None: namespace})
             self._migrate()
         except (SQLAlchemyError, OSError, ImportError) as exc:
             detail = (str(exc).strip().splitlines() or [""])[0]

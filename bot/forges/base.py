@@ -1,0 +1,114 @@
+"""What Sluice needs from a forge: read webhooks, read merge requests, write comments and statuses.
+
+One module per forge implements `Forge` (`gitlab.py` with python-gitlab, `github.py` with
+PyGithub). Adding Bitbucket or Gitea is one new module.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Mapping
+from dataclasses import dataclass
+from enum import IntEnum, StrEnum
+
+from bot.events import Event
+
+
+class Role(IntEnum):
+    """A user's permission on a repository, in GitLab's and GitHub's common order."""
+
+    NONE = 0
+    READ = 10  # GitLab guest/reporter; GitHub read/triage
+    DEVELOPER = 30  # GitLab developer; GitHub write
+    MAINTAINER = 40  # GitLab maintainer; GitHub maintain
+    OWNER = 50  # GitLab owner; GitHub admin
+
+
+class CommitState(StrEnum):
+    PENDING = "pending"
+    RUNNING = "running"
+    SUCCESS = "success"
+    FAILURE = "failure"
+    ERROR = "error"
+
+
+@dataclass(frozen=True)
+class MergeRequestInfo:
+    number: int
+    state: str  # "open" | "closed" | "merged"
+    head_sha: str
+    source_branch: str
+    target_branch: str
+    author: str
+    merge_sha: str | None = None
+
+
+@dataclass(frozen=True)
+class Webhook:
+    """One verified delivery: its id for deduplication, and the event if Sluice acts on it."""
+
+    delivery_id: str
+    kind: str  # the forge's event name, e.g. "pull_request", "Merge Request Hook"
+    event: Event | None  # None: a kind Sluice ignores (answered 2xx all the same)
+
+
+class ForgeError(Exception):
+    """The forge API failed; `transient` says whether a retry may help (5xx, timeouts)."""
+
+    def __init__(self, message: str, transient: bool):
+        super().__init__(message)
+        self.transient = transient
+
+
+class WebhookError(Exception):
+    """A delivery that is not what the forge sends: bad JSON, missing fields. Answered 400."""
+
+
+class Forge(ABC):
+    name: str  # "gitlab" | "github"
+    comment_limit: int  # longest comment body the forge accepts, in characters
+
+    # -- webhooks (no network) -----------------------------------------------------------------
+
+    @staticmethod
+    @abstractmethod
+    def verify(headers: Mapping[str, str], body: bytes, secret: str) -> bool:
+        """Is the delivery authentic? Constant-time comparison."""
+
+    @staticmethod
+    @abstractmethod
+    def parse(headers: Mapping[str, str], body: bytes) -> Webhook:
+        """Normalise a delivery; raises WebhookError for a malformed one."""
+
+    # -- API ------------------------------------------------------------------------------------
+
+    @abstractmethod
+    def merge_request(self, repo: str, number: int) -> MergeRequestInfo: ...
+
+    @abstractmethod
+    def find_comment(self, repo: str, number: int, marker: str) -> int | None:
+        """The id of the bot's comment holding `marker`, if any."""
+
+    @abstractmethod
+    def post_comment(self, repo: str, number: int, body: str) -> int: ...
+
+    @abstractmethod
+    def edit_comment(self, repo: str, number: int, comment_id: int, body: str) -> None: ...
+
+    @abstractmethod
+    def react(self, repo: str, number: int, comment_id: int, reaction: str = "eyes") -> None: ...
+
+    @abstractmethod
+    def set_status(self, repo: str, sha: str, state: CommitState, description: str,
+                   url: str | None, context: str = "sluice") -> None: ...
+
+    @abstractmethod
+    def role(self, repo: str, user: str) -> Role: ...
+
+    @abstractmethod
+    def approvals(self, repo: str, number: int) -> list[str]:
+        """Users who approved the merge request (GitHub: latest review state APPROVED)."""
+
+    def clone_url(self, repository_url: str) -> str:
+        """The URL git fetches from, with credentials if the forge needs them."""
+        return repository_url

@@ -1,0 +1,93 @@
+"""The inbox: every webhook delivery Sluice accepted, stored before it is answered.
+
+The broker only carries "go look at event N"; this table is the truth. A delivery seen twice
+(same forge and delivery id) is stored once. Events stored but never handed to the broker (it was
+down) are found again by the sweeper.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import sqlalchemy as sa
+from sqlalchemy.exc import IntegrityError
+
+from runner.state import StateStore, events
+
+
+@dataclass(frozen=True)
+class StoredEvent:
+    id: int
+    forge: str
+    delivery_id: str
+    kind: str
+    repository: str | None
+    number: int | None
+    event: str | None
+    received_at: float
+    dispatched_at: float | None
+    done_at: float | None
+    attempts: int
+
+
+class Inbox:
+    def __init__(self, state: StateStore):
+        self.state = state
+
+    def store(self, forge: str, delivery_id: str, kind: str, repository: str | None,
+              number: int | None, event: str | None) -> int | None:
+        """Store a delivery; None when this delivery id was stored before (a duplicate)."""
+        values = dict(forge=forge, delivery_id=delivery_id, kind=kind, repository=repository,
+                      number=number, event=event, received_at=time.time(), attempts=0,
+                      done_at=None if event is not None else time.time())
+        try:
+            with self.state.engine.begin() as conn:
+                result = conn.execute(events.insert().values(**values))
+                key = result.inserted_primary_key
+                return int(key[0]) if key else None
+        except IntegrityError:
+            return None
+
+    def mark_dispatched(self, event_id: int) -> None:
+        with self.state.engine.begin() as conn:
+            conn.execute(events.update().where(events.c.id == event_id)
+                         .values(dispatched_at=time.time()))
+
+    def start(self, event_id: int) -> StoredEvent | None:
+        """A worker picks the event up; None when it is already done (a redelivered message)."""
+        with self.state.engine.begin() as conn:
+            conn.execute(events.update().where(events.c.id == event_id)
+                         .values(attempts=events.c.attempts + 1))
+            row = conn.execute(sa.select(events).where(events.c.id == event_id)).first()
+        if row is None or row.done_at is not None:
+            return None
+        return _event(row)
+
+    def finish(self, event_id: int) -> None:
+        with self.state.engine.begin() as conn:
+            conn.execute(events.update().where(events.c.id == event_id).values(done_at=time.time()))
+
+    def get(self, event_id: int) -> StoredEvent | None:
+        with self.state.engine.connect() as conn:
+            row = conn.execute(sa.select(events).where(events.c.id == event_id)).first()
+        return _event(row) if row is not None else None
+
+    def undispatched(self, older_than: float, limit: int = 100) -> list[StoredEvent]:
+        """Events to act on that never reached the broker, received before `older_than`."""
+        query = (sa.select(events)
+                 .where(events.c.done_at.is_(None), events.c.dispatched_at.is_(None),
+                        events.c.received_at < older_than)
+                 .order_by(events.c.id).limit(limit))
+        with self.state.engine.connect() as conn:
+            return [_event(row) for row in conn.execute(query)]
+
+    def pending_count(self) -> int:
+        with self.state.engine.connect() as conn:
+            return int(conn.execute(sa.select(sa.func.count()).select_from(events)
+                                    .where(events.c.done_at.is_(None))).scalar() or 0)
+
+
+def _event(row: sa.Row) -> StoredEvent:
+    return StoredEvent(row.id, row.forge, row.delivery_id, row.kind, row.repository, row.number,
+                       row.event, row.received_at, row.dispatched_at, row.done_at, row.attempts)

@@ -1,0 +1,120 @@
+"""Runs: one per piece of work for a merge request (pipeline, promotion, command), with status,
+report and log, so the run page and the MR thread can link to it; and supersession, so an older
+run never posts over a newer one."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import sqlalchemy as sa
+
+from runner.state import StateStore, comments, runs
+
+FINAL = ("success", "failed", "superseded", "error")
+
+
+@dataclass(frozen=True)
+class Run:
+    id: int
+    event_id: int | None
+    forge: str
+    repository: str
+    number: int
+    sha: str | None
+    kind: str
+    environment: str | None
+    status: str
+    summary: str
+    report: str
+    log: str
+    created_at: float
+    started_at: float | None
+    finished_at: float | None
+
+
+class Superseded(Exception):
+    """A newer run for the same merge request exists: this one stops at its next step."""
+
+
+class RunLog:
+    def __init__(self, state: StateStore):
+        self.state = state
+
+    def create(self, forge: str, repository: str, number: int, kind: str, sha: str | None = None,
+               environment: str | None = None, event_id: int | None = None) -> int:
+        with self.state.engine.begin() as conn:
+            result = conn.execute(runs.insert().values(
+                event_id=event_id, forge=forge, repository=repository, number=number, sha=sha,
+                kind=kind, environment=environment, status="queued", summary="", report="", log="",
+                created_at=time.time()))
+            key = result.inserted_primary_key
+            return int(key[0]) if key else 0
+
+    def get(self, run_id: int) -> Run | None:
+        with self.state.engine.connect() as conn:
+            row = conn.execute(sa.select(runs).where(runs.c.id == run_id)).first()
+        return _run(row) if row is not None else None
+
+    def for_event(self, event_id: int) -> list[Run]:
+        with self.state.engine.connect() as conn:
+            rows = conn.execute(sa.select(runs).where(runs.c.event_id == event_id).order_by(runs.c.id))
+            return [_run(r) for r in rows]
+
+    def for_merge_request(self, forge: str, repository: str, number: int) -> list[Run]:
+        with self.state.engine.connect() as conn:
+            rows = conn.execute(sa.select(runs).where(runs.c.forge == forge,
+                                                      runs.c.repository == repository,
+                                                      runs.c.number == number).order_by(runs.c.id))
+            return [_run(r) for r in rows]
+
+    def start(self, run_id: int) -> None:
+        self._update(run_id, status="running", started_at=time.time())
+
+    def append_log(self, run_id: int, line: str) -> None:
+        stamp = time.strftime("%H:%M:%S")
+        with self.state.engine.begin() as conn:
+            conn.execute(runs.update().where(runs.c.id == run_id)
+                         .values(log=runs.c.log + f"{stamp} {line}\n"))
+
+    def finish(self, run_id: int, status: str, summary: str = "", report: str = "") -> None:
+        assert status in FINAL, status
+        self._update(run_id, status=status, summary=summary, report=report, finished_at=time.time())
+
+    def check_current(self, run_id: int) -> None:
+        """Raise Superseded when a newer pipeline run exists for the same merge request."""
+        with self.state.engine.connect() as conn:
+            row = conn.execute(sa.select(runs).where(runs.c.id == run_id)).one()
+            newer = conn.execute(sa.select(sa.func.count()).select_from(runs).where(
+                runs.c.forge == row.forge, runs.c.repository == row.repository,
+                runs.c.number == row.number, runs.c.kind == row.kind, runs.c.id > run_id)).scalar()
+        if newer:
+            raise Superseded(f"run {run_id} was superseded by a newer run")
+
+    def _update(self, run_id: int, **values: object) -> None:
+        with self.state.engine.begin() as conn:
+            conn.execute(runs.update().where(runs.c.id == run_id).values(**values))
+
+    # -- the sticky report comment -------------------------------------------------------------
+
+    def comment(self, forge: str, repository: str, number: int) -> tuple[int, str] | None:
+        with self.state.engine.connect() as conn:
+            row = conn.execute(sa.select(comments).where(
+                comments.c.forge == forge, comments.c.repository == repository,
+                comments.c.number == number)).first()
+        return (int(row.comment_id), row.history) if row is not None else None
+
+    def save_comment(self, forge: str, repository: str, number: int, comment_id: int,
+                     history: str) -> None:
+        with self.state.engine.begin() as conn:
+            conn.execute(comments.delete().where(
+                comments.c.forge == forge, comments.c.repository == repository,
+                comments.c.number == number))
+            conn.execute(comments.insert().values(forge=forge, repository=repository, number=number,
+                                                  comment_id=comment_id, history=history))
+
+
+def _run(row: sa.Row) -> Run:
+    return Run(row.id, row.event_id, row.forge, row.repository, row.number, row.sha, row.kind,
+               row.environment, row.status, row.summary, row.report, row.log, row.created_at,
+               row.started_at, row.finished_at)
