@@ -12,6 +12,7 @@ from typing import Any, Protocol
 import dramatiq
 from dramatiq.brokers.rabbitmq import RabbitmqBroker
 from dramatiq.brokers.redis import RedisBroker
+from dramatiq.brokers.stub import StubBroker
 from dramatiq.middleware import AgeLimit, Callbacks, Pipelines, Retries, ShutdownNotifications, TimeLimit
 
 QUEUE = "sluice"
@@ -41,8 +42,10 @@ def make_broker(url: str, *, max_retries: int = 5, min_backoff_ms: int = 1000,
         broker = RabbitmqBroker(url=url, middleware=middleware)
     elif url.startswith(("redis://", "rediss://", "unix://")):
         broker = RedisBroker(url=url, middleware=middleware)
+    elif url == "stub://":  # in-process, for `sluice serve --embedded`: the inbox makes it durable
+        broker = StubBroker(middleware=middleware)
     else:
-        raise ValueError(f"unsupported broker URL {url.split('://')[0]!r}: use redis:// or amqp://")
+        raise ValueError(f"unsupported broker URL {url.split('://')[0]!r}: use redis://, amqp:// or stub://")
     return broker
 
 
@@ -81,6 +84,8 @@ class DramatiqDispatcher:
             if isinstance(self.broker, RabbitmqBroker):
                 counts = self.broker.get_queue_message_counts(QUEUE)
                 return int(counts[0])
+            if isinstance(self.broker, StubBroker):
+                return int(self.broker.queues[QUEUE].qsize()) if QUEUE in self.broker.queues else 0
         except Exception:
             return None
         return None

@@ -14,7 +14,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import wraps
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 from rich.console import Console
@@ -32,6 +32,9 @@ from runner.janitor import parse_duration, run_janitor
 from runner.pipeline import RunResult, execute, plan_environment
 from runner.project import Project, load_project
 from runner.settings import Settings, local_settings
+
+if TYPE_CHECKING:
+    from bot.config import ServerConfig
 from runner.state import StateStore
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -334,6 +337,68 @@ def demo(directory: Path | None) -> None:
     ok = run_demo(console, directory)
     if not ok:
         sys.exit(1)
+
+
+def _server_config(config_path: Path | None) -> ServerConfig:
+    from bot.config import load_config
+
+    return load_config(config_path)
+
+
+@main.command()
+@click.option("--config", "config_path", type=click.Path(dir_okay=False, path_type=Path),
+              envvar="SLUICE_CONFIG", help="Server configuration file (YAML); see README.")
+@click.option("--bind", default="127.0.0.1:8000", show_default=True, help="host:port to listen on.")
+@click.option("--workers", default=2, show_default=True, help="gunicorn worker processes.")
+@click.option("--threads", default=4, show_default=True, help="Threads per web worker.")
+@click.option("--embedded", is_flag=True,
+              help="Run the web app and a job worker in one process (single machine; the broker "
+                   "is in-process unless SLUICE_BROKER_URL or broker_url is set).")
+@click.option("--insecure", is_flag=True,
+              help="Accept webhooks from a forge that has no secret configured (development only).")
+@handle_errors
+def serve(config_path: Path | None, bind: str, workers: int, threads: int, embedded: bool,
+          insecure: bool) -> None:
+    """Serve the webhook endpoints, health checks, metrics and run pages."""
+    import dataclasses
+    import logging
+
+    from bot.serve import serve_embedded, serve_gunicorn
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    config = _server_config(config_path)
+    if insecure:
+        config = dataclasses.replace(config, insecure=True)
+    host, _, port = bind.rpartition(":")
+    if embedded:
+        if not os.environ.get("SLUICE_BROKER_URL") and not _broker_configured(config_path):
+            config = dataclasses.replace(config, broker_url="stub://")
+        serve_embedded(config, host or "127.0.0.1", int(port or 8000), threads)
+    else:
+        serve_gunicorn(config, bind, workers, threads)
+
+
+def _broker_configured(config_path: Path | None) -> bool:
+    if config_path is None:
+        return False
+    from runner.yamlfile import load_yaml
+
+    return "broker_url" in load_yaml(config_path)
+
+
+@main.command()
+@click.option("--config", "config_path", type=click.Path(dir_okay=False, path_type=Path),
+              envvar="SLUICE_CONFIG", help="Server configuration file (YAML); see README.")
+@click.option("--threads", default=2, show_default=True, help="Jobs run at the same time.")
+@handle_errors
+def worker(config_path: Path | None, threads: int) -> None:
+    """Run jobs from the broker (plans, builds, reports, promotions) and the event sweeper."""
+    import logging
+
+    from bot.worker import WorkerProcess
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    WorkerProcess(_server_config(config_path), threads=threads).run_forever()
 
 
 def _when(epoch: float) -> str:

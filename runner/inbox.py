@@ -82,6 +82,14 @@ class Inbox:
         with self.state.engine.connect() as conn:
             return [_event(row) for row in conn.execute(query)]
 
+    def requeue_unfinished(self) -> int:
+        """After a restart with an in-process broker: every event not done goes back to the
+        sweeper, since its message died with the process."""
+        with self.state.engine.begin() as conn:
+            return int(conn.execute(events.update().where(events.c.done_at.is_(None),
+                                                          events.c.dispatched_at.is_not(None))
+                                    .values(dispatched_at=None)).rowcount)
+
     def pending_count(self) -> int:
         with self.state.engine.connect() as conn:
             return int(conn.execute(sa.select(sa.func.count()).select_from(events)

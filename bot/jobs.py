@@ -1,0 +1,501 @@
+"""What the worker does with each stored event: run the merge-request pipeline, answer slash
+commands, promote on merge, clean up on close. Intake, command parsing, authorisation, execution
+and rendering are separate steps; this module wires them.
+
+Errors are sorted once, here: the user's own (bad SQL, failing tests, a plan error) are reported
+in the thread and never retried; transient ones (forge 5xx, network, a lock held too long) raise
+`Transient` so the queue retries with backoff.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+
+from bot.commands import USAGE, BadCommand, Command, parse_comment
+from bot.config import ServerConfig
+from bot.events import CommentEvent, MergeRequestEvent, MRAction, Repository, from_json
+from bot.forges.base import CommitState, Forge, ForgeError, Role
+from bot.report import render_markdown
+from runner import environment as environments
+from runner.checkout import CheckoutError, Mirrors, redact
+from runner.config import PRODUCTION
+from runner.datatests import run_tests, select_tests
+from runner.engines import Engine, open_engine
+from runner.errors import SluiceError
+from runner.inbox import Inbox
+from runner.locks import Locks
+from runner.pipeline import RunResult, run_pipeline
+from runner.project import Project, load_project
+from runner.runlog import RunLog, Superseded
+from runner.state import StateStore
+
+log = logging.getLogger("sluice.worker")
+MARKER = "<!-- sluice-report -->"
+STATUS_CONTEXT = "sluice"
+
+
+class Transient(Exception):
+    """Worth retrying later: the queue's Retries middleware backs off and tries again."""
+
+
+@dataclass
+class Services:
+    """Everything a job needs, built once per worker process from the server configuration."""
+
+    config: ServerConfig
+    state: StateStore
+    forges: dict[str, Forge]
+    mirrors: Mirrors
+    project_states: dict[str, StateStore] = field(default_factory=dict)
+    record_job: Callable[[str, str, float], None] | None = None
+
+    @classmethod
+    def build(cls, config: ServerConfig, state: StateStore | None = None,
+              forges: dict[str, Forge] | None = None) -> Services:
+        from bot.forges import make_forge
+
+        if forges is None:
+            forges = {}
+            if config.gitlab is not None:
+                forges["gitlab"] = make_forge("gitlab", config)
+            if config.github is not None:
+                forges["github"] = make_forge("github", config)
+        return cls(config=config, state=state or StateStore(config.state_url), forges=forges,
+                   mirrors=Mirrors(config.work_dir, allow_local=config.allow_local_clones))
+
+    def project_state(self, repository: Repository) -> StateStore:
+        """Each repository's environments and snapshots live in their own namespace."""
+        key = namespace(repository)
+        if key not in self.project_states:
+            self.project_states[key] = StateStore(self.config.state_url, namespace=key)
+        return self.project_states[key]
+
+
+def namespace(repository: Repository) -> str:
+    slug = re.sub(r"[^a-z0-9]+", "_", f"{repository.forge}_{repository.full_name}".lower()).strip("_")
+    return f"sluice_{slug}"[:60]
+
+
+def mr_environment(number: int) -> str:
+    return f"mr_{number}"
+
+
+def holder(repository: Repository, number: int) -> str:
+    return f"{repository.forge}:{repository.full_name}!{number}"
+
+
+class Jobs:
+    def __init__(self, services: Services):
+        self.s = services
+        self.inbox = Inbox(services.state)
+        self.runs = RunLog(services.state)
+        self.locks = Locks(services.state)
+
+    # -- entry point ------------------------------------------------------------------------------
+
+    def process(self, event_id: int) -> None:
+        """Handle stored event `event_id` once; raise Transient to be retried."""
+        stored = self.inbox.start(event_id)
+        if stored is None or stored.event is None:
+            return
+        event = from_json(stored.event)
+        started = time.perf_counter()
+        kind = "comment" if isinstance(event, CommentEvent) else event.action.value
+        outcome = "ok"
+        try:
+            if isinstance(event, CommentEvent):
+                self.on_comment(event, event_id)
+            elif event.action in (MRAction.OPENED, MRAction.REOPENED, MRAction.NEW_COMMITS):
+                self.pipeline(event.repository, event.number, event_id)
+            elif event.action is MRAction.MERGED:
+                self.on_merged(event, event_id)
+            elif event.action is MRAction.CLOSED:
+                self.on_closed(event)
+            else:
+                log.info("event %s: %s needs no work", event_id, event.action.value)
+        except (ForgeError, CheckoutError) as exc:
+            if getattr(exc, "transient", False):
+                outcome = "retry"
+                raise Transient(redact(str(exc))) from exc
+            outcome = "error"
+            log.warning("event %s failed: %s", event_id, redact(str(exc)))
+        except Transient:
+            outcome = "retry"
+            raise
+        finally:
+            if self.s.record_job:
+                self.s.record_job(kind, outcome, time.perf_counter() - started)
+        self.inbox.finish(event_id)
+
+    # -- the merge-request pipeline -------------------------------------------------------------
+
+    def pipeline(self, repository: Repository, number: int, event_id: int | None) -> int | None:
+        forge = self.s.forges[repository.forge]
+        info = forge.merge_request(repository.full_name, number)  # events arrive late and out of order
+        if info.state != "open":
+            log.info("%s!%s is %s: nothing to build", repository.full_name, number, info.state)
+            return None
+        env = mr_environment(number)
+        run_id = self.runs.create(repository.forge, repository.full_name, number, "pipeline",
+                                  sha=info.head_sha, environment=env, event_id=event_id)
+        self.runs.start(run_id)
+        url = self.s.config.run_url(run_id)
+        forge.set_status(repository.full_name, info.head_sha, CommitState.PENDING,
+                         "Sluice is planning this change", url, STATUS_CONTEXT)
+        try:
+            with self.workspace(repository, info.head_sha, run_id) as (project, state, engine):
+                self.runs.check_current(run_id)
+                result = run_pipeline(project, state, engine, env)
+                self.runs.append_log(run_id, _summary(result))
+            self.runs.check_current(run_id)  # never post over a newer run's result
+            report = render_markdown(result, run_url=url)
+            status = "success" if result.ok and not result.held_back else "failed"
+            self.post_report(repository, number, run_id, info.head_sha, report, _summary(result))
+            forge.set_status(repository.full_name, info.head_sha,
+                             CommitState.SUCCESS if status == "success" else CommitState.FAILURE,
+                             _summary(result)[:140], url, STATUS_CONTEXT)
+            self.runs.finish(run_id, status, _summary(result), report)
+        except Superseded as exc:
+            self.runs.append_log(run_id, str(exc))
+            self.runs.finish(run_id, "superseded", "superseded by a newer commit")
+        except SluiceError as exc:  # the user's own error: say it in the thread, do not retry
+            if isinstance(exc, CheckoutError) and exc.transient:
+                self.runs.finish(run_id, "error", "fetch failed; will retry")
+                raise
+            message = redact(str(exc))
+            report = (f"{MARKER}\n### ❌ Sluice · `{env}` · cannot plan this change\n\n"
+                      f"```\n{message}\n```\n\n[run #{run_id}]({url})\n")
+            self.runs.append_log(run_id, message)
+            self.post_report(repository, number, run_id, info.head_sha, report, "error: " + message[:80])
+            forge.set_status(repository.full_name, info.head_sha, CommitState.FAILURE, message[:140],
+                             url, STATUS_CONTEXT)
+            self.runs.finish(run_id, "failed", message, report)
+        except Exception as exc:
+            self.runs.append_log(run_id, f"{type(exc).__name__}: {redact(str(exc))}")
+            self.runs.finish(run_id, "error", f"{type(exc).__name__}; will retry")
+            raise
+        return run_id
+
+    @contextmanager
+    def workspace(self, repository: Repository, sha: str,
+                  run_id: int) -> Iterator[tuple[Project, StateStore, Engine]]:
+        """Check out `sha`, load the project, open its warehouse, holding the warehouse's lock
+        when it is a DuckDB file (one writer process at a time)."""
+        forge = self.s.forges[repository.forge]
+        url = forge.clone_url(repository.clone_url)
+        self.runs.append_log(run_id, f"checking out {sha[:12]}")
+        with self.s.mirrors.checkout(f"{repository.forge}:{repository.full_name}", url, sha) as tree:
+            project = load_project(tree, cache_dir=self.s.config.work_dir / "cache")
+            warehouse = self.warehouse_url(repository, project)
+            state = self.s.project_state(repository)
+            with self.warehouse_lock(warehouse, f"run:{run_id}"):
+                engine = open_engine(warehouse)
+                try:
+                    yield project, state, engine
+                finally:
+                    engine.close()
+
+    def warehouse_url(self, repository: Repository, project: Project) -> str:
+        name = project.config.warehouse
+        repo_config = self.s.config.repository(repository.forge, repository.full_name)
+        allowed = repo_config.warehouses if repo_config else ("default",)
+        if name not in allowed:
+            raise SluiceError(f"this repository may not use warehouse connection {name!r} "
+                              f"(allowed: {', '.join(allowed)})", file="sluice.yml")
+        url = self.s.config.warehouses.get(name)
+        if url is None:
+            raise SluiceError(f"the server defines no warehouse connection {name!r}", file="sluice.yml")
+        return url
+
+    @contextmanager
+    def warehouse_lock(self, url: str, who: str) -> Iterator[None]:
+        if not url.startswith("duckdb"):
+            yield  # server warehouses take concurrent builds
+            return
+        name = f"warehouse:{url}"
+        lock = self.locks.wait(name, who, note="DuckDB has one writer", ttl=3600, timeout=300)
+        if lock is None:
+            raise Transient(f"the warehouse is busy ({name}); retrying later")
+        try:
+            yield
+        finally:
+            self.locks.release(name, who)
+
+    def post_report(self, repository: Repository, number: int, run_id: int, sha: str, report: str,
+                    summary: str) -> None:
+        """The one sticky comment per MR, found again by its marker and edited in place."""
+        forge = self.s.forges[repository.forge]
+        saved = self.runs.comment(repository.forge, repository.full_name, number)
+        history = (saved[1] if saved else "")
+        history += f"- run [#{run_id}]({self.s.config.run_url(run_id)}) at `{sha[:8]}`: {summary}\n"
+        body = _fit(report, history, forge.comment_limit, self.s.config.run_url(run_id))
+        comment_id = saved[0] if saved else forge.find_comment(repository.full_name, number, MARKER)
+        if comment_id is None:
+            comment_id = forge.post_comment(repository.full_name, number, body)
+        else:
+            forge.edit_comment(repository.full_name, number, comment_id, body)
+        self.runs.save_comment(repository.forge, repository.full_name, number, comment_id, history)
+
+    # -- merge and close --------------------------------------------------------------------------
+
+    def on_merged(self, event: MergeRequestEvent, event_id: int) -> None:
+        """Promote what the MR built; build only what the merged commit needs beyond it."""
+        repository, number = event.repository, event.number
+        forge = self.s.forges[repository.forge]
+        info = forge.merge_request(repository.full_name, number)
+        sha = info.merge_sha or event.merge_sha or info.head_sha
+        run_id = self.runs.create(repository.forge, repository.full_name, number, "promote",
+                                  sha=sha, environment=PRODUCTION, event_id=event_id)
+        self.runs.start(run_id)
+        prod_lock = f"env:{repository.forge}:{repository.full_name}:{PRODUCTION}"
+        who = holder(repository, number)
+        if self.locks.wait(prod_lock, who, note="promotion on merge", ttl=3600, timeout=300) is None:
+            self.runs.finish(run_id, "error", "production is locked; will retry")
+            raise Transient("production is locked by another promotion")
+        try:
+            with self.workspace(repository, sha, run_id) as (project, state, engine):
+                result = run_pipeline(project, state, engine, PRODUCTION)
+                if result.ok and not result.held_back:
+                    dropped = self._drop_quietly(engine, state, mr_environment(number))
+                else:
+                    dropped = False
+            if result.ok and not result.held_back:
+                moved = len(result.repoint.changed) if result.repoint else 0
+                text = (f"✅ **Promoted to production** at `{sha[:8]}`: {moved} views moved, "
+                        f"{result.built} rebuilt, {result.reused} reused.")
+                if dropped:
+                    text += f" Environment `{mr_environment(number)}` dropped."
+                status = "success"
+            else:
+                reason = result.held_back or "a build or test failed"
+                text = (f"❌ **Not promoted**: {reason}. Production is unchanged.\n\n"
+                        + render_markdown(result, run_url=self.s.config.run_url(run_id)))
+                status = "failed"
+            forge.post_comment(repository.full_name, number, text)
+            self.runs.finish(run_id, status, text.splitlines()[0], render_markdown(result))
+        except SluiceError as exc:
+            message = redact(str(exc))
+            forge.post_comment(repository.full_name, number,
+                               f"❌ **Not promoted**: {message}. Production is unchanged.")
+            self.runs.finish(run_id, "failed", message)
+        finally:
+            self.locks.release(prod_lock, who)
+            self.locks.release_all(who)
+
+    def on_closed(self, event: MergeRequestEvent) -> None:
+        repository, number = event.repository, event.number
+        who = holder(repository, number)
+        released = self.locks.release_all(who)
+        state = self.s.project_state(repository)
+        env = mr_environment(number)
+        if state.environment(env) is None:
+            return
+        url = self._any_warehouse(repository)
+        with self.warehouse_lock(url, f"close:{who}"):
+            engine = open_engine(url)
+            try:
+                self._drop_quietly(engine, state, env)
+            finally:
+                engine.close()
+        log.info("closed %s: dropped %s, released %s", who, env, released)
+
+    def _any_warehouse(self, repository: Repository) -> str:
+        repo_config = self.s.config.repository(repository.forge, repository.full_name)
+        name = repo_config.warehouses[0] if repo_config else "default"
+        return self.s.config.warehouses[name]
+
+    @staticmethod
+    def _drop_quietly(engine: Engine, state: StateStore, env: str) -> bool:
+        if state.environment(env) is None:
+            return False
+        environments.drop(engine, state, env)
+        return True
+
+    # -- slash commands -----------------------------------------------------------------------------
+
+    def on_comment(self, event: CommentEvent, event_id: int) -> None:
+        if event.author_is_bot or MARKER in event.body:
+            return
+        commands = parse_comment(event.body)
+        if not commands:
+            return
+        forge = self.s.forges[event.repository.forge]
+        forge.react(event.repository.full_name, event.number, event.comment_id, "eyes")
+        role = forge.role(event.repository.full_name, event.author)
+        replies = [self.run_command(event, command, role, event_id) for command in commands]
+        answer = "\n\n---\n\n".join(r for r in replies if r)
+        if answer:
+            forge.post_comment(event.repository.full_name, event.number, answer)
+
+    def run_command(self, event: CommentEvent, command: Command | BadCommand, role: Role,
+                    event_id: int) -> str:
+        if isinstance(command, BadCommand):
+            return f"`{_quote(command.line)}`: {command.reason}.\n\n{USAGE}"
+        refusal = authorise(command, role, self.s.config)
+        if refusal:
+            return f"`{_quote(command.line)}`: {refusal}"
+        repository, number = event.repository, event.number
+        if command.name == "help":
+            return USAGE
+        if command.name == "plan":
+            run_id = self.pipeline(repository, number, event_id)
+            return f"`/plan`: done, see the report above (run #{run_id})." if run_id else \
+                "`/plan`: this merge request is not open."
+        if command.name == "deploy":
+            return self.deploy(event, command.args[0])
+        if command.name == "unlock":
+            return self.unlock(event, command.args[0], role)
+        if command.name == "destroy":
+            state = self.s.project_state(repository)
+            env = mr_environment(number)
+            if state.environment(env) is None:
+                return f"`/destroy`: there is no environment `{env}`."
+            url = self._any_warehouse(repository)
+            with self.warehouse_lock(url, f"destroy:{holder(repository, number)}"):
+                engine = open_engine(url)
+                try:
+                    environments.drop(engine, state, env)
+                finally:
+                    engine.close()
+            return f"`/destroy`: environment `{env}` dropped; its tables go when the janitor's TTL passes."
+        if command.name == "test":
+            return self.test(event)
+        if command.name in ("diff", "lineage"):
+            return self.inspect(event, command)
+        if command.name == "approve":
+            rule = command.args[0] if command.args else None
+            what = f"override of `{rule}`" if rule else "approval"
+            self.runs.finish(self.runs.create(repository.forge, repository.full_name, number, "approve",
+                                              event_id=event_id), "success",
+                             f"{what} by @{event.author}")
+            return f"`/approve`: {what} by @{event.author} recorded."
+        return USAGE
+
+    def deploy(self, event: CommentEvent, env: str) -> str:
+        repository, number = event.repository, event.number
+        source = mr_environment(number)
+        state = self.s.project_state(repository)
+        if state.environment(source) is None:
+            return f"`/deploy {env}`: this merge request has no environment yet; comment `/plan` first."
+        lock_name = f"env:{repository.forge}:{repository.full_name}:{env}"
+        who = holder(repository, number)
+        lock = self.locks.acquire(lock_name, who, note=f"/deploy by @{event.author}")
+        if lock is None:
+            current = self.locks.held_by(lock_name)
+            if current is not None:
+                since = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(current.since))
+                other = current.holder.rsplit("!", 1)[-1]
+                return (f"`/deploy {env}`: `{env}` is held by !{other} since {since}. Ask there for "
+                        f"`/unlock {env}`, or a maintainer can `/unlock {env}` here.")
+            return f"`/deploy {env}`: `{env}` is busy; try again."
+        url = self._any_warehouse(repository)
+        with self.warehouse_lock(url, f"deploy:{who}"):
+            engine = open_engine(url)
+            try:
+                result = environments.promote(engine, state, source, env)
+            finally:
+                engine.close()
+        return (f"`/deploy {env}`: `{env}` now points at this merge request's snapshots "
+                f"({len(result.changed)} views moved, 0 rebuilt). `/unlock {env}` releases it.")
+
+    def unlock(self, event: CommentEvent, env: str, role: Role) -> str:
+        repository, number = event.repository, event.number
+        lock_name = f"env:{repository.forge}:{repository.full_name}:{env}"
+        current = self.locks.held_by(lock_name)
+        if current is None:
+            return f"`/unlock {env}`: `{env}` is not locked."
+        if current.holder != holder(repository, number) and role < Role.MAINTAINER:
+            return (f"`/unlock {env}`: `{env}` is held by another merge request; only a maintainer "
+                    "may release it.")
+        self.locks.release(lock_name)
+        return f"`/unlock {env}`: released."
+
+    def test(self, event: CommentEvent) -> str:
+        repository, number = event.repository, event.number
+        env = mr_environment(number)
+        state = self.s.project_state(repository)
+        if state.environment(env) is None:
+            return f"`/test`: there is no environment `{env}` yet; comment `/plan` first."
+        info = self.s.forges[repository.forge].merge_request(repository.full_name, number)
+        run_id = self.runs.create(repository.forge, repository.full_name, number, "command",
+                                  sha=info.head_sha, environment=env)
+        with self.workspace(repository, info.head_sha, run_id) as (project, st, engine):
+            rows = environments.describe(st, env)
+            physical = {name: (s.physical_schema, s.physical_table) for name, s in rows}
+            tests = [t for t in select_tests(project, None)
+                     if all(d in physical or d in project.sources for d in (t.model, *t.depends_on) if d)]
+            result = run_tests(tests, project, engine, physical)
+        lines = [f"`/test`: {len(result.passed)} passed, {len(result.failed)} failed in `{env}`."]
+        for failed in result.failed:
+            what = failed.error or f"{failed.failures} failing rows"
+            lines.append(f"- ❌ {failed.test.name}: {_quote(what)}")
+        self.runs.finish(run_id, "success" if result.ok else "failed", lines[0])
+        return "\n".join(lines)
+
+    def inspect(self, event: CommentEvent, command: Command) -> str:
+        """`/diff` and `/lineage` from the merge request's head: the plan's view of one model."""
+        repository, number = event.repository, event.number
+        info = self.s.forges[repository.forge].merge_request(repository.full_name, number)
+        run_id = self.runs.create(repository.forge, repository.full_name, number, "command",
+                                  sha=info.head_sha, environment=mr_environment(number))
+        from bot.inspect import describe_diff, describe_lineage
+        from runner.pipeline import plan_environment
+
+        with self.workspace(repository, info.head_sha, run_id) as (project, state, _engine):
+            if command.name == "lineage":
+                text = describe_lineage(project, command.args[0].lower())
+            else:
+                plan = plan_environment(project, state, mr_environment(number))
+                text = describe_diff(project, plan, command.args[0].lower())
+        self.runs.finish(run_id, "success", command.line)
+        return text
+
+
+def authorise(command: Command, role: Role, config: ServerConfig) -> str | None:
+    """Until policies land: developers may plan, test, inspect and deploy to unprotected
+    environments; maintainers may do anything. Returns the refusal, or None."""
+    if role >= Role.MAINTAINER:
+        return None
+    if role < Role.DEVELOPER:
+        return "you need at least developer access to run Sluice commands."
+    if command.name == "deploy" and command.args[0] == PRODUCTION:
+        return "deploying to production needs maintainer access; merging promotes it."
+    if command.name == "approve" and command.args:
+        return "overriding a rule needs maintainer access."
+    return None
+
+
+def _summary(result: RunResult) -> str:
+    if not result.build.ok:
+        return f"build failed ({len(result.build.failed)} models)"
+    verdict = "ready" if result.tests.ok else "tests failing"
+    return (f"{verdict}: {result.built} built, {result.reused} reused, tests "
+            f"{len(result.tests.passed)} passed / {len(result.tests.failed)} failed")
+
+
+def _quote(text: str) -> str:
+    return text.replace("`", "'").replace("\n", " ")[:200]
+
+
+def _fit(report: str, history: str, limit: int, run_url: str) -> str:
+    """The comment: report plus run history, shortened to the forge's limit with a link."""
+    tail = f"\n<details><summary>Runs</summary>\n\n{history}\n</details>\n"
+    body = report + tail
+    if len(body) <= limit:
+        return body
+    note = f"\n\n… the report was shortened; [read all of it]({run_url}).\n"
+    keep = limit - len(tail) - len(note)
+    if keep < 200:
+        return (report[: limit - len(note)] + note)[:limit]
+    cut = report[:keep]
+    cut = cut[: cut.rfind("\n")] if "\n" in cut else cut
+    if cut.count("<details>") > cut.count("</details>"):
+        cut += "\n</details>"
+    return cut + note + tail
+
+

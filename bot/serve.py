@@ -1,0 +1,81 @@
+"""`sluice serve`: the web app under gunicorn, or with `--embedded` the app and a worker in one
+process (Werkzeug's threaded server, an in-process broker) for a single machine."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+from typing import Any
+
+from flask import Flask
+from gunicorn.app.base import BaseApplication
+
+from bot.broker import DramatiqDispatcher, declare_actor, make_broker
+from bot.config import ServerConfig
+
+log = logging.getLogger("sluice.serve")
+
+
+def build_app(config: ServerConfig) -> Flask:
+    """The web app with its own state connection and a dispatcher on the configured broker."""
+    from bot.app import create_app
+    from runner.state import StateStore
+
+    broker = make_broker(config.broker_url)
+    # The web process only sends; the function never runs here.
+    actor = declare_actor(broker, _never_called)
+    return create_app(config, state=StateStore(config.state_url),
+                      dispatcher=DramatiqDispatcher(broker, actor))
+
+
+def _never_called(event_id: int) -> None:
+    raise RuntimeError("the web process does not process events")
+
+
+class _Gunicorn(BaseApplication):
+    def __init__(self, factory: Callable[[], Flask], options: dict[str, Any]):
+        self.factory = factory
+        self.options = options
+        super().__init__()
+
+    def load_config(self) -> None:
+        for key, value in self.options.items():
+            self.cfg.set(key, value)
+
+    def load(self) -> Flask:
+        return self.factory()
+
+
+def serve_gunicorn(config: ServerConfig, bind: str, workers: int, threads: int) -> None:
+    config.check_secrets()
+    options = {"bind": bind, "workers": workers, "threads": threads, "worker_class": "gthread",
+               "timeout": 30, "graceful_timeout": 20, "accesslog": "-", "errorlog": "-"}
+    _Gunicorn(lambda: build_app(config), options).run()
+
+
+def serve_embedded(config: ServerConfig, host: str, port: int, worker_threads: int) -> None:
+    """App and worker in one process. With the in-process broker, events the previous process
+    left unfinished are sent again from the inbox at start."""
+    from werkzeug.serving import make_server
+
+    from bot.app import create_app
+    from bot.worker import WorkerProcess
+    from runner.inbox import Inbox
+
+    config.check_secrets()
+    worker = WorkerProcess(config, threads=worker_threads)
+    if config.broker_url == "stub://":
+        requeued = Inbox(worker.services.state).requeue_unfinished()
+        if requeued:
+            log.info("%s unfinished events will be sent again", requeued)
+    app = create_app(config, state=worker.services.state, dispatcher=worker.dispatcher)
+    server = make_server(host, port, app, threaded=True)
+    worker.start()
+    thread = threading.Thread(target=server.serve_forever, name="sluice-web", daemon=True)
+    thread.start()
+    log.info("serving on http://%s:%s (embedded worker)", host, server.server_port)
+    try:
+        worker.run_forever_after_start()
+    finally:
+        server.shutdown()

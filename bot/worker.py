@@ -1,0 +1,70 @@
+"""The worker process: dramatiq workers that run `Jobs.process` for each message, and the sweeper
+that re-sends stored events the broker never got."""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+from typing import Any
+
+import dramatiq
+
+from bot.broker import DramatiqDispatcher, declare_actor, make_broker
+from bot.config import ServerConfig
+from bot.jobs import Jobs, Services
+
+log = logging.getLogger("sluice.worker")
+
+
+class WorkerProcess:
+    """Workers plus sweeper for one process; `start()` returns, `stop()` drains and ends."""
+
+    def __init__(self, config: ServerConfig, threads: int = 2, services: Services | None = None,
+                 broker: dramatiq.Broker | None = None):
+        from bot.metrics import record_job
+
+        self.config = config
+        self.services = services or Services.build(config)
+        self.services.record_job = self.services.record_job or record_job
+        self.jobs = Jobs(self.services)
+        self.broker = broker or make_broker(config.broker_url)
+        self.actor = declare_actor(self.broker, self.jobs.process)
+        self.dispatcher = DramatiqDispatcher(self.broker, self.actor)
+        self.worker = dramatiq.Worker(self.broker, worker_threads=threads, worker_timeout=100)
+        self._stop = threading.Event()
+        self._sweeper: threading.Thread | None = None
+
+    def start(self) -> None:
+        from bot.sweeper import run_sweeper
+
+        self.worker.start()
+        self._sweeper = threading.Thread(
+            target=run_sweeper, name="sluice-sweeper", daemon=True,
+            args=(self._stop, self.services.state, self.dispatcher, self.config.sweep_after))
+        self._sweeper.start()
+        log.info("worker started on %s", self.config.broker_url.split("@")[-1])
+
+    def stop(self, timeout_ms: int = 30_000) -> None:
+        self._stop.set()
+        self.worker.stop(timeout=timeout_ms)
+        if self._sweeper is not None:
+            self._sweeper.join(timeout=5)
+        self.broker.close()
+
+    def run_forever(self) -> None:
+        """Start, then wait for SIGINT/SIGTERM and stop cleanly."""
+        self.start()
+        self.run_forever_after_start()
+
+    def run_forever_after_start(self) -> None:
+        done = threading.Event()
+
+        def on_signal(signum: int, _frame: Any) -> None:
+            log.info("signal %s: stopping", signum)
+            done.set()
+
+        signal.signal(signal.SIGINT, on_signal)
+        signal.signal(signal.SIGTERM, on_signal)
+        done.wait()
+        self.stop()

@@ -1,0 +1,120 @@
+"""Git checkouts for jobs: one bare mirror per repository, fetched incrementally, and one
+worktree per job at the exact commit, removed afterwards (GitPython).
+
+The fetch URL may carry a token: it is never logged, and errors are reported without it.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import re
+import shutil
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import git
+
+from runner.errors import SluiceError
+
+SHA = re.compile(r"^[0-9a-f]{7,64}$")
+# Branch heads plus the refs where forges keep merge-request heads (GitHub pull/N/head,
+# GitLab merge-requests/N/head): a fork's commits are only reachable there.
+REFSPECS = [
+    "+refs/heads/*:refs/heads/*",
+    "+refs/pull/*/head:refs/pull/*/head",
+    "+refs/merge-requests/*/head:refs/merge-requests/*/head",
+]
+
+
+class CheckoutError(SluiceError):
+    """The commit could not be fetched or checked out; `transient` when a retry may help."""
+
+    def __init__(self, message: str, transient: bool = False):
+        super().__init__(message)
+        self.transient = transient
+
+
+def redact(text: str) -> str:
+    """Remove credentials from URLs in a message."""
+    return re.sub(r"(://)[^/@\s]+@", r"\1***@", text)
+
+
+class Mirrors:
+    def __init__(self, root: Path, allow_local: bool = False):
+        self.root = Path(root)
+        self.allow_local = allow_local
+
+    def _mirror_path(self, key: str) -> Path:
+        slug = re.sub(r"[^A-Za-z0-9_.-]+", "_", key)[:80]
+        digest = hashlib.sha256(key.encode()).hexdigest()[:8]
+        return self.root / "mirrors" / f"{slug}-{digest}.git"
+
+    def check_url(self, url: str) -> None:
+        if url.startswith(("https://", "http://", "ssh://", "git@")):
+            return
+        if self.allow_local and (url.startswith("file://") or url.startswith("/")):
+            return
+        raise CheckoutError(f"refusing to fetch from {redact(url)!r}: only https and ssh URLs are allowed")
+
+    @contextmanager
+    def _locked(self, mirror: Path) -> Iterator[None]:
+        mirror.parent.mkdir(parents=True, exist_ok=True)
+        with open(mirror.with_suffix(".lock"), "w") as handle:
+            fcntl.flock(handle, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(handle, fcntl.LOCK_UN)
+
+    def fetch(self, key: str, url: str, sha: str) -> git.Repo:
+        """Bring the mirror of `key` up to date enough to hold `sha`."""
+        if not SHA.match(sha):
+            raise CheckoutError(f"{sha!r} is not a commit id")
+        self.check_url(url)
+        mirror = self._mirror_path(key)
+        with self._locked(mirror):
+            repo = git.Repo(mirror) if mirror.exists() else git.Repo.init(mirror, bare=True)
+            if not _has_commit(repo, sha):
+                try:
+                    repo.git.fetch("--prune", "--quiet", url, *REFSPECS)
+                    if not _has_commit(repo, sha):
+                        repo.git.fetch("--quiet", url, sha)
+                except git.GitCommandError as exc:
+                    detail = redact(str(exc.stderr).strip())[:500]
+                    raise CheckoutError(f"git fetch failed: {detail}", transient=True) from None
+            if not _has_commit(repo, sha):
+                raise CheckoutError(f"commit {sha} is not in the repository")
+            return repo
+
+    @contextmanager
+    def checkout(self, key: str, url: str, sha: str) -> Iterator[Path]:
+        """A worktree of `key` at `sha`, removed when the block ends."""
+        repo = self.fetch(key, url, sha)
+        path = self.root / "worktrees" / f"{uuid.uuid4().hex}"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        mirror = Path(repo.git_dir)
+        with self._locked(mirror):
+            try:
+                repo.git.worktree("add", "--detach", "--quiet", str(path), sha)
+            except git.GitCommandError as exc:
+                raise CheckoutError(f"git worktree failed: {redact(str(exc.stderr).strip())[:500]}") from None
+        try:
+            yield path
+        finally:
+            with self._locked(mirror):
+                try:
+                    repo.git.worktree("remove", "--force", str(path))
+                except git.GitCommandError:
+                    shutil.rmtree(path, ignore_errors=True)
+                    repo.git.worktree("prune")
+
+
+def _has_commit(repo: git.Repo, sha: str) -> bool:
+    try:
+        repo.git.cat_file("-e", f"{sha}^{{commit}}")
+        return True
+    except git.GitCommandError:
+        return False
