@@ -80,11 +80,14 @@ class Mirrors:
             if not _has_commit(repo, sha):
                 try:
                     repo.git.fetch("--prune", "--quiet", url, *REFSPECS)
-                    if not _has_commit(repo, sha):
-                        repo.git.fetch("--quiet", url, sha)
                 except git.GitCommandError as exc:
                     detail = redact(str(exc.stderr).strip())[:500]
                     raise CheckoutError(f"git fetch failed: {detail}", transient=True) from None
+                if not _has_commit(repo, sha):
+                    try:  # not on any branch or MR ref: ask for the commit itself
+                        repo.git.fetch("--quiet", url, sha)
+                    except git.GitCommandError:
+                        pass
             if not _has_commit(repo, sha):
                 raise CheckoutError(f"commit {sha} is not in the repository")
             return repo
