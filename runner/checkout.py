@@ -6,6 +6,7 @@ The fetch URL may carry a token: it is never logged, and errors are reported wit
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import hashlib
 import re
@@ -84,10 +85,9 @@ class Mirrors:
                     detail = redact(str(exc.stderr).strip())[:500]
                     raise CheckoutError(f"git fetch failed: {detail}", transient=True) from None
                 if not _has_commit(repo, sha):
-                    try:  # not on any branch or MR ref: ask for the commit itself
+                    # Not on any branch or MR ref: ask for the commit itself.
+                    with contextlib.suppress(git.GitCommandError):
                         repo.git.fetch("--quiet", url, sha)
-                    except git.GitCommandError:
-                        pass
             if not _has_commit(repo, sha):
                 raise CheckoutError(f"commit {sha} is not in the repository")
             return repo
