@@ -41,7 +41,9 @@ def make_broker(url: str, *, max_retries: int = 5, min_backoff_ms: int = 1000,
     if url.startswith(("amqp://", "amqps://")):
         broker = RabbitmqBroker(url=url, middleware=middleware)
     elif url.startswith(("redis://", "rediss://", "unix://")):
-        broker = RedisBroker(url=url, middleware=middleware)
+        # Short socket timeouts: a broker that drops packets must not hold a webhook answer.
+        broker = RedisBroker(url=url, middleware=middleware, socket_connect_timeout=1.0,
+                             socket_timeout=2.0)
     elif url == "stub://":  # in-process, for `sluice serve --embedded`: the inbox makes it durable
         broker = StubBroker(middleware=middleware)
     else:

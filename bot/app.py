@@ -1,0 +1,95 @@
+"""The web service's app factory: `create_app(config)` builds a Flask app; importing does nothing.
+
+Blueprints group the routes by purpose: webhooks (intake), health (liveness and readiness),
+metrics (Prometheus) and pages (run pages). What they share (configuration, state store,
+dispatcher, intake, metrics) sits on `app.extensions["sluice"]`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from flask import Flask, current_app
+from jinja2 import StrictUndefined
+
+from bot.broker import Dispatcher, DramatiqDispatcher, declare_actor, make_broker
+from bot.config import ServerConfig, load_config
+from bot.forges.base import Forge
+from bot.intake import Intake
+from bot.metrics import AppMetrics, make_app_metrics
+from runner.inbox import Inbox
+from runner.runlog import RunLog
+from runner.state import StateStore
+
+
+@dataclass(frozen=True)
+class Sluice:
+    """Everything the routes of one app use."""
+
+    config: ServerConfig
+    state: StateStore
+    dispatcher: Dispatcher
+    inbox: Inbox
+    runs: RunLog
+    intake: Intake
+    metrics: AppMetrics
+
+
+def sluice() -> Sluice:
+    """The current app's Sluice parts (inside a request or an app context)."""
+    parts: Sluice = current_app.extensions["sluice"]
+    return parts
+
+
+def create_app(config: ServerConfig, *, state: StateStore | None = None,
+               dispatcher: Dispatcher | None = None,
+               forges: Mapping[str, type[Forge]] | None = None) -> Flask:
+    """Build the web app. Raises ConfigError when a configured forge has no webhook secret (unless
+    `config.insecure`); opens the state store at `config.state_url` and a broker at
+    `config.broker_url` when they are not given."""
+    config.check_secrets()
+    if forges is None:
+        from bot.forges import FORGES
+
+        forges = FORGES
+    state = state if state is not None else StateStore(config.state_url)
+    dispatcher = dispatcher if dispatcher is not None else broker_dispatcher(config.broker_url)
+    inbox = Inbox(state)
+    metrics = make_app_metrics(dispatcher.queue_depth, inbox.pending_count)
+
+    app = Flask(__name__.rsplit(".", 1)[0], template_folder="templates")
+    # Flask autoescapes only *.html; these templates are *.html.j2, and every one of them shows
+    # text that came from a merge request.
+    app.jinja_env.autoescape = True
+    app.jinja_env.undefined = StrictUndefined
+    app.extensions["sluice"] = Sluice(
+        config=config, state=state, dispatcher=dispatcher, inbox=inbox, runs=RunLog(state),
+        intake=Intake(config, inbox, dispatcher, forges, metrics.intake), metrics=metrics)
+
+    # Imported here: the blueprints import `sluice` from this module.
+    from bot.health import health
+    from bot.metrics import routes as metrics_routes
+    from bot.pages import pages
+    from bot.webhooks import webhooks
+
+    for blueprint in (webhooks, health, metrics_routes, pages):
+        app.register_blueprint(blueprint)
+    return app
+
+
+def broker_dispatcher(broker_url: str) -> DramatiqDispatcher:
+    """A dispatcher that only sends: the web process never runs the actor, `sluice worker` does
+    (declaring the same actor name and queue on its own broker)."""
+    broker = make_broker(broker_url)
+    return DramatiqDispatcher(broker, declare_actor(broker, _processed_by_the_worker))
+
+
+def _processed_by_the_worker(event_id: int) -> None:
+    raise RuntimeError(f"event {event_id}: the web process only sends events; run `sluice worker`")
+
+
+def app_from_environment() -> Flask:
+    """For gunicorn: `gunicorn 'bot.app:app_from_environment()'`, configured by SLUICE_CONFIG and
+    SLUICE_* variables (see bot.config.load_config)."""
+    return create_app(load_config(None))

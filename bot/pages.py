@@ -1,0 +1,169 @@
+"""Run pages: /runs/<id> shows a run's status, timings, report and log as HTML; /runs/<id>.md is
+the raw Markdown report. Everything shown came from a merge request, so nothing is trusted: the
+templates autoescape, and the report goes through a Markdown renderer that emits no raw HTML."""
+
+from __future__ import annotations
+
+import re
+import time
+from dataclasses import dataclass
+from functools import lru_cache
+
+from flask import Blueprint, Response, render_template
+from markdown_it import MarkdownIt
+from markupsafe import Markup
+
+from bot.app import sluice
+from bot.config import ServerConfig
+from runner.runlog import Run
+
+pages = Blueprint("pages", __name__)
+
+MAX_ID = 2**31 - 1  # the ids' column type; larger ids cannot exist (and PostgreSQL would refuse them)
+REFRESH_SECONDS = 10
+SECURITY_HEADERS = {
+    "Content-Security-Policy": "default-src 'none'; style-src 'unsafe-inline'; "
+                               "frame-ancestors 'none'; base-uri 'none'; form-action 'none'",
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+}
+
+# The report's collapsible sections are the one piece of HTML it may carry; they are matched line by
+# line and rebuilt, never passed through.
+_DETAILS_OPEN = re.compile(r"^\s*<details>\s*<summary>(.*?)</summary>\s*$", re.IGNORECASE)
+_DETAILS_CLOSE = re.compile(r"^\s*</details>\s*$", re.IGNORECASE)
+_COMMENT_LINE = re.compile(r"^\s*<!--.*-->\s*$")
+_FENCE = re.compile(r"^\s{0,3}(```|~~~)")
+
+
+@lru_cache(maxsize=1)
+def _markdown() -> MarkdownIt:
+    # html=False: raw HTML in the source is shown as text; links with javascript: and similar
+    # schemes are not linked; images are off (no tracking pixels from a report).
+    return MarkdownIt("commonmark", {"html": False}).enable(["table", "strikethrough"]).disable("image")
+
+
+def render_report(markdown: str) -> Markup:
+    """The report as safe HTML: CommonMark plus tables, with `<details><summary>` sections."""
+    md = _markdown()
+    out: list[str] = []
+    pending: list[str] = []
+    depth = 0
+    fence: str | None = None
+
+    def flush() -> None:
+        if pending:
+            out.append(md.render("\n".join(pending)))
+            pending.clear()
+
+    for line in markdown.splitlines():
+        fenced = _FENCE.match(line)
+        if fence is not None:
+            pending.append(line)
+            if fenced and fenced.group(1) == fence:
+                fence = None
+            continue
+        if fenced:
+            fence = fenced.group(1)
+            pending.append(line)
+        elif opened := _DETAILS_OPEN.match(line):
+            flush()
+            out.append(f"<details><summary>{md.renderInline(opened.group(1))}</summary>")
+            depth += 1
+        elif depth and _DETAILS_CLOSE.match(line):
+            flush()
+            out.append("</details>")
+            depth -= 1
+        elif not _COMMENT_LINE.match(line):
+            pending.append(line)
+    flush()
+    out.append("</details>" * depth)
+    return Markup("\n".join(out))  # only markdown-it output (html=False) and the fixed tags above
+
+
+@dataclass(frozen=True)
+class RunView:
+    """A run as the page shows it."""
+
+    run: Run
+    forge_label: str
+    merge_request: str  # "!3" on GitLab, "#2" on GitHub
+    merge_request_url: str | None
+    created: str
+    started: str | None
+    finished: str | None
+    waited: str | None  # queued → started
+    took: str | None  # started → finished (or until now, while running)
+    live: bool
+    report_html: Markup
+
+
+def run_view(run: Run, config: ServerConfig, now: float | None = None) -> RunView:
+    now = time.time() if now is None else now
+    live = run.status in ("queued", "running")
+    waited = _duration((run.started_at if run.started_at is not None else now) - run.created_at) \
+        if run.started_at is not None or live else None
+    took = None
+    if run.started_at is not None:
+        took = _duration((run.finished_at if run.finished_at is not None else now) - run.started_at)
+    return RunView(
+        run=run,
+        forge_label={"gitlab": "GitLab", "github": "GitHub"}.get(run.forge, run.forge),
+        merge_request=f"!{run.number}" if run.forge == "gitlab" else f"#{run.number}",
+        merge_request_url=_merge_request_url(run, config),
+        created=_stamp(run.created_at) or "", started=_stamp(run.started_at),
+        finished=_stamp(run.finished_at),
+        waited=waited, took=took, live=live, report_html=render_report(run.report))
+
+
+@pages.get("/runs/<int:run_id>")
+def run_page(run_id: int) -> Response:
+    parts = sluice()
+    run = parts.runs.get(run_id) if run_id <= MAX_ID else None
+    if run is None:
+        return _secure(Response(render_template("not_found.html.j2", what=f"run {run_id}"), status=404))
+    view = run_view(run, parts.config)
+    html = render_template("run.html.j2", view=view, run=run, refresh=REFRESH_SECONDS,
+                           markdown_url=f"/runs/{run.id}.md")
+    return _secure(Response(html, status=200, mimetype="text/html"))
+
+
+@pages.get("/runs/<int:run_id>.md")
+def run_markdown(run_id: int) -> Response:
+    run = sluice().runs.get(run_id) if run_id <= MAX_ID else None
+    if run is None:
+        return _secure(Response(f"no run {run_id}\n", status=404, mimetype="text/plain"))
+    return _secure(Response(run.report, status=200, mimetype="text/markdown"))
+
+
+def _secure(response: Response) -> Response:
+    response.headers.update(SECURITY_HEADERS)
+    return response
+
+
+def _merge_request_url(run: Run, config: ServerConfig) -> str | None:
+    if run.forge == "gitlab" and config.gitlab is not None:
+        return f"{config.gitlab.url.rstrip('/')}/{run.repository}/-/merge_requests/{run.number}"
+    if run.forge == "github" and config.github is not None:
+        api = config.github.api_url.rstrip("/")
+        web = "https://github.com" if api == "https://api.github.com" else api.removesuffix("/api/v3")
+        return f"{web}/{run.repository}/pull/{run.number}"
+    return None
+
+
+def _stamp(when: float | None) -> str | None:
+    if when is None:
+        return None
+    return time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(when))
+
+
+def _duration(seconds: float) -> str:
+    seconds = max(seconds, 0.0)
+    if seconds < 60:
+        return f"{seconds:.1f} s"
+    minutes, rest = divmod(round(seconds), 60)
+    if minutes < 60:
+        return f"{minutes} min {rest} s"
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours} h {minutes} min"
+

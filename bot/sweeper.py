@@ -1,0 +1,80 @@
+"""The sweeper: send again the events that were stored but never reached the broker (it was down
+when the webhook came in). The worker process runs it in a background thread."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import socket
+import threading
+import time
+
+from sqlalchemy.exc import SQLAlchemyError
+
+from bot.broker import Dispatcher, DispatchError
+from runner.errors import StateError
+from runner.inbox import Inbox
+from runner.locks import Locks
+from runner.state import StateStore
+
+log = logging.getLogger("sluice.sweeper")
+
+LOCK = "sluice:sweeper"
+BATCH = 100
+
+
+def sweep(state: StateStore, dispatcher: Dispatcher, older_than_seconds: float) -> int:
+    """Send every event stored more than `older_than_seconds` ago and never dispatched; mark each
+    one dispatched once the broker took it. Stops at the first broker failure (it is down: the
+    next round tries again). Returns how many were sent."""
+    inbox = Inbox(state)
+    cutoff = time.time() - older_than_seconds
+    sent = 0
+    while True:
+        batch = inbox.undispatched(cutoff, limit=BATCH)
+        for event in batch:
+            try:
+                dispatcher.send(event.id)
+            except DispatchError as exc:
+                log.warning("sweeper: broker still refuses event %d: %s", event.id, exc)
+                return sent
+            inbox.mark_dispatched(event.id)
+            sent += 1
+            log.info("sweeper: sent event %d (%s %s, received %.0f s ago)", event.id, event.forge,
+                     event.kind, time.time() - event.received_at)
+        if len(batch) < BATCH:
+            return sent
+
+
+def run_sweeper(stop: threading.Event, state: StateStore, dispatcher: Dispatcher,
+                older_than_seconds: float = 30.0, *, interval_seconds: float = 10.0,
+                holder: str | None = None) -> None:
+    """Sweep every `interval_seconds` until `stop` is set. With several worker processes, one
+    sweeps at a time (a lock in the state store that expires if its holder dies), so an event is
+    not sent twice by two sweepers."""
+    holder = holder or f"{socket.gethostname()}:{os.getpid()}:{threading.get_ident()}"
+    locks = Locks(state)
+    while not stop.is_set():
+        try:
+            if locks.acquire(LOCK, holder, note="sweeper", ttl=max(3 * interval_seconds, 30.0)):
+                sweep(state, dispatcher, older_than_seconds)
+        except (SQLAlchemyError, StateError) as exc:
+            log.warning("sweeper: state store unavailable: %s", type(exc).__name__)
+        except Exception:  # the loop must survive anything a round throws
+            log.exception("sweeper: round failed")
+        stop.wait(interval_seconds)
+    with contextlib.suppress(SQLAlchemyError, StateError):
+        locks.release(LOCK, holder)
+
+
+def start_sweeper(state: StateStore, dispatcher: Dispatcher, *, older_than_seconds: float = 30.0,
+                  interval_seconds: float = 10.0) -> tuple[threading.Thread, threading.Event]:
+    """Run the sweeper in a daemon thread; set the returned event (then join) to stop it."""
+    stop = threading.Event()
+    thread = threading.Thread(target=run_sweeper, args=(stop, state, dispatcher), daemon=True,
+                              name="sluice-sweeper",
+                              kwargs={"older_than_seconds": older_than_seconds,
+                                      "interval_seconds": interval_seconds})
+    thread.start()
+    return thread, stop
