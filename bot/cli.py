@@ -367,6 +367,9 @@ def serve(config_path: Path | None, bind: str, workers: int, threads: int, embed
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     config = _server_config(config_path)
+    from bot.serve import share_metrics
+
+    share_metrics(config.work_dir)
     if insecure:
         config = dataclasses.replace(config, insecure=True)
     host, _, port = bind.rpartition(":")
@@ -398,7 +401,11 @@ def worker(config_path: Path | None, threads: int) -> None:
     from bot.worker import WorkerProcess
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
-    WorkerProcess(_server_config(config_path), threads=threads).run_forever()
+    from bot.serve import share_metrics
+
+    config = _server_config(config_path)
+    share_metrics(config.work_dir)
+    WorkerProcess(config, threads=threads).run_forever()
 
 
 def _when(epoch: float) -> str:

@@ -4,14 +4,15 @@ process (Werkzeug's threaded server, an in-process broker) for a single machine.
 from __future__ import annotations
 
 import logging
+import os
 import threading
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from flask import Flask
 from gunicorn.app.base import BaseApplication
 
-from bot.broker import DramatiqDispatcher, declare_actor, make_broker
 from bot.config import ServerConfig
 
 log = logging.getLogger("sluice.serve")
@@ -19,18 +20,21 @@ log = logging.getLogger("sluice.serve")
 
 def build_app(config: ServerConfig) -> Flask:
     """The web app with its own state connection and a dispatcher on the configured broker."""
-    from bot.app import create_app
+    from bot.app import broker_dispatcher, create_app
     from runner.state import StateStore
 
-    broker = make_broker(config.broker_url)
-    # The web process only sends; the function never runs here.
-    actor = declare_actor(broker, _never_called)
     return create_app(config, state=StateStore(config.state_url),
-                      dispatcher=DramatiqDispatcher(broker, actor))
+                      dispatcher=broker_dispatcher(config.broker_url))
 
 
-def _never_called(event_id: int) -> None:
-    raise RuntimeError("the web process does not process events")
+def share_metrics(work_dir: Path) -> None:
+    """Web and worker processes on one machine add up their metrics through one directory,
+    which prometheus_client reads from the environment before it is imported."""
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        return
+    directory = work_dir.resolve() / "metrics"
+    directory.mkdir(parents=True, exist_ok=True)
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(directory)
 
 
 class _Gunicorn(BaseApplication):
@@ -49,8 +53,11 @@ class _Gunicorn(BaseApplication):
 
 def serve_gunicorn(config: ServerConfig, bind: str, workers: int, threads: int) -> None:
     config.check_secrets()
+    from bot.metrics import mark_process_dead
+
     options = {"bind": bind, "workers": workers, "threads": threads, "worker_class": "gthread",
-               "timeout": 30, "graceful_timeout": 20, "accesslog": "-", "errorlog": "-"}
+               "timeout": 30, "graceful_timeout": 20, "errorlog": "-",
+               "child_exit": lambda _server, worker: mark_process_dead(worker.pid)}
     _Gunicorn(lambda: build_app(config), options).run()
 
 
