@@ -1,0 +1,357 @@
+"""GitHub behind the `Forge` interface: webhook checks and normalisation, and the REST calls Sluice
+makes, through PyGithub, as a token's user or as a GitHub App installation.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import re
+import threading
+import urllib.parse
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from typing import Any, TypeVar
+
+import requests
+from github import Auth, Github, GithubException, GithubIntegration, RateLimitExceededException
+
+from bot.config import ConfigError, GitHubConfig
+from bot.events import CommentEvent, MergeRequestEvent, MRAction, Repository
+from bot.forges.base import (
+    CommitState,
+    Forge,
+    ForgeError,
+    MergeRequestInfo,
+    Role,
+    Webhook,
+    WebhookError,
+)
+
+T = TypeVar("T")
+
+TIMEOUT = 10  # seconds; the job queue retries, so fail fast rather than hang a worker
+
+_PR_ACTIONS = {
+    "opened": MRAction.OPENED,
+    "reopened": MRAction.REOPENED,
+    "synchronize": MRAction.NEW_COMMITS,
+}
+
+_STATES = {
+    CommitState.PENDING: "pending",
+    CommitState.RUNNING: "pending",  # GitHub statuses have no "running"
+    CommitState.SUCCESS: "success",
+    CommitState.FAILURE: "failure",
+    CommitState.ERROR: "error",
+}
+
+# role_name first (it tells maintain and triage apart), then the coarse `permission`
+_ROLES = {"admin": Role.OWNER, "maintain": Role.MAINTAINER, "write": Role.DEVELOPER,
+          "triage": Role.READ, "read": Role.READ, "none": Role.NONE}
+
+
+class GitHub(Forge):
+    name = "github"
+    comment_limit = 65536
+
+    def __init__(self, config: GitHubConfig, timeout: int = TIMEOUT):
+        self.config = config
+        # no client-side retries and no client-side pacing: a failed call fails the job, whose
+        # queue retries it later (secondary rate limits come back as transient ForgeErrors)
+        self._options: dict[str, Any] = {
+            "base_url": config.api_url.rstrip("/"), "timeout": timeout, "retry": None,
+            "seconds_between_requests": None, "seconds_between_writes": None, "per_page": 100,
+        }
+        self._lock = threading.Lock()
+        self._token_client: Github | None = None
+        self._app: Auth.AppAuth | None = None
+        self._integration: GithubIntegration | None = None
+        self._installations: dict[str, int] = {}  # "owner/repo" (lower case) -> installation id
+        self._installation_auth: dict[int, Auth.AppInstallationAuth] = {}
+        self._installation_clients: dict[int, Github] = {}
+        self._login: str | None = None
+        if config.app_id is not None and config.private_key:
+            self._app = Auth.AppAuth(config.app_id, config.private_key)
+            self._integration = GithubIntegration(auth=self._app, **self._options)
+        elif config.token:
+            self._token_client = Github(auth=Auth.Token(config.token), lazy=True, **self._options)
+        else:
+            raise ConfigError("github needs a token, or an app_id with a private key")
+
+    # -- webhooks -------------------------------------------------------------------------------
+
+    @staticmethod
+    def verify(headers: Mapping[str, str], body: bytes, secret: str) -> bool:
+        signature = _header(headers, "X-Hub-Signature-256")
+        if signature is None or not secret:
+            return False
+        expected = "sha256=" + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
+        return hmac.compare_digest(signature.strip().encode(), expected.encode())
+
+    @staticmethod
+    def parse(headers: Mapping[str, str], body: bytes) -> Webhook:
+        kind = _header(headers, "X-GitHub-Event")
+        if not kind:
+            raise WebhookError("the delivery has no X-GitHub-Event header")
+        delivery = _header(headers, "X-GitHub-Delivery") or "sha256:" + hashlib.sha256(body).hexdigest()
+        data = _load(body, _header(headers, "Content-Type") or "")
+        event: MergeRequestEvent | CommentEvent | None = None
+        action = data.get("action")
+        if kind == "pull_request":
+            if action in _PR_ACTIONS:
+                event = _pr_event(data, _PR_ACTIONS[action])
+            elif action == "closed":
+                merged = bool(_get(data, "pull_request", dict).get("merged"))
+                event = _pr_event(data, MRAction.MERGED if merged else MRAction.CLOSED)
+        elif kind == "pull_request_review":
+            state = str(_get(data, "review", dict).get("state") or "").lower()
+            if action == "submitted" and state == "approved":
+                event = _pr_event(data, MRAction.APPROVED)
+            elif (action == "submitted" and state == "changes_requested") or action == "dismissed":
+                event = _pr_event(data, MRAction.UNAPPROVED)  # may withdraw this user's approval
+        elif (kind == "issue_comment" and action == "created"
+              and _get(data, "issue", dict).get("pull_request") is not None):
+            event = _comment_event(data)  # a plain issue's comments are no business of Sluice
+        return Webhook(delivery_id=delivery, kind=kind, event=event)
+
+    # -- API ------------------------------------------------------------------------------------
+
+    def merge_request(self, repo: str, number: int) -> MergeRequestInfo:
+        with _calls(f"reading pull request #{number} of {repo}"):
+            pr = self._client(repo).get_repo(repo).get_pull(number)
+            merged = bool(pr.merged)
+            return MergeRequestInfo(number=pr.number, state="merged" if merged else pr.state,
+                                    head_sha=pr.head.sha, source_branch=pr.head.ref,
+                                    target_branch=pr.base.ref, author=pr.user.login,
+                                    merge_sha=pr.merge_commit_sha if merged else None)
+
+    def find_comment(self, repo: str, number: int, marker: str) -> int | None:
+        with _calls(f"reading the comments of #{number} in {repo}"):
+            me = self._me(repo)
+            for comment in self._client(repo).get_repo(repo).get_issue(number).get_comments():
+                if comment.user is not None and comment.user.login == me and marker in (comment.body or ""):
+                    return int(comment.id)
+        return None
+
+    def post_comment(self, repo: str, number: int, body: str) -> int:
+        with _calls(f"commenting on #{number} in {repo}"):
+            return int(self._client(repo).get_repo(repo).get_issue(number).create_comment(body).id)
+
+    def edit_comment(self, repo: str, number: int, comment_id: int, body: str) -> None:
+        with _calls(f"editing comment {comment_id} on #{number} in {repo}"):
+            self._client(repo).get_repo(repo).get_issue(number).get_comment(comment_id).edit(body)
+
+    def react(self, repo: str, number: int, comment_id: int, reaction: str = "eyes") -> None:
+        # reacting twice is fine: GitHub answers 200 with the existing reaction
+        with _calls(f"reacting to comment {comment_id} on #{number} in {repo}"):
+            comment = self._client(repo).get_repo(repo).get_issue(number).get_comment(comment_id)
+            comment.create_reaction(reaction)
+
+    def set_status(self, repo: str, sha: str, state: CommitState, description: str,
+                   url: str | None, context: str = "sluice") -> None:
+        data = {"state": _STATES[state], "description": description[:140], "context": context}
+        if url:
+            data["target_url"] = url
+        with _calls(f"setting the {context} status of {sha[:12]} in {repo}"):
+            # the REST call itself: PyGithub's Commit.create_status would GET the commit first
+            self._client(repo).requester.requestJsonAndCheck(
+                "POST", f"/repos/{repo}/statuses/{urllib.parse.quote(sha, safe='')}", input=data)
+
+    def role(self, repo: str, user: str) -> Role:
+        with _calls(f"reading {user}'s permission on {repo}"):
+            try:
+                # one call for both fields; PyGithub's helpers return one each
+                _, data = self._client(repo).requester.requestJsonAndCheck(
+                    "GET", f"/repos/{repo}/collaborators/{urllib.parse.quote(user, safe='')}/permission")
+            except GithubException as exc:
+                if exc.status == 404:  # no such user
+                    return Role.NONE
+                raise
+        role_name = str(data.get("role_name") or "")
+        return _ROLES.get(role_name) or _ROLES.get(str(data.get("permission") or "none"), Role.NONE)
+
+    def approvals(self, repo: str, number: int) -> list[str]:
+        latest: dict[str, str] = {}
+        with _calls(f"reading the reviews of #{number} in {repo}"):
+            for review in self._client(repo).get_repo(repo).get_pull(number).get_reviews():
+                # comments after an approval leave it standing, as on GitHub's own page
+                if review.user is not None and review.state in ("APPROVED", "CHANGES_REQUESTED",
+                                                                 "DISMISSED"):
+                    latest[review.user.login] = review.state
+        return [user for user, state in latest.items() if state == "APPROVED"]
+
+    def clone_url(self, repository_url: str) -> str:
+        parts = urllib.parse.urlsplit(repository_url)
+        if parts.scheme != "https":
+            return repository_url
+        if self._app is not None:
+            # raises ForgeError (transient if GitHub is down) rather than fetch without credentials
+            repo = parts.path.strip("/").removesuffix(".git")
+            with _calls(f"getting an installation token for {repo}"):
+                token = self._installation(repo).token
+        elif self.config.token:
+            token = self.config.token
+        else:
+            return repository_url
+        api_host = urllib.parse.urlsplit(self.config.api_url).hostname or ""
+        return _with_credentials(repository_url, api_host.removeprefix("api."), "x-access-token", token)
+
+    # -- clients ------------------------------------------------------------------------------
+
+    def _client(self, repo: str) -> Github:
+        if self._token_client is not None:
+            return self._token_client
+        installation = self._installation(repo)
+        with self._lock:
+            client = self._installation_clients.get(installation.installation_id)
+            if client is None:
+                client = Github(auth=installation, lazy=True, **self._options)
+                self._installation_clients[installation.installation_id] = client
+            return client
+
+    def _installation(self, repo: str) -> Auth.AppInstallationAuth:
+        """The App's installation on `repo` (looked up once), whose token refreshes itself."""
+        assert self._app is not None and self._integration is not None
+        key = repo.lower()
+        with self._lock:
+            installation_id = self._installations.get(key)
+        if installation_id is None:
+            owner, _, name = repo.partition("/")
+            installation_id = int(self._integration.get_repo_installation(owner, name).id)
+        with self._lock:
+            self._installations[key] = installation_id
+            auth = self._installation_auth.get(installation_id)
+            if auth is None:
+                auth = self._app.get_installation_auth(installation_id)
+                self._installation_auth[installation_id] = auth
+            return auth
+
+    def _me(self, repo: str) -> str:
+        """The login the bot comments as: the token's user, or the App's `<slug>[bot]`."""
+        if self._login is None:
+            if self._integration is not None:
+                self._login = f"{self._integration.get_app().slug}[bot]"
+            else:
+                self._login = self._client(repo).get_user().login
+        return self._login
+
+
+# -- errors -------------------------------------------------------------------------------------
+
+
+def _transient(status: int | None) -> bool:
+    return status is not None and (status >= 500 or status in (408, 429))
+
+
+def _reason(status: int | None, message: object) -> str:
+    """`502 Bad Gateway`: the status and the forge's message, without HTML or a repeated status."""
+    text = message.decode(errors="replace") if isinstance(message, bytes) else str(message or "")
+    text = " ".join(re.sub(r"<[^>]+>", " ", text).split())
+    if status is not None and text.startswith(str(status)):
+        text = text[len(str(status)):].strip()
+    return " ".join(part for part in (str(status or ""), text[:200]) if part) or "no answer"
+
+
+@contextmanager
+def _calls(doing: str) -> Iterator[None]:
+    """Turn PyGithub's and requests' exceptions into ForgeError, saying what was being done."""
+    try:
+        yield
+    except RateLimitExceededException as exc:  # 403 or 429: primary or secondary rate limit
+        raise ForgeError(f"GitHub: {doing} failed: rate limited ({exc.status})", transient=True) from exc
+    except GithubException as exc:
+        message = exc.data.get("message") if isinstance(exc.data, dict) else exc.data
+        raise ForgeError(f"GitHub: {doing} failed: {_reason(exc.status, message)}",
+                         transient=_transient(exc.status)) from exc
+    except (requests.ConnectionError, requests.Timeout, requests.exceptions.ChunkedEncodingError) as exc:
+        raise ForgeError(f"GitHub: {doing} failed: {exc}", transient=True) from exc
+    except requests.RequestException as exc:
+        raise ForgeError(f"GitHub: {doing} failed: {exc}", transient=False) from exc
+
+
+def _with_credentials(url: str, host: str | None, user: str, token: str) -> str:
+    """`url` with `user:token@` in it, only for https URLs on the forge's own host."""
+    parts = urllib.parse.urlsplit(url)
+    if parts.scheme != "https" or not parts.hostname or parts.hostname != host:
+        return url
+    netloc = parts.hostname + (f":{parts.port}" if parts.port else "")
+    quoted = urllib.parse.quote(token, safe="")
+    return urllib.parse.urlunsplit(parts._replace(netloc=f"{user}:{quoted}@{netloc}"))
+
+
+# -- webhook payloads ---------------------------------------------------------------------------
+
+
+def _header(headers: Mapping[str, str], name: str) -> str | None:
+    value = headers.get(name)
+    if value is None:
+        lowered = name.lower()
+        value = next((v for k, v in headers.items() if k.lower() == lowered), None)
+    return value
+
+
+def _load(body: bytes, content_type: str) -> dict[str, Any]:
+    """The payload, from a JSON body or a form body's `payload` field (the hook's two formats)."""
+    try:
+        text = body.decode("utf-8")
+        if content_type.startswith("application/x-www-form-urlencoded") or text.startswith("payload="):
+            fields = urllib.parse.parse_qs(text)
+            if "payload" not in fields:
+                raise WebhookError("the form-encoded body has no 'payload' field")
+            text = fields["payload"][0]
+        data = json.loads(text)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise WebhookError(f"the body is not valid JSON: {exc}") from None
+    if not isinstance(data, dict):
+        raise WebhookError(f"the body is a JSON {type(data).__name__}, not an object")
+    return data
+
+
+def _get(data: dict[str, Any], path: str, kind: type[T]) -> T:
+    """The value at dotted `path`, which must exist and be a `kind`."""
+    value: Any = data
+    for key in path.split("."):
+        if not isinstance(value, dict) or value.get(key) is None:
+            raise WebhookError(f"the payload has no '{path}'")
+        value = value[key]
+    if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+        raise WebhookError(f"the payload's '{path}' is not a {kind.__name__}")
+    return value
+
+
+def _repository(data: dict[str, Any]) -> Repository:
+    return Repository(forge="github",
+                      full_name=_get(data, "repository.full_name", str),
+                      clone_url=_get(data, "repository.clone_url", str),
+                      default_branch=data["repository"].get("default_branch") or "main")
+
+
+def _pr_event(data: dict[str, Any], action: MRAction) -> MergeRequestEvent:
+    pr = _get(data, "pull_request", dict)
+    head_repo = (pr.get("head") or {}).get("repo")  # null when the fork was deleted
+    base_name = _get(data, "pull_request.base.repo.full_name", str)
+    return MergeRequestEvent(
+        repository=_repository(data),
+        number=_get(data, "pull_request.number", int),
+        action=action,
+        head_sha=_get(data, "pull_request.head.sha", str),
+        source_branch=_get(data, "pull_request.head.ref", str),
+        target_branch=_get(data, "pull_request.base.ref", str),
+        author=_get(data, "pull_request.user.login", str),
+        title=str(pr.get("title") or ""),
+        from_fork=not isinstance(head_repo, dict) or head_repo.get("full_name") != base_name,
+        merge_sha=pr.get("merge_commit_sha") if action is MRAction.MERGED else None,
+    )
+
+
+def _comment_event(data: dict[str, Any]) -> CommentEvent:
+    return CommentEvent(
+        repository=_repository(data),
+        number=_get(data, "issue.number", int),
+        comment_id=_get(data, "comment.id", int),
+        author=_get(data, "comment.user.login", str),
+        body=str(_get(data, "comment", dict).get("body") or ""),
+        author_is_bot=_get(data, "comment.user", dict).get("type") == "Bot",
+    )
