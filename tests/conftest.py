@@ -9,7 +9,6 @@ from __future__ import annotations
 import re
 import shutil
 import subprocess
-import sys
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -19,11 +18,11 @@ from typing import Any
 import psycopg
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repo root holds `runner`
-
 from runner.engines.duckdb import DuckDBEngine
 from runner.project import Project, load_project
 from runner.state import StateStore
+
+pytest_plugins = ["fakeforge"]  # fake_gitlab / fake_github servers
 
 REPO = Path(__file__).resolve().parents[1]
 DEMO = REPO / "runner" / "demo_project"

@@ -28,7 +28,7 @@ builders (signed with `webhook_secret`): GitLab `merge_request_hook`, `note_hook
 `config()` is the GitLabConfig / GitHubConfig (with `webhook_secret`) for the fake;
 `requests_to(method, regex)` filters the request log; `errors` lists exceptions the fake raised
 while serving (answered 500; a test may assert it stays empty). Fixture files are read from
-$SLUICE_FORGE_FIXTURES, else tests/fixtures/forges, else /work/shared/fixtures.
+$SLUICE_FORGE_FIXTURES, else ../shared/fixtures beside the repository.
 
 The bot's own identity is `bot_username` (GitLab, token user) / `bot_login` (GitHub, token user;
 `<slug>[bot]` when the App is enabled): comments it posts carry that author.
@@ -58,9 +58,9 @@ import pytest
 from bot.config import GitHubConfig, GitLabConfig
 from bot.forges.base import Role
 
-_REPO_FIXTURES = Path(__file__).resolve().parent / "fixtures" / "forges"
-FIXTURES = Path(os.environ.get("SLUICE_FORGE_FIXTURES")
-                or (_REPO_FIXTURES if _REPO_FIXTURES.is_dir() else "/work/shared/fixtures"))
+# shared/ sits beside the repository's root, in a session's checkout and in CI's clone alike.
+_SHARED_FIXTURES = Path(__file__).resolve().parents[2] / "shared" / "fixtures"
+FIXTURES = Path(os.environ.get("SLUICE_FORGE_FIXTURES") or _SHARED_FIXTURES)
 
 
 def fixture(name: str) -> Any:

@@ -26,19 +26,6 @@ from bot.forges.base import CommitState, Forge, ForgeError, Role, WebhookError
 from bot.forges.github import GitHub
 from bot.forges.gitlab import GitLab
 
-
-@pytest.fixture
-def fake_gitlab() -> Iterator[FakeGitLab]:
-    with FakeGitLab() as server:
-        yield server
-
-
-@pytest.fixture
-def fake_github() -> Iterator[FakeGitHub]:
-    with FakeGitHub() as server:
-        yield server
-
-
 GITHUB_VECTOR = fixture("github_webhooks/github_webhook_headers.json")["hmac_test_vector_from_docs"]
 
 

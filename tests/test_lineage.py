@@ -7,11 +7,6 @@ unaffected by a change, so whenever lineage cannot be traced it must answer cons
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repo root holds `runner`
-
 from runner.lineage import ALL, ColumnLineage, model_lineage
 from runner.parsing import parse_query
 

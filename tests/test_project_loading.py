@@ -9,13 +9,10 @@ from __future__ import annotations
 
 import json
 import shutil
-import sys
 import textwrap
 from pathlib import Path
 
 import pytest
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repo root holds `runner`
 
 from runner.errors import ProjectError
 from runner.project import Project, load_project
