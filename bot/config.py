@@ -44,6 +44,7 @@ class RepositoryConfig:
     name: str
     warehouses: tuple[str, ...] = ("default",)  # connections the repository may name
     production_branch: str | None = None  # None: the repository's default branch
+    clone_url: str | None = None  # fetch from here instead of the webhook's URL (SSH, a mirror)
 
 
 @dataclass(frozen=True)
@@ -148,7 +149,8 @@ def load_config(path: Path | None, environ: Mapping[str, str] | None = None) -> 
 
     repositories = []
     for entry in data.mappings("repositories"):
-        entry.check_keys({"forge", "name", "warehouses", "production_branch"}, "a repositories entry")
+        entry.check_keys({"forge", "name", "warehouses", "production_branch", "clone_url"},
+                         "a repositories entry")
         forge = entry.get_str("forge") or ""
         name = entry.get_str("name") or ""
         if forge not in ("gitlab", "github") or not name:
@@ -157,7 +159,8 @@ def load_config(path: Path | None, environ: Mapping[str, str] | None = None) -> 
         for w in allowed:
             if w not in warehouse_urls:
                 raise entry.error("warehouses", f"repository {name}: unknown warehouse connection {w!r}")
-        repositories.append(RepositoryConfig(forge, name, allowed, entry.get_str("production_branch")))
+        repositories.append(RepositoryConfig(forge, name, allowed, entry.get_str("production_branch"),
+                                             entry.get_str("clone_url")))
 
     insecure_text = setting("insecure", "false") or "false"
     local_text = setting("allow_local_clones", "false") or "false"

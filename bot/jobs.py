@@ -187,7 +187,9 @@ class Jobs:
         """Check out `sha`, load the project, open its warehouse, holding the warehouse's lock
         when it is a DuckDB file (one writer process at a time)."""
         forge = self.s.forges[repository.forge]
-        url = forge.clone_url(repository.clone_url)
+        repo_config = self.s.config.repository(repository.forge, repository.full_name)
+        url = (repo_config.clone_url if repo_config and repo_config.clone_url
+               else forge.clone_url(repository.clone_url))
         self.runs.append_log(run_id, f"checking out {sha[:12]}")
         with self.s.mirrors.checkout(f"{repository.forge}:{repository.full_name}", url, sha) as tree:
             project = load_project(tree, cache_dir=self.s.config.work_dir / "cache")

@@ -1,0 +1,389 @@
+"""The bot end to end, for GitLab and GitHub: a real webhook payload posted to the Flask app, a
+real Redis broker and dramatiq worker, real git repositories, a real DuckDB warehouse, and the
+fake forge's record of the comments and statuses the real forge clients sent.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import redis
+from fakeforge import FakeGitHub, FakeGitLab
+
+from bot.app import create_app
+from bot.config import RepositoryConfig, ServerConfig
+from bot.forges.base import Role
+from bot.worker import WorkerProcess
+from runner.inbox import Inbox
+from runner.state import StateStore
+
+DEMO = Path(__file__).resolve().parent.parent / "runner" / "demo_project"
+MARKER = "<!-- sluice-report -->"
+GIT_ENV = {"GIT_AUTHOR_NAME": "Dev", "GIT_AUTHOR_EMAIL": "dev@shop.test", "GIT_COMMITTER_NAME": "Dev",
+           "GIT_COMMITTER_EMAIL": "dev@shop.test", "PATH": os.environ.get("PATH", "/usr/bin:/bin")}
+
+
+def git(cwd: Path, *args: str) -> str:
+    return subprocess.run(["git", *args], cwd=cwd, check=True, capture_output=True, text=True,
+                          env=GIT_ENV).stdout.strip()
+
+
+class Origin:
+    """The data team's repository: a bare 'server' copy and a working clone to make changes in."""
+
+    def __init__(self, root: Path):
+        self.work = root / "work"
+        shutil.copytree(DEMO, self.work)
+        git(self.work, "init", "-q", "-b", "main")
+        git(self.work, "add", ".")
+        git(self.work, "commit", "-q", "-m", "shop")
+        self.bare = root / "origin.git"
+        git(root, "clone", "-q", "--bare", str(self.work), str(self.bare))
+        git(self.work, "remote", "add", "origin", str(self.bare))
+
+    def branch(self, name: str, edits: dict[str, tuple[str, str]], base: str = "main") -> str:
+        git(self.work, "checkout", "-q", "-B", name, base)
+        return self.commit(name, edits)
+
+    def commit(self, branch: str, edits: dict[str, tuple[str, str]]) -> str:
+        git(self.work, "checkout", "-q", branch)
+        for rel, (old, new) in edits.items():
+            path = self.work / rel
+            text = path.read_text()
+            assert old in text, (rel, old)
+            path.write_text(text.replace(old, new))
+        git(self.work, "commit", "-q", "-am", f"edit {', '.join(edits)}")
+        git(self.work, "push", "-q", "-f", "origin", branch)
+        return git(self.work, "rev-parse", "HEAD")
+
+    def merge(self, branch: str) -> str:
+        git(self.work, "checkout", "-q", "main")
+        git(self.work, "merge", "-q", "--no-ff", branch, "-m", f"Merge {branch}")
+        git(self.work, "push", "-q", "origin", "main")
+        return git(self.work, "rev-parse", "HEAD")
+
+
+ORDERS = {"models/marts/orders.sql": ("p.total_amount as amount",
+                                      "p.total_amount - p.coupon_amount as amount")}
+CUSTOMERS = {"models/marts/customers.sql": (
+    "    c.email,\n", "    c.email,\n    split_part(c.email, '@', 2) as email_domain,\n")}
+SEGMENTS = {"models/marts/customer_segments.sql": ("then 'loyal'", "then 'vip'"),
+            "models/schema.yml": ("values: [loyal, regular", "values: [vip, loyal, regular")}
+
+
+@dataclass
+class Forge:
+    """One forge's fake plus how to make its webhooks, so each test runs on GitLab and GitHub."""
+
+    name: str
+    fake: FakeGitLab | FakeGitHub
+    repo: str
+
+    def open(self, number: int, sha: str, branch: str, author: str = "alice") -> tuple[dict[str, str], bytes]:
+        self.fake.add_merge_request(self.repo, number, head_sha=sha, source_branch=branch, author=author)
+        return self.hook(number, "opened")
+
+    def hook(self, number: int, action: str, **kwargs: str) -> tuple[dict[str, str], bytes]:
+        if isinstance(self.fake, FakeGitLab):
+            gitlab_action = {"opened": "open", "synchronize": "update", "closed": "close"}.get(action, action)
+            if action == "closed" and self.fake.merge_request(self.repo, number).state == "merged":
+                gitlab_action = "merge"
+            return self.fake.merge_request_hook(self.repo, number, gitlab_action, **kwargs)
+        return self.fake.pull_request_hook(self.repo, number, action, **kwargs)
+
+    def push(self, number: int, old: str, new: str) -> tuple[dict[str, str], bytes]:
+        self.fake.push(self.repo, number, new)
+        if isinstance(self.fake, FakeGitLab):
+            return self.fake.merge_request_hook(self.repo, number, "update", oldrev=old)
+        return self.fake.pull_request_hook(self.repo, number, "synchronize", before=old)
+
+    def comment(self, number: int, body: str, author: str = "alice") -> tuple[dict[str, str], bytes]:
+        comment = self.fake.add_comment(self.repo, number, body, author=author)
+        if isinstance(self.fake, FakeGitLab):
+            return self.fake.note_hook(self.repo, number, comment.id)
+        return self.fake.issue_comment_hook(self.repo, number, comment.id)
+
+    def comments(self, number: int) -> list[str]:
+        return [c.body for c in self.fake.comments(self.repo, number)]
+
+    def reports(self, number: int) -> list[str]:
+        return [body for body in self.comments(number) if MARKER in body]
+
+    def last_status(self, sha: str) -> str:
+        statuses = self.fake.statuses(self.repo, sha)
+        assert statuses, f"no status for {sha}"
+        state = str(statuses[-1].get("state"))
+        return {"failed": "failure"}.get(state, state)  # GitLab's word for GitHub's "failure"
+
+
+def redis_db() -> int:
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "gw0")
+    return 8 + int(worker.removeprefix("gw") or 0) % 4
+
+
+class Bot:
+    def __init__(self, config: ServerConfig):
+        self.config = config
+        self.worker = WorkerProcess(config, threads=2)
+        self.app = create_app(config, state=self.worker.services.state, dispatcher=self.worker.dispatcher)
+        self.client = self.app.test_client()
+        self.inbox = Inbox(self.worker.services.state)
+
+    def deliver(self, delivery: tuple[dict[str, str], bytes], path: str) -> int:
+        headers, body = delivery
+        return self.client.post(path, data=body, headers=headers).status_code
+
+    def settle(self, timeout: float = 60.0) -> None:
+        """Wait until every stored event is done."""
+        deadline = time.monotonic() + timeout
+        while self.inbox.pending_count():
+            assert time.monotonic() < deadline, "events still pending"
+            time.sleep(0.05)
+
+    def project_state(self, forge: Forge) -> StateStore:
+        from bot.events import Repository
+
+        return self.worker.services.project_state(Repository(forge.name, forge.repo, ""))
+
+
+@pytest.fixture(params=["gitlab", "github"])
+def forge(request: pytest.FixtureRequest) -> Iterator[Forge]:
+    fake_class = FakeGitLab if request.param == "gitlab" else FakeGitHub
+    with fake_class() as fake:
+        repo = "data/shop"
+        fake.set_role(repo, "alice", Role.DEVELOPER)
+        fake.set_role(repo, "bob", Role.DEVELOPER)
+        fake.set_role(repo, "maria", Role.MAINTAINER)
+        fake.set_role(repo, "guest", Role.READ)
+        yield Forge(request.param, fake, repo)
+
+
+def server_config(tmp_path: Path, forge: Forge, origin: Origin,
+                  broker_url: str | None = None) -> ServerConfig:
+    forge_config = forge.fake.config()
+    return ServerConfig(
+        state_url=f"sqlite:///{tmp_path / 'state.db'}",
+        broker_url=broker_url or f"redis://127.0.0.1:6379/{redis_db()}",
+        public_url="http://sluice.test", work_dir=tmp_path / "work",
+        gitlab=forge_config if forge.name == "gitlab" else None,  # type: ignore[arg-type]
+        github=forge_config if forge.name == "github" else None,  # type: ignore[arg-type]
+        warehouses={"default": f"duckdb:///{tmp_path / 'warehouse.duckdb'}"},
+        repositories=(RepositoryConfig(forge.name, forge.repo, ("default",), clone_url=str(origin.bare)),),
+        allow_local_clones=True, sweep_after=0.2)
+
+
+@pytest.fixture
+def origin(tmp_path: Path) -> Origin:
+    return Origin(tmp_path)
+
+
+@pytest.fixture
+def bot(tmp_path: Path, forge: Forge, origin: Origin) -> Iterator[Bot]:
+    redis.Redis(db=redis_db()).flushdb()
+    instance = Bot(server_config(tmp_path, forge, origin))
+    instance.worker.start()
+    yield instance
+    instance.worker.stop()
+
+
+def path(forge: Forge) -> str:
+    return f"/webhooks/{forge.name}"
+
+
+def warehouse_tables(tmp_path: Path, bot: Bot) -> set[str]:
+    from runner.engines.duckdb import DuckDBEngine
+
+    with bot.worker.jobs.warehouse_lock(bot.config.warehouses["default"], "test"):
+        engine = DuckDBEngine(tmp_path / "warehouse.duckdb")
+        try:
+            return {f"{o.schema}.{o.name}" for o in engine.objects()}
+        finally:
+            engine.close()
+
+
+def test_merge_request_lifecycle(tmp_path: Path, forge: Forge, origin: Origin, bot: Bot):
+    # Open: a report in the thread and a green status on the head commit.
+    sha1 = origin.branch("orders-amount", ORDERS)
+    assert bot.deliver(forge.open(1, sha1, "orders-amount"), path(forge)) == 202
+    bot.settle()
+    [report] = forge.reports(1)
+    assert "`mr_1`" in report and "`marts.orders`" in report
+    assert forge.last_status(sha1) == "success"
+    assert "marts__mr_1.orders" in warehouse_tables(tmp_path, bot)
+
+    # Push: the same comment is edited for the new commit (never a second report).
+    sha2 = origin.commit("orders-amount", CUSTOMERS)
+    assert bot.deliver(forge.push(1, sha1, sha2), path(forge)) == 202
+    bot.settle()
+    [report] = forge.reports(1)
+    assert f"`{sha2[:8]}`" in report and f"`{sha1[:8]}`" in report  # run history, newest last
+    assert "email_domain" in report
+    assert forge.last_status(sha2) == "success"
+
+    # /deploy staging: staging's views point at the MR's snapshots.
+    assert bot.deliver(forge.comment(1, "/deploy staging"), path(forge)) == 202
+    bot.settle()
+    assert any("`staging` now points at this merge request's snapshots" in c for c in forge.comments(1))
+    state = bot.project_state(forge)
+    assert state.environment("staging").models == state.environment("mr_1").models  # type: ignore[union-attr]
+    command = next(c for c in forge.fake.comments(forge.repo, 1) if c.body == "/deploy staging")
+    assert "eyes" in forge.fake.reactions(forge.repo, command.id)
+
+    # A second MR asking for staging is told who holds it.
+    sha3 = origin.branch("segments", SEGMENTS)
+    assert bot.deliver(forge.open(2, sha3, "segments", author="bob"), path(forge)) == 202
+    bot.settle()
+    assert bot.deliver(forge.comment(2, "/deploy staging", author="bob"), path(forge)) == 202
+    bot.settle()
+    assert any("`staging` is held by !1 since" in c and "/unlock staging" in c for c in forge.comments(2))
+
+    # Merge: production gets the MR's tables without a single rebuild.
+    before = warehouse_tables(tmp_path, bot)
+    merge_sha = origin.merge("orders-amount")
+    forge.fake.merge(forge.repo, 1, merge_sha)
+    assert bot.deliver(forge.hook(1, "closed"), path(forge)) == 202
+    bot.settle()
+    promoted = [c for c in forge.comments(1) if "Promoted to production" in c]
+    assert promoted and "0 rebuilt" in promoted[0]
+    physical_after = {t for t in warehouse_tables(tmp_path, bot) if t.startswith("sluice__")}
+    assert physical_after == {t for t in before if t.startswith("sluice__")}
+    prod, staging = state.environment("prod"), state.environment("staging")
+    assert prod is not None and staging is not None
+    assert prod.models["marts.orders"] == staging.models["marts.orders"]
+    assert state.environment("mr_1") is None
+
+    # Close without merge: the MR's environment is dropped, its locks released.
+    forge.fake.close(forge.repo, 2)
+    assert bot.deliver(forge.hook(2, "closed"), path(forge)) == 202
+    bot.settle()
+    assert state.environment("mr_2") is None
+    assert not any(t.startswith("marts__mr_2.") for t in warehouse_tables(tmp_path, bot))
+
+
+def test_bad_signature_is_refused_and_nothing_is_stored(forge: Forge, origin: Origin, bot: Bot):
+    sha = origin.branch("x", ORDERS)
+    headers, body = forge.open(5, sha, "x")
+    headers = {k: v for k, v in headers.items()
+               if k.lower() not in ("x-hub-signature-256", "x-gitlab-token")}
+    headers["X-Hub-Signature-256" if forge.name == "github" else "X-Gitlab-Token"] = "sha256=" + "0" * 64
+    assert bot.deliver((headers, body), path(forge)) == 401
+    assert bot.inbox.pending_count() == 0
+    assert bot.worker.jobs.runs.for_merge_request(forge.name, forge.repo, 5) == []
+
+
+def test_duplicate_delivery_runs_one_job(forge: Forge, origin: Origin, bot: Bot):
+    sha = origin.branch("dup", ORDERS)
+    delivery = forge.open(3, sha, "dup")
+    assert bot.deliver(delivery, path(forge)) == 202
+    assert bot.deliver(delivery, path(forge)) == 200
+    bot.settle()
+    assert len(bot.worker.jobs.runs.for_merge_request(forge.name, forge.repo, 3)) == 1
+    assert len(forge.reports(3)) == 1
+
+
+def test_guest_commands_are_refused_and_bad_commands_get_usage(forge: Forge, origin: Origin, bot: Bot):
+    sha = origin.branch("g", ORDERS)
+    assert bot.deliver(forge.open(4, sha, "g"), path(forge)) == 202
+    bot.settle()
+    assert bot.deliver(forge.comment(4, "/deploy staging", author="guest"), path(forge)) == 202
+    assert bot.deliver(forge.comment(4, "/deploy prod", author="alice"), path(forge)) == 202
+    hostile = "/deploy 'staging; drop schema marts'"
+    assert bot.deliver(forge.comment(4, hostile, author="alice"), path(forge)) == 202
+    bot.settle()
+    answers = "\n".join(forge.comments(4))
+    assert "you need at least developer access" in answers
+    assert "deploying to production needs maintainer access" in answers
+    assert "is not an environment name" in answers and "Sluice commands" in answers
+    state = bot.project_state(forge)
+    assert state.environment("staging") is None and state.environment("prod") is None
+
+
+def test_project_error_is_reported_in_the_thread_without_retry(forge: Forge, origin: Origin, bot: Bot):
+    sha = origin.branch("broken", {"models/marts/orders.sql": ("from staging.stg_orders as o",
+                                                               "from staging.no_such_model as o")})
+    assert bot.deliver(forge.open(6, sha, "broken"), path(forge)) == 202
+    bot.settle()
+    [report] = forge.reports(6)
+    assert "models/marts/orders.sql" in report and "no_such_model" in report
+    assert forge.last_status(sha) == "failure"
+    [run] = bot.worker.jobs.runs.for_merge_request(forge.name, forge.repo, 6)
+    assert run.status == "failed"
+
+
+def test_an_older_run_never_posts_over_a_newer_one(tmp_path: Path, forge: Forge, origin: Origin, bot: Bot):
+    """Supersession: a run waiting for the warehouse finds a newer run for its MR and stops."""
+    import threading
+
+    from bot.events import Repository
+
+    sha = origin.branch("slow", ORDERS)
+    forge.fake.add_merge_request(forge.repo, 7, head_sha=sha, source_branch="slow")
+    jobs = bot.worker.jobs
+    url = bot.config.warehouses["default"]
+    repository = Repository(forge.name, forge.repo, str(origin.bare))
+    assert jobs.locks.acquire(f"warehouse:{url}", "someone-else")
+    outcome: list[int | None] = []
+    older = threading.Thread(target=lambda: outcome.append(jobs.pipeline(repository, 7, None)))
+    older.start()
+    deadline = time.monotonic() + 10
+    while not jobs.runs.for_merge_request(forge.name, forge.repo, 7):
+        assert time.monotonic() < deadline
+        time.sleep(0.02)
+    newer = jobs.runs.create(forge.name, forge.repo, 7, "pipeline", sha=sha)
+    jobs.locks.release(f"warehouse:{url}", "someone-else")
+    older.join(timeout=60)
+    first = jobs.runs.get(outcome[0])  # type: ignore[arg-type]
+    assert first is not None and first.status == "superseded"
+    assert forge.reports(7) == []
+    assert newer > first.id
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def start_redis(port: int) -> subprocess.Popen[bytes]:
+    server = subprocess.Popen(["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+                               "--appendonly", "no"], stdout=subprocess.DEVNULL)
+    deadline = time.monotonic() + 10
+    while True:
+        try:
+            if redis.Redis(port=port).ping():
+                return server
+        except redis.ConnectionError:
+            assert time.monotonic() < deadline, "redis did not start"
+            time.sleep(0.05)
+
+
+@pytest.mark.parametrize("forge", ["gitlab"], indirect=True)
+def test_redis_down_at_intake_the_event_is_processed_when_it_is_back(tmp_path: Path, forge: Forge,
+                                                                        origin: Origin):
+    port = free_port()
+    server = start_redis(port)
+    bot = Bot(server_config(tmp_path, forge, origin, broker_url=f"redis://127.0.0.1:{port}/0"))
+    bot.worker.start()
+    try:
+        server.terminate()
+        server.wait(timeout=10)
+        sha = origin.branch("while-down", ORDERS)
+        assert bot.deliver(forge.open(8, sha, "while-down"), path(forge)) == 202  # stored all the same
+        assert bot.inbox.pending_count() == 1
+        assert forge.reports(8) == []
+        server = start_redis(port)
+        bot.settle(timeout=90)
+        assert len(forge.reports(8)) == 1
+        assert forge.last_status(sha) == "success"
+    finally:
+        bot.worker.stop()
+        server.terminate()
+        server.wait(timeout=10)
