@@ -387,3 +387,22 @@ def test_redis_down_at_intake_the_event_is_processed_when_it_is_back(tmp_path: P
         bot.worker.stop()
         server.terminate()
         server.wait(timeout=10)
+
+
+@pytest.mark.parametrize("forge", ["github"], indirect=True)
+def test_rabbitmq_broker_carries_the_work_too(tmp_path: Path, forge: Forge, origin: Origin):
+    from bot.broker import QUEUE
+
+    url = "amqp://guest:guest@127.0.0.1:5672/%2F"
+    bot = Bot(server_config(tmp_path, forge, origin, broker_url=url))
+    bot.worker.broker.flush(QUEUE)
+    bot.worker.start()
+    try:
+        sha = origin.branch("via-rabbit", ORDERS)
+        assert bot.deliver(forge.open(9, sha, "via-rabbit"), path(forge)) == 202
+        bot.settle()
+        [report] = forge.reports(9)
+        assert "`mr_9`" in report
+        assert forge.last_status(sha) == "success"
+    finally:
+        bot.worker.stop()

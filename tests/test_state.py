@@ -208,3 +208,27 @@ def test_a_sqlite_path_under_a_file_is_a_state_error(tmp_path: Path) -> None:
 
 def test_a_url_whose_driver_is_not_installed_is_a_state_error() -> None:
     _check_state_error("mysql+mysqldb://sluice@127.0.0.1:3306/state")
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
+def test_processes_starting_together_migrate_once(backend: str, tmp_path, request):
+    """gunicorn starts its workers at once: each opens the store and none may fail."""
+    import threading
+
+    url = request.getfixturevalue("pg_url") if backend == "postgresql" else f"sqlite:///{tmp_path / 's.db'}"
+    failures: list[BaseException] = []
+
+    def open_store() -> None:
+        try:
+            StateStore(url).close()
+            StateStore(url, namespace="sluice_team_repo").close()
+        except BaseException as exc:
+            failures.append(exc)
+
+    threads = [threading.Thread(target=open_store) for _ in range(6)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert failures == []
+    assert StateStore(url).version == len(MIGRATIONS)
