@@ -25,7 +25,9 @@ def describe_diff(project: Project, plan: Plan, text: str) -> str:
         return f"`/diff {text}`: no model or seed of that name in this merge request."
     node = plan.node(name)
     if node.change is Change.UNCHANGED:
-        return f"`/diff {name}`: unchanged in this merge request (same fingerprint as its base)."
+        return f"`/diff {name}`: unchanged in this merge request (same fingerprint as production's)."
+    if node.change is Change.ADDED:
+        return f"`/diff {name}`: new — production has no version of it yet."
     lines = [f"**`{name}`**: {node.change.value}" + (f", {node.category}" if node.category else ""),
              f"- action: {node.action.value}" + (f" ({node.reason})" if node.reason else "")]
     for label, columns in (("added", node.columns.added), ("removed", node.columns.removed),

@@ -250,6 +250,12 @@ class Jobs:
         repository, number = event.repository, event.number
         forge = self.s.forges[repository.forge]
         info = forge.merge_request(repository.full_name, number)
+        production_branch = self.production_branch(repository)
+        if info.target_branch != production_branch:
+            log.info("%s!%s merged into %s, not %s: production unchanged", repository.full_name,
+                     number, info.target_branch, production_branch)
+            self.on_closed(event)
+            return
         sha = info.merge_sha or event.merge_sha or info.head_sha
         run_id = self.runs.create(repository.forge, repository.full_name, number, "promote",
                                   sha=sha, environment=PRODUCTION, event_id=event_id)
@@ -288,6 +294,11 @@ class Jobs:
         finally:
             self.locks.release(prod_lock, who)
             self.locks.release_all(who)
+
+    def production_branch(self, repository: Repository) -> str:
+        repo_config = self.s.config.repository(repository.forge, repository.full_name)
+        return (repo_config.production_branch if repo_config and repo_config.production_branch
+                else repository.default_branch)
 
     def on_closed(self, event: MergeRequestEvent) -> None:
         repository, number = event.repository, event.number
@@ -451,8 +462,8 @@ class Jobs:
         with self.workspace(repository, info.head_sha, run_id) as (project, state, _engine):
             if command.name == "lineage":
                 text = describe_lineage(project, command.args[0].lower())
-            else:
-                plan = plan_environment(project, state, mr_environment(number))
+            else:  # what the merge request changes: its head against production
+                plan = plan_environment(project, state, PRODUCTION)
                 text = describe_diff(project, plan, command.args[0].lower())
         self.runs.finish(run_id, "success", command.line)
         return text

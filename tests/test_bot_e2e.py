@@ -260,6 +260,13 @@ def test_merge_request_lifecycle(tmp_path: Path, forge: Forge, origin: Origin, b
     assert prod.models["marts.orders"] == staging.models["marts.orders"]
     assert state.environment("mr_1") is None
 
+    # /diff on the other MR now compares with the production the merge made.
+    assert bot.deliver(forge.comment(2, "/diff marts.customer_segments", author="bob"), path(forge)) == 202
+    bot.settle()
+    assert any("**`marts.customer_segments`**: directly modified, non-breaking (nothing downstream "
+               "reads segment)" in c
+               for c in forge.comments(2))
+
     # Close without merge: the MR's environment is dropped, its locks released.
     forge.fake.close(forge.repo, 2)
     assert bot.deliver(forge.hook(2, "closed"), path(forge)) == 202
@@ -406,3 +413,51 @@ def test_rabbitmq_broker_carries_the_work_too(tmp_path: Path, forge: Forge, orig
         assert forge.last_status(sha) == "success"
     finally:
         bot.worker.stop()
+
+
+def test_a_forge_outage_is_retried_and_the_report_arrives(forge: Forge, origin: Origin, bot: Bot):
+    sha = origin.branch("flaky", ORDERS)
+    headers_body = forge.open(10, sha, "flaky")
+    forge.fake.fail_next(2, 502)  # the worker's first calls to the forge fail
+    assert bot.deliver(headers_body, path(forge)) == 202
+    bot.settle(timeout=90)
+    assert len(forge.reports(10)) == 1
+    assert forge.last_status(sha) == "success"
+
+
+def test_other_commands(tmp_path: Path, forge: Forge, origin: Origin, bot: Bot):
+    sha = origin.branch("cmds", ORDERS)
+    assert bot.deliver(forge.open(11, sha, "cmds"), path(forge)) == 202
+    bot.settle()
+    for body in ("/test", "/lineage marts.orders.amount", "/diff marts.orders", "/help",
+                 "/deploy qa", "/unlock qa", "/approve", "/destroy"):
+        assert bot.deliver(forge.comment(11, body), path(forge)) == 202
+        bot.settle()
+    answers = forge.comments(11)[1:]  # after the report
+    text = "\n".join(answers)
+    assert "`/test`: 18 passed, 0 failed in `mr_11`." in text  # /test runs every test
+    assert "```mermaid" in text and "marts_orders[marts.orders] --> marts_revenue_by_day" in text
+    assert "- reads `amount`: `marts.revenue_by_day`" in text
+    assert "`/diff marts.orders`: new — production has no version of it yet." in text
+    assert "Sluice commands (one per line)" in text
+    assert "`/unlock qa`: released." in text
+    assert "`/approve`: approval by @alice recorded." in text
+    assert "`/destroy`: environment `mr_11` dropped" in text
+    state = bot.project_state(forge)
+    assert state.environment("mr_11") is None
+    assert state.environment("qa") is not None  # deployed before the MR's environment was dropped
+
+
+def test_merging_into_another_branch_leaves_production_alone(forge: Forge, origin: Origin, bot: Bot):
+    sha = origin.branch("into-dev", ORDERS)
+    forge.fake.add_merge_request(forge.repo, 12, head_sha=sha, source_branch="into-dev",
+                                 target_branch="develop")
+    assert bot.deliver(forge.hook(12, "opened"), path(forge)) == 202
+    bot.settle()
+    forge.fake.merge(forge.repo, 12, sha)
+    assert bot.deliver(forge.hook(12, "closed"), path(forge)) == 202
+    bot.settle()
+    state = bot.project_state(forge)
+    assert state.environment("prod") is None
+    assert state.environment("mr_12") is None
+    assert not any("Promoted" in c for c in forge.comments(12))
