@@ -131,6 +131,8 @@ comments = sa.Table(
     sa.Column("history", sa.Text, nullable=False, default=""),  # one line per run
 )
 
+MIGRATION_LOCK = 7_215_813_001  # PostgreSQL advisory lock key held while migrating
+
 # Each migration creates what it introduced; later issues append steps here.
 MIGRATIONS: list[Callable[[Connection], None]] = [
     lambda conn: metadata.create_all(
@@ -206,6 +208,7 @@ class StateStore:
                 sa.event.listen(self.engine, "connect", _sqlite_pragmas)
             elif namespace:
                 with self.engine.begin() as conn:
+                    conn.execute(sa.text("SELECT pg_advisory_xact_lock(:key)"), {"key": MIGRATION_LOCK})
                     conn.execute(sa.schema.CreateSchema(namespace, if_not_exists=True))
                 self.engine = self.engine.execution_options(schema_translate_map={None: namespace})
             self._migrate()
@@ -220,7 +223,13 @@ class StateStore:
     # -- schema ---------------------------------------------------------------------------------
 
     def _migrate(self) -> None:
+        """Bring the schema up to date. Processes starting together (gunicorn workers, several
+        workers) take turns: an advisory lock on PostgreSQL, the database lock on SQLite."""
         with self.engine.begin() as conn:
+            if conn.dialect.name == "postgresql":
+                conn.execute(sa.text("SELECT pg_advisory_xact_lock(:key)"), {"key": MIGRATION_LOCK})
+            elif conn.dialect.name == "sqlite":
+                conn.exec_driver_sql("BEGIN IMMEDIATE")
             schema_version.create(conn, checkfirst=True)
             current = conn.execute(sa.select(sa.func.max(schema_version.c.version))).scalar() or 0
             if current > len(MIGRATIONS):
