@@ -9,6 +9,7 @@ from __future__ import annotations
 import csv
 import hashlib
 import json
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -89,6 +90,23 @@ class Source:
 
 
 @dataclass(frozen=True)
+class Exposure:
+    """Something outside the project that reads it: a dashboard, a reverse-ETL sync, an ML feature."""
+
+    name: str
+    type: str
+    depends_on: tuple[str, ...]
+    owner: str = ""
+    url: str = ""
+    description: str = ""
+    file: str = ""
+    line: int | None = None
+
+
+EXPOSURE_TYPES = ("dashboard", "notebook", "analysis", "ml", "application", "reverse_etl")
+
+
+@dataclass(frozen=True)
 class Project:
     root: Path
     config: ProjectConfig
@@ -98,6 +116,7 @@ class Project:
     tests: tuple[DataTest, ...]
     dag: DAG = field(repr=False)
     names: _Names = field(repr=False)
+    exposures: tuple[Exposure, ...] = ()
 
     def node(self, name: str) -> Model | Seed:
         return self.models.get(name) or self.seeds[name]
@@ -250,6 +269,13 @@ def load_project(root: Path | str, cache_dir: Path | None = None) -> Project:
 
     tests.extend(_load_singular_tests(root, config, cache, names))
     cache.save()
+    exposures = [exposure for _, doc in docs for exposure in _load_exposures(doc, names)]
+    seen: set[str] = set()
+    for exposure in exposures:
+        if exposure.name in seen:
+            raise ProjectError(f"exposure {exposure.name!r} is declared twice", file=exposure.file,
+                               line=exposure.line)
+        seen.add(exposure.name)
 
     graph: dict[str, tuple[str, ...]] = {name: () for name in seeds}
     graph.update({name: model.depends_on for name, model in models.items()})
@@ -262,7 +288,7 @@ def load_project(root: Path | str, cache_dir: Path | None = None) -> Project:
             file=first.path,
         ) from None
     return Project(root=root, config=config, models=models, seeds=seeds, sources=sources,
-                   tests=tuple(tests), dag=dag, names=names)
+                   tests=tuple(tests), dag=dag, names=names, exposures=tuple(exposures))
 
 
 def _files(directory: Path, suffixes: tuple[str, ...]) -> Iterator[Path]:
@@ -350,6 +376,37 @@ def _load_sources(doc: Mapping, config: ProjectConfig) -> Iterator[Source]:
                 columns = tuple((c.get_str("name") or "").lower() for c in table.mappings("columns"))
             yield Source(name=f"{schema}.{table_name}", schema=schema, table=table_name,
                          columns=columns, file=doc.file)
+
+
+def _load_exposures(doc: Mapping, names: _Names) -> Iterator[Exposure]:
+    for entry in doc.mappings("exposures"):
+        entry.check_keys({"name", "type", "owner", "url", "description", "depends_on", "label",
+                          "maturity", "meta", "tags"}, "an exposures entry")
+        name = entry.get_str("name") or ""
+        if not name:
+            raise entry.error(None, "an exposure needs a 'name'")
+        kind = (entry.get_str("type") or "").lower()
+        if kind not in EXPOSURE_TYPES:
+            raise entry.error("type", f"exposure {name!r}: type must be one of {', '.join(EXPOSURE_TYPES)}")
+        owner = entry.get("owner")
+        if isinstance(owner, Mapping):
+            owner_text = " ".join(str(owner.get(k)) for k in ("name", "email") if owner.get(k))
+        else:
+            owner_text = str(owner or "")
+        depends: list[str] = []
+        for item in entry.get_list("depends_on"):
+            text = str(item).strip()
+            ref = re.fullmatch(r"ref\(\s*['\"]([\w.]+)['\"]\s*\)", text)
+            target = _resolve(tuple((ref.group(1) if ref else text).lower().split(".")), names)
+            if target is None:
+                raise entry.error("depends_on", f"exposure {name!r} depends on {text!r}, which is not "
+                                  "a model, a seed or a declared source")
+            depends.append(target)
+        if not depends:
+            raise entry.error(None, f"exposure {name!r} needs 'depends_on': the models it reads")
+        yield Exposure(name=name, type=kind, depends_on=tuple(depends), owner=owner_text,
+                       url=entry.get_str("url") or "", description=entry.get_str("description") or "",
+                       file=doc.file, line=entry.line)
 
 
 def _model_meta(
