@@ -23,6 +23,17 @@ class EnvironmentConfig:
 
 
 @dataclass(frozen=True)
+class DiffSettings:
+    """How far the report's data diff may go (`diff:` in sluice.yml)."""
+
+    max_rows: int = 10_000_000  # per side; beyond it a deterministic sample is compared
+    seconds: float = 60.0  # per model
+    samples: int = 5  # changed rows shown per model
+    max_models: int = 20  # models diffed per report
+    baseline: str = "prod"  # "rebuild": also build production's version from today's sources
+
+
+@dataclass(frozen=True)
 class ProjectConfig:
     name: str
     dialect: str = "duckdb"
@@ -34,6 +45,7 @@ class ProjectConfig:
     default_schema: str = "main"
     threads: int = 4
     test_changed_only: bool = True
+    diff: DiffSettings = field(default_factory=lambda: DiffSettings())
     environments: dict[str, EnvironmentConfig] = field(default_factory=dict)
 
     def environment(self, name: str) -> EnvironmentConfig:
@@ -71,7 +83,7 @@ def load_config(root: Path) -> ProjectConfig:
     data = load_yaml(path, CONFIG_FILE)
     data.check_keys(
         {"name", "dialect", "warehouse", "paths", "seeds", "default_schema", "environments",
-         "build", "tests", "policies"},
+         "build", "tests", "policies", "diff"},
         CONFIG_FILE,
     )
     name = data.get_str("name")
@@ -111,6 +123,7 @@ def load_config(root: Path) -> ProjectConfig:
             raise env_data.error("protected", "'protected' must be true or false")
         environments[env_name] = EnvironmentConfig(env_name, protected)
 
+    diff = _diff_settings(data.get_mapping("diff"))
     seed_schema = check_identifier(seeds.get_str("schema") or "raw", "seed schema", seeds, "schema")
     default_schema = data.get_str("default_schema") or "main"
     check_identifier(default_schema, "default schema", data, "default_schema")
@@ -125,5 +138,22 @@ def load_config(root: Path) -> ProjectConfig:
         default_schema=default_schema,
         threads=threads,
         test_changed_only=changed_only,
+        diff=diff,
         environments=environments,
     )
+
+
+def _diff_settings(section: Mapping) -> DiffSettings:
+    section.check_keys({"max_rows", "seconds", "samples", "max_models", "baseline"}, "'diff'")
+    values: dict[str, object] = {}
+    for key, kind, low, high in (("max_rows", int, 1, 10**12), ("seconds", float, 0.1, 86400.0),
+                                 ("samples", int, 0, 100), ("max_models", int, 0, 1000)):
+        if key in section:
+            value = section[key]
+            if isinstance(value, bool) or not isinstance(value, int | float) or not low <= value <= high:
+                raise section.error(key, f"diff.{key} must be a number from {low} to {high}")
+            values[key] = kind(value)
+    baseline = section.get_str("baseline") or "prod"
+    if baseline not in ("prod", "rebuild"):
+        raise section.error("baseline", "diff.baseline must be 'prod' or 'rebuild'")
+    return DiffSettings(baseline=baseline, **values)  # type: ignore[arg-type]

@@ -87,10 +87,11 @@ def _mermaid(plan: Plan, project: Project, modified: tuple[str, ...],
         for parent in project.dag.parents.get(name, ()):
             if parent in kinds:
                 lines.append(f"  {_id(parent)} --> {_id(name)}")
-    for item in exposures:
-        node = "x_" + _id(item.exposure.name)
-        lines.append(f'  {node}(["{_text(item.exposure.type)}: {_text(item.exposure.name)}"]):::exposure')
-        for model in item.through:
+    for reached in exposures:
+        node = "x_" + _id(reached.exposure.name)
+        label = f"{_text(reached.exposure.type)}: {_text(reached.exposure.name)}"
+        lines.append(f'  {node}(["{label}"]):::exposure')
+        for model in reached.through:
             lines.append(f"  {_id(model)} --> {node}")
     lines.append(_CLASSES)
     return "\n".join(lines)
