@@ -31,6 +31,7 @@ from runner.errors import SluiceError
 from runner.janitor import parse_duration, run_janitor
 from runner.pipeline import RunResult, execute, plan_environment
 from runner.project import Project, load_project
+from runner.review import review
 from runner.settings import Settings, local_settings
 
 if TYPE_CHECKING:
@@ -179,7 +180,8 @@ def plan(env: str | None, project_dir: Path, state_url: str | None, warehouse_ur
         result = run_with_output(ws, target, dry_run=dry_run, threads=threads, all_tests=all_tests,
                                  text=fmt == "text", verbose=verbose)
         if fmt == "markdown":
-            console.print(render_markdown(result), markup=False, soft_wrap=True)
+            the_review = review(result.plan, ws.project, ws.state, None if dry_run else ws.engine)
+            console.print(render_markdown(result, review=the_review), markup=False, soft_wrap=True)
         if not result.ok or result.held_back:
             sys.exit(1)
 

@@ -25,6 +25,7 @@ from runner.engines import open_engine
 from runner.errors import SluiceError
 from runner.pipeline import RunResult, run_pipeline
 from runner.project import load_project
+from runner.review import review
 from runner.settings import local_settings
 from runner.state import StateStore
 
@@ -98,8 +99,12 @@ def run_demo(console: Console, directory: Path | None = None) -> bool:
                       "customers.email_domain added")
 
         mr = step(f"2. Merge request !1 ({BRANCH}) -> environment {MR_ENV}", MR_ENV)
+        clock = time.perf_counter()
+        mr_review = review(mr.plan, load_project(root, cache_dir=settings.cache_dir), state, engine)
+        steps.append(("   report: SQL and data diffs, lineage", time.perf_counter() - clock, 0, 0))
         console.print("[dim]The report the bot posts in the merge request (Markdown):[/]\n")
-        console.print(render_markdown(mr), markup=False, highlight=False, soft_wrap=True)
+        console.print(render_markdown(mr, review=mr_review), markup=False, highlight=False,
+                      soft_wrap=True)
         if not mr.ok:
             return False
 

@@ -3,9 +3,10 @@ place in the graph, as Markdown. The data diff in the warehouse comes with the M
 
 from __future__ import annotations
 
-from runner.lineage import ALL, model_lineage
+from runner.lineage import ALL
 from runner.plan import Change, Plan
 from runner.project import Project
+from runner.trace import resolve_target, trace
 
 
 def _resolve(project: Project, text: str) -> tuple[str | None, str | None]:
@@ -41,35 +42,43 @@ def describe_diff(project: Project, plan: Plan, text: str) -> str:
 
 
 def describe_lineage(project: Project, text: str) -> str:
-    name, column = _resolve(project, text)
-    if name is None:
-        return f"`/lineage {text}`: no model or seed of that name."
-    upstream = sorted(project.dag.upstream([name]))
-    downstream = sorted(project.dag.downstream([name]))
-    lines = [f"**Lineage of `{name}{'.' + column if column else ''}`**", "", "```mermaid", "flowchart LR"]
-    for node in sorted({name, *upstream, *downstream}):
+    """Upstream and downstream of a model or one column: a Mermaid graph and lists."""
+    name, column = resolve_target(project, text)
+    found = trace(project, name, column)
+    title = f"{name}.{column}" if column else name
+    if column is None:
+        nodes = sorted({name, *found.upstream_models, *found.downstream_models})
+    else:  # only the models the column's values pass through
+        nodes = sorted({name, *(m for m, _ in found.upstream), *(m for m, _ in found.downstream)})
+    lines = [f"**Lineage of `{title}`**", "", "```mermaid", "flowchart LR"]
+    for node in nodes:
+        style = ":::focus" if node == name else ""
+        lines.append(f'  {_id(node)}["{node}"]{style}')
+    for node in nodes:
         for parent in project.dag.parents.get(node, ()):
-            lines.append(f"  {_id(parent)}[{parent}] --> {_id(node)}[{node}]")
-    lines += ["```", "", f"- upstream: {', '.join(f'`{u}`' for u in upstream) or 'none'}",
-              f"- downstream: {', '.join(f'`{d}`' for d in downstream) or 'none'}"]
-    if column and name in project.models:
-        readers = _column_readers(project, name, column, downstream)
-        lines.append(f"- reads `{column}`: {', '.join(f'`{r}`' for r in readers) or 'no downstream model'}")
+            if parent in nodes:
+                lines.append(f"  {_id(parent)} --> {_id(node)}")
+        model = project.models.get(node)
+        for ref in model.refs if model is not None else ():
+            source = project.resolve(ref.parts)
+            if source in project.sources and source in nodes:
+                lines.append(f"  {_id(source)} --> {_id(node)}")
+    lines += ["  classDef focus fill:#fde68a,stroke:#b45309,color:#111", "```", ""]
+    if column is None:
+        lines.append(f"- upstream: {_names(found.upstream_models)}")
+        lines.append(f"- downstream: {_names(found.downstream_models)}")
+    else:
+        lines.append(f"- `{title}` comes from: {_columns(found.upstream)}")
+        lines.append(f"- `{title}` reaches: {_columns(found.downstream)}")
     return "\n".join(lines)
 
 
-def _column_readers(project: Project, name: str, column: str, downstream: list[str]) -> list[str]:
-    readers = []
-    for child in downstream:
-        model = project.models.get(child)
-        if model is None or name not in model.depends_on:
-            continue
-        upstream = {dep: None for dep in model.depends_on}
-        lineage = model_lineage(model.canonical, project.config.dialect, project.resolve, upstream)
-        reads = lineage.reads_of(name)
-        if column in reads or ALL in reads:
-            readers.append(child)
-    return readers
+def _names(names: tuple[str, ...]) -> str:
+    return ", ".join(f"`{n}`" for n in names) or "nothing"
+
+
+def _columns(refs: tuple[tuple[str, str], ...]) -> str:
+    return ", ".join(f"`{m}.{c}`" if c != ALL else f"`{m}` (all columns)" for m, c in refs) or "nothing"
 
 
 def _id(name: str) -> str:

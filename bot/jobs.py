@@ -31,11 +31,13 @@ from runner.inbox import Inbox
 from runner.locks import Locks
 from runner.pipeline import RunResult, run_pipeline
 from runner.project import Project, load_project
+from runner.review import review
 from runner.runlog import RunLog, Superseded
 from runner.state import StateStore
 
 log = logging.getLogger("sluice.worker")
 MARKER = "<!-- sluice-report -->"
+HISTORY_ROOM = 4_000  # characters kept free in the comment for the run history
 STATUS_CONTEXT = "sluice"
 
 
@@ -152,14 +154,18 @@ class Jobs:
                 self.runs.check_current(run_id)
                 result = run_pipeline(project, state, engine, env)
                 self.runs.append_log(run_id, _summary(result))
+                self.runs.check_current(run_id)
+                the_review = review(result.plan, project, state, engine) if result.build.ok else None
             self.runs.check_current(run_id)  # never post over a newer run's result
-            report = render_markdown(result, run_url=url)
+            full = render_markdown(result, run_url=url, review=the_review)
+            report = render_markdown(result, run_url=url, review=the_review,
+                                     limit=forge.comment_limit - HISTORY_ROOM)
             status = "success" if result.ok and not result.held_back else "failed"
             self.post_report(repository, number, run_id, info.head_sha, report, _summary(result))
             forge.set_status(repository.full_name, info.head_sha,
                              CommitState.SUCCESS if status == "success" else CommitState.FAILURE,
                              _summary(result)[:140], url, STATUS_CONTEXT)
-            self.runs.finish(run_id, status, _summary(result), report)
+            self.runs.finish(run_id, status, _summary(result), full)
         except Superseded as exc:
             self.runs.append_log(run_id, str(exc))
             self.runs.finish(run_id, "superseded", "superseded by a newer commit")

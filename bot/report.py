@@ -3,12 +3,19 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from jinja2 import Environment, PackageLoader, StrictUndefined
 
+from runner.categorize import ColumnChange
+from runner.lineage import ALL
 from runner.pipeline import RunResult
 from runner.plan import Action, Change, PlannedNode
+from runner.review import Review
+from runner.sqldiff import SqlDiff
+
+if TYPE_CHECKING:
+    from runner.datadiff import DataDiff
 
 
 @dataclass(frozen=True)
@@ -42,30 +49,72 @@ def _why(node: PlannedNode) -> str:
     return _cell(node.reason) if node.reason else ""
 
 
-def _column_parts(node: PlannedNode) -> list[str]:
+def _column_parts(change: ColumnChange) -> list[str]:
     parts = []
-    for label, columns in (("added", node.columns.added), ("removed", node.columns.removed),
-                           ("changed", node.columns.changed)):
+    for label, columns in (("added", change.added), ("removed", change.removed),
+                           ("changed", change.changed)):
         if columns:
-            parts.append(f"{label} " + ", ".join(f"`{c}`" for c in sorted(columns)))
+            shown = "every column" if ALL in columns else ", ".join(f"`{c}`" for c in sorted(columns))
+            parts.append(f"{label} {shown}")
     return parts
+
+
+def _number(value: int) -> str:
+    return f"{value:,}"
+
+
+def _row_text(row: dict[str, Any] | None) -> str:
+    if row is None:
+        return "_(none)_"
+    return "`" + ", ".join(f"{k}={_cell(v)}" for k, v in row.items()).replace("`", "'")[:300] + "`"
+
+
+def _link(url: str) -> str:
+    return f"<{url}>" if url.startswith(("https://", "http://")) and " " not in url else _cell(url)
 
 
 def _environment() -> Environment:
     env = Environment(loader=PackageLoader("bot", "templates"), undefined=StrictUndefined,
                       trim_blocks=True, lstrip_blocks=True, keep_trailing_newline=True,
                       autoescape=False)
-    env.filters.update(cell=_cell, code_safe=_code_safe, why=_why, tick=lambda s: f"`{s}`")
+    env.filters.update(cell=_cell, code_safe=_code_safe, why=_why, tick=lambda s: f"`{s}`",
+                       num=_number, rowtext=_row_text, link=_link)
     return env
 
 
-def render_markdown(result: RunResult, run_url: str | None = None) -> str:
+LEVELS = (0, 1, 2, 3, 4)
+GITHUB_LIMIT = 65_536
+
+
+def render_markdown(result: RunResult, run_url: str | None = None, review: Review | None = None,
+                    limit: int | None = None) -> str:
+    """The report; with `limit`, the most detailed version that fits (least important parts go
+    first), cut hard with a link only if even the shortest does not."""
+    text = ""
+    for level in LEVELS if limit else (0,):
+        text = _render(result, run_url, review, level)
+        if limit is None or len(text) <= limit:
+            return text
+    note = f"\n\n… cut to fit; the full report is at {run_url}\n" if run_url else "\n\n… cut to fit\n"
+    assert limit is not None
+    return text[: max(0, limit - len(note))] + note
+
+
+def _render(result: RunResult, run_url: str | None, review: Review | None, level: int) -> str:
     plan = result.plan
     changes = [n for n in plan.nodes if n.change is not Change.UNCHANGED]
-    column_changes = [(n.name, _column_parts(n)) for n in changes
-                      if n.change is Change.DIRECT and not n.columns.everything and not n.columns.is_empty]
+    models = review.models if review else ()
+    sql_changes = [_SqlChange(m.name, m.change, m.category, m.sql, _column_parts(m.columns))
+                   for m in models if m.change is Change.DIRECT]
+    data_diffs = [_DataChange(m.name, m.data, m.pii) for m in models if m.data is not None]
+    schema_changes = [(m.name, m.data.schema) for m in models if m.data is not None
+                      and (m.data.schema.added or m.data.schema.removed or m.data.schema.retyped)]
+    data_notes = [(m.name, m.data_note) for m in models if m.data_note and m.change is not Change.ADDED]
     context = {
+        "level": level,
         "plan": plan,
+        "plan_rows": (200, 200, 100, 50, 0)[level],
+        "column_rows": (50, 20, 10, 5, 0)[level],
         "verdict": verdict(result),
         "counts": {
             "modified": sum(1 for n in changes if n.change in (Change.DIRECT, Change.ADDED, Change.REMOVED)),
@@ -80,7 +129,11 @@ def render_markdown(result: RunResult, run_url: str | None = None) -> str:
         "build_failures": sorted(result.build.failed.items()),
         "skipped": sorted(result.build.skipped),
         "changes": changes,
-        "column_changes": column_changes,
+        "sql_changes": sql_changes,
+        "schema_changes": schema_changes,
+        "data_diffs": data_diffs,
+        "data_notes": data_notes,
+        "impact": review.impact if review else None,
         "tests_failed": result.tests.failed,
         "tests_passed": result.tests.passed,
         "timings": list(result.timings.items()),
@@ -89,3 +142,19 @@ def render_markdown(result: RunResult, run_url: str | None = None) -> str:
     while "\n\n\n" in text:
         text = text.replace("\n\n\n", "\n\n")
     return text
+
+
+@dataclass(frozen=True)
+class _SqlChange:
+    name: str
+    change: Change
+    category: str
+    sql: SqlDiff | None
+    parts: list[str]
+
+
+@dataclass(frozen=True)
+class _DataChange:
+    name: str
+    data: DataDiff
+    pii: frozenset[str]

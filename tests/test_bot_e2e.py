@@ -436,8 +436,8 @@ def test_other_commands(tmp_path: Path, forge: Forge, origin: Origin, bot: Bot):
     answers = forge.comments(11)[1:]  # after the report
     text = "\n".join(answers)
     assert "`/test`: 18 passed, 0 failed in `mr_11`." in text  # /test runs every test
-    assert "```mermaid" in text and "marts_orders[marts.orders] --> marts_revenue_by_day" in text
-    assert "- reads `amount`: `marts.revenue_by_day`" in text
+    assert "```mermaid" in text and "marts_orders --> marts_revenue_by_day" in text
+    assert "- `marts.orders.amount` reaches: `marts.revenue_by_day.revenue`" in text
     assert "`/diff marts.orders`: new — production has no version of it yet." in text
     assert "Sluice commands (one per line)" in text
     assert "`/unlock qa`: released." in text

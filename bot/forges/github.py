@@ -6,19 +6,17 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import json
-import re
 import threading
 import urllib.parse
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
-from typing import Any, TypeVar
+from typing import Any
 
-import requests
 from github import Auth, Github, GithubException, GithubIntegration, RateLimitExceededException
 
 from bot.config import ConfigError, GitHubConfig
 from bot.events import CommentEvent, MergeRequestEvent, MRAction, Repository
+from bot.forges._common import field, header, load, reason, requests_errors, transient, with_credentials
 from bot.forges.base import (
     CommitState,
     Forge,
@@ -28,8 +26,6 @@ from bot.forges.base import (
     Webhook,
     WebhookError,
 )
-
-T = TypeVar("T")
 
 TIMEOUT = 10  # seconds; the job queue retries, so fail fast rather than hang a worker
 
@@ -84,7 +80,7 @@ class GitHub(Forge):
 
     @staticmethod
     def verify(headers: Mapping[str, str], body: bytes, secret: str) -> bool:
-        signature = _header(headers, "X-Hub-Signature-256")
+        signature = header(headers, "X-Hub-Signature-256")
         if signature is None or not secret:
             return False
         expected = "sha256=" + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
@@ -92,27 +88,27 @@ class GitHub(Forge):
 
     @staticmethod
     def parse(headers: Mapping[str, str], body: bytes) -> Webhook:
-        kind = _header(headers, "X-GitHub-Event")
+        kind = header(headers, "X-GitHub-Event")
         if not kind:
             raise WebhookError("the delivery has no X-GitHub-Event header")
-        delivery = _header(headers, "X-GitHub-Delivery") or "sha256:" + hashlib.sha256(body).hexdigest()
-        data = _load(body, _header(headers, "Content-Type") or "")
+        delivery = header(headers, "X-GitHub-Delivery") or "sha256:" + hashlib.sha256(body).hexdigest()
+        data = load(body, form=True, content_type=header(headers, "Content-Type") or "")
         event: MergeRequestEvent | CommentEvent | None = None
         action = data.get("action")
         if kind == "pull_request":
             if action in _PR_ACTIONS:
                 event = _pr_event(data, _PR_ACTIONS[action])
             elif action == "closed":
-                merged = bool(_get(data, "pull_request", dict).get("merged"))
+                merged = bool(field(data, "pull_request", dict).get("merged"))
                 event = _pr_event(data, MRAction.MERGED if merged else MRAction.CLOSED)
         elif kind == "pull_request_review":
-            state = str(_get(data, "review", dict).get("state") or "").lower()
+            state = str(field(data, "review", dict).get("state") or "").lower()
             if action == "submitted" and state == "approved":
                 event = _pr_event(data, MRAction.APPROVED)
             elif (action == "submitted" and state == "changes_requested") or action == "dismissed":
                 event = _pr_event(data, MRAction.UNAPPROVED)  # may withdraw this user's approval
         elif (kind == "issue_comment" and action == "created"
-              and _get(data, "issue", dict).get("pull_request") is not None):
+              and field(data, "issue", dict).get("pull_request") is not None):
             event = _comment_event(data)  # a plain issue's comments are no business of Sluice
         return Webhook(delivery_id=delivery, kind=kind, event=event)
 
@@ -196,7 +192,7 @@ class GitHub(Forge):
         else:
             return repository_url
         api_host = urllib.parse.urlsplit(self.config.api_url).hostname or ""
-        return _with_credentials(repository_url, api_host.removeprefix("api."), "x-access-token", token)
+        return with_credentials(repository_url, api_host.removeprefix("api."), "x-access-token", token)
 
     # -- clients ------------------------------------------------------------------------------
 
@@ -241,105 +237,43 @@ class GitHub(Forge):
 # -- errors -------------------------------------------------------------------------------------
 
 
-def _transient(status: int | None) -> bool:
-    return status is not None and (status >= 500 or status in (408, 429))
-
-
-def _reason(status: int | None, message: object) -> str:
-    """`502 Bad Gateway`: the status and the forge's message, without HTML or a repeated status."""
-    text = message.decode(errors="replace") if isinstance(message, bytes) else str(message or "")
-    text = " ".join(re.sub(r"<[^>]+>", " ", text).split())
-    if status is not None and text.startswith(str(status)):
-        text = text[len(str(status)):].strip()
-    return " ".join(part for part in (str(status or ""), text[:200]) if part) or "no answer"
-
-
 @contextmanager
 def _calls(doing: str) -> Iterator[None]:
     """Turn PyGithub's and requests' exceptions into ForgeError, saying what was being done."""
-    try:
-        yield
-    except RateLimitExceededException as exc:  # 403 or 429: primary or secondary rate limit
-        raise ForgeError(f"GitHub: {doing} failed: rate limited ({exc.status})", transient=True) from exc
-    except GithubException as exc:
-        message = exc.data.get("message") if isinstance(exc.data, dict) else exc.data
-        raise ForgeError(f"GitHub: {doing} failed: {_reason(exc.status, message)}",
-                         transient=_transient(exc.status)) from exc
-    except (requests.ConnectionError, requests.Timeout, requests.exceptions.ChunkedEncodingError) as exc:
-        raise ForgeError(f"GitHub: {doing} failed: {exc}", transient=True) from exc
-    except requests.RequestException as exc:
-        raise ForgeError(f"GitHub: {doing} failed: {exc}", transient=False) from exc
-
-
-def _with_credentials(url: str, host: str | None, user: str, token: str) -> str:
-    """`url` with `user:token@` in it, only for https URLs on the forge's own host."""
-    parts = urllib.parse.urlsplit(url)
-    if parts.scheme != "https" or not parts.hostname or parts.hostname != host:
-        return url
-    netloc = parts.hostname + (f":{parts.port}" if parts.port else "")
-    quoted = urllib.parse.quote(token, safe="")
-    return urllib.parse.urlunsplit(parts._replace(netloc=f"{user}:{quoted}@{netloc}"))
+    with requests_errors("GitHub", doing):
+        try:
+            yield
+        except RateLimitExceededException as exc:  # 403 or 429: primary or secondary rate limit
+            raise ForgeError(f"GitHub: {doing} failed: rate limited ({exc.status})",
+                             transient=True) from exc
+        except GithubException as exc:
+            message = exc.data.get("message") if isinstance(exc.data, dict) else exc.data
+            raise ForgeError(f"GitHub: {doing} failed: {reason(exc.status, message)}",
+                             transient=transient(exc.status)) from exc
 
 
 # -- webhook payloads ---------------------------------------------------------------------------
 
 
-def _header(headers: Mapping[str, str], name: str) -> str | None:
-    value = headers.get(name)
-    if value is None:
-        lowered = name.lower()
-        value = next((v for k, v in headers.items() if k.lower() == lowered), None)
-    return value
-
-
-def _load(body: bytes, content_type: str) -> dict[str, Any]:
-    """The payload, from a JSON body or a form body's `payload` field (the hook's two formats)."""
-    try:
-        text = body.decode("utf-8")
-        if content_type.startswith("application/x-www-form-urlencoded") or text.startswith("payload="):
-            fields = urllib.parse.parse_qs(text)
-            if "payload" not in fields:
-                raise WebhookError("the form-encoded body has no 'payload' field")
-            text = fields["payload"][0]
-        data = json.loads(text)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise WebhookError(f"the body is not valid JSON: {exc}") from None
-    if not isinstance(data, dict):
-        raise WebhookError(f"the body is a JSON {type(data).__name__}, not an object")
-    return data
-
-
-def _get(data: dict[str, Any], path: str, kind: type[T]) -> T:
-    """The value at dotted `path`, which must exist and be a `kind`."""
-    value: Any = data
-    for key in path.split("."):
-        if not isinstance(value, dict) or value.get(key) is None:
-            raise WebhookError(f"the payload has no '{path}'")
-        value = value[key]
-    if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
-        raise WebhookError(f"the payload's '{path}' is not a {kind.__name__}")
-    return value
-
-
 def _repository(data: dict[str, Any]) -> Repository:
     return Repository(forge="github",
-                      full_name=_get(data, "repository.full_name", str),
-                      clone_url=_get(data, "repository.clone_url", str),
+                      full_name=field(data, "repository.full_name", str),
+                      clone_url=field(data, "repository.clone_url", str),
                       default_branch=data["repository"].get("default_branch") or "main")
 
 
 def _pr_event(data: dict[str, Any], action: MRAction) -> MergeRequestEvent:
-    pr = _get(data, "pull_request", dict)
+    pr = field(data, "pull_request", dict)
     head_repo = (pr.get("head") or {}).get("repo")  # null when the fork was deleted
-    base_name = _get(data, "pull_request.base.repo.full_name", str)
+    base_name = field(data, "pull_request.base.repo.full_name", str)
     return MergeRequestEvent(
         repository=_repository(data),
-        number=_get(data, "pull_request.number", int),
+        number=field(data, "pull_request.number", int),
         action=action,
-        head_sha=_get(data, "pull_request.head.sha", str),
-        source_branch=_get(data, "pull_request.head.ref", str),
-        target_branch=_get(data, "pull_request.base.ref", str),
-        author=_get(data, "pull_request.user.login", str),
+        head_sha=field(data, "pull_request.head.sha", str),
+        source_branch=field(data, "pull_request.head.ref", str),
+        target_branch=field(data, "pull_request.base.ref", str),
+        author=field(data, "pull_request.user.login", str),
         title=str(pr.get("title") or ""),
         from_fork=not isinstance(head_repo, dict) or head_repo.get("full_name") != base_name,
         merge_sha=pr.get("merge_commit_sha") if action is MRAction.MERGED else None,
@@ -349,9 +283,9 @@ def _pr_event(data: dict[str, Any], action: MRAction) -> MergeRequestEvent:
 def _comment_event(data: dict[str, Any]) -> CommentEvent:
     return CommentEvent(
         repository=_repository(data),
-        number=_get(data, "issue.number", int),
-        comment_id=_get(data, "comment.id", int),
-        author=_get(data, "comment.user.login", str),
-        body=str(_get(data, "comment", dict).get("body") or ""),
-        author_is_bot=_get(data, "comment.user", dict).get("type") == "Bot",
+        number=field(data, "issue.number", int),
+        comment_id=field(data, "comment.id", int),
+        author=field(data, "comment.user.login", str),
+        body=str(field(data, "comment", dict).get("body") or ""),
+        author_is_bot=field(data, "comment.user", dict).get("type") == "Bot",
     )

@@ -6,12 +6,11 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import json
 import re
 import urllib.parse
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
-from typing import Any, TypeVar
+from typing import Any
 
 import gitlab
 import requests
@@ -19,6 +18,7 @@ from gitlab.exceptions import GitlabError
 
 from bot.config import GitLabConfig
 from bot.events import CommentEvent, MergeRequestEvent, MRAction, Repository
+from bot.forges._common import field, header, load, reason, requests_errors, transient, with_credentials
 from bot.forges.base import (
     CommitState,
     Forge,
@@ -28,8 +28,6 @@ from bot.forges.base import (
     Webhook,
     WebhookError,
 )
-
-T = TypeVar("T")
 
 TIMEOUT = 10.0  # seconds; the job queue retries, so fail fast rather than hang a worker
 
@@ -96,19 +94,19 @@ class GitLab(Forge):
 
     @staticmethod
     def verify(headers: Mapping[str, str], body: bytes, secret: str) -> bool:
-        token = _header(headers, "X-Gitlab-Token")
+        token = header(headers, "X-Gitlab-Token")
         if token is None or not secret:
             return False
         return hmac.compare_digest(token.encode(), secret.encode())
 
     @staticmethod
     def parse(headers: Mapping[str, str], body: bytes) -> Webhook:
-        kind = _header(headers, "X-Gitlab-Event")
+        kind = header(headers, "X-Gitlab-Event")
         if not kind:
             raise WebhookError("the delivery has no X-Gitlab-Event header")
-        delivery = (_header(headers, "Idempotency-Key") or _header(headers, "X-Gitlab-Event-UUID")
+        delivery = (header(headers, "Idempotency-Key") or header(headers, "X-Gitlab-Event-UUID")
                     or "sha256:" + hashlib.sha256(body).hexdigest())
-        data = _load(body)
+        data = load(body)
         object_kind = data.get("object_kind")
         event: MergeRequestEvent | CommentEvent | None = None
         if kind == "Merge Request Hook" or (kind == "System Hook" and object_kind == "merge_request"):
@@ -206,8 +204,8 @@ class GitLab(Forge):
     def clone_url(self, repository_url: str) -> str:
         if not self.config.token:
             return repository_url
-        return _with_credentials(repository_url, urllib.parse.urlsplit(self.config.url).hostname,
-                                 "oauth2", self.config.token)
+        return with_credentials(repository_url, urllib.parse.urlsplit(self.config.url).hostname,
+                                "oauth2", self.config.token)
 
     # -- helpers ------------------------------------------------------------------------------
 
@@ -226,83 +224,27 @@ class GitLab(Forge):
 # -- errors -------------------------------------------------------------------------------------
 
 
-def _transient(status: int | None) -> bool:
-    return status is not None and (status >= 500 or status in (408, 429))
-
-
-def _reason(status: int | None, message: object) -> str:
-    """`502 Bad Gateway`: the status and the forge's message, without HTML or a repeated status."""
-    text = message.decode(errors="replace") if isinstance(message, bytes) else str(message or "")
-    text = " ".join(re.sub(r"<[^>]+>", " ", text).split())
-    if status is not None and text.startswith(str(status)):
-        text = text[len(str(status)):].strip()
-    return " ".join(part for part in (str(status or ""), text[:200]) if part) or "no answer"
-
-
 @contextmanager
 def _calls(doing: str) -> Iterator[None]:
     """Turn python-gitlab's and requests' exceptions into ForgeError, saying what was being done."""
-    try:
-        yield
-    except GitlabError as exc:
-        status = exc.response_code
-        raise ForgeError(f"GitLab: {doing} failed: {_reason(status, exc.error_message)}",
-                         transient=_transient(status)) from exc
-    except (requests.ConnectionError, requests.Timeout, requests.exceptions.ChunkedEncodingError) as exc:
-        raise ForgeError(f"GitLab: {doing} failed: {exc}", transient=True) from exc
-    except requests.RequestException as exc:
-        raise ForgeError(f"GitLab: {doing} failed: {exc}", transient=False) from exc
-
-
-def _with_credentials(url: str, host: str | None, user: str, token: str) -> str:
-    """`url` with `user:token@` in it, only for https URLs on the forge's own host."""
-    parts = urllib.parse.urlsplit(url)
-    if parts.scheme != "https" or not parts.hostname or parts.hostname != host:
-        return url
-    netloc = parts.hostname + (f":{parts.port}" if parts.port else "")
-    quoted = urllib.parse.quote(token, safe="")
-    return urllib.parse.urlunsplit(parts._replace(netloc=f"{user}:{quoted}@{netloc}"))
+    with requests_errors("GitLab", doing):
+        try:
+            yield
+        except GitlabError as exc:
+            status = exc.response_code
+            raise ForgeError(f"GitLab: {doing} failed: {reason(status, exc.error_message)}",
+                             transient=transient(status)) from exc
 
 
 # -- webhook payloads ---------------------------------------------------------------------------
 
 
-def _header(headers: Mapping[str, str], name: str) -> str | None:
-    value = headers.get(name)
-    if value is None:
-        lowered = name.lower()
-        value = next((v for k, v in headers.items() if k.lower() == lowered), None)
-    return value
-
-
-def _load(body: bytes) -> dict[str, Any]:
-    try:
-        data = json.loads(body.decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise WebhookError(f"the body is not valid JSON: {exc}") from None
-    if not isinstance(data, dict):
-        raise WebhookError(f"the body is a JSON {type(data).__name__}, not an object")
-    return data
-
-
-def _get(data: dict[str, Any], path: str, kind: type[T]) -> T:
-    """The value at dotted `path`, which must exist and be a `kind`."""
-    value: Any = data
-    for key in path.split("."):
-        if not isinstance(value, dict) or value.get(key) is None:
-            raise WebhookError(f"the payload has no '{path}'")
-        value = value[key]
-    if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
-        raise WebhookError(f"the payload's '{path}' is not a {kind.__name__}")
-    return value
-
-
 def _repository(data: dict[str, Any]) -> Repository:
     return Repository(forge="gitlab",
-                      full_name=_get(data, "project.path_with_namespace", str),
-                      clone_url=_get(data, "project.git_http_url", str),
+                      full_name=field(data, "project.path_with_namespace", str),
+                      clone_url=field(data, "project.git_http_url", str),
                       default_branch=data["project"].get("default_branch") or "main",
-                      project_id=_get(data, "project.id", int))
+                      project_id=field(data, "project.id", int))
 
 
 def _author(data: dict[str, Any], author_id: int | None) -> str:
@@ -316,8 +258,8 @@ def _author(data: dict[str, Any], author_id: int | None) -> str:
 
 
 def _merge_request_event(data: dict[str, Any]) -> MergeRequestEvent | None:
-    attrs = _get(data, "object_attributes", dict)
-    action_name = _get(data, "object_attributes.action", str)
+    attrs = field(data, "object_attributes", dict)
+    action_name = field(data, "object_attributes.action", str)
     if action_name == "update":
         if not attrs.get("oldrev"):
             return None  # title, description, labels…: no new code
@@ -326,7 +268,7 @@ def _merge_request_event(data: dict[str, Any]) -> MergeRequestEvent | None:
         action = _MR_ACTIONS[action_name]
     else:
         return None
-    head_sha = _get(data, "object_attributes.last_commit.id", str)
+    head_sha = field(data, "object_attributes.last_commit.id", str)
     merge_sha = None
     if action is MRAction.MERGED:  # a fast-forward merge makes no commit: the head is the merge
         merge_sha = attrs.get("merge_commit_sha") or attrs.get("squash_commit_sha") or head_sha
@@ -334,11 +276,11 @@ def _merge_request_event(data: dict[str, Any]) -> MergeRequestEvent | None:
     target_id = attrs.get("target_project_id")
     return MergeRequestEvent(
         repository=_repository(data),
-        number=_get(data, "object_attributes.iid", int),
+        number=field(data, "object_attributes.iid", int),
         action=action,
         head_sha=head_sha,
-        source_branch=_get(data, "object_attributes.source_branch", str),
-        target_branch=_get(data, "object_attributes.target_branch", str),
+        source_branch=field(data, "object_attributes.source_branch", str),
+        target_branch=field(data, "object_attributes.target_branch", str),
         author=_author(data, attrs.get("author_id")),
         title=str(attrs.get("title") or ""),
         from_fork=source_id is not None and target_id is not None and source_id != target_id,
@@ -352,17 +294,17 @@ def _is_bot(user: dict[str, Any]) -> bool:
 
 
 def _comment_event(data: dict[str, Any]) -> CommentEvent | None:
-    attrs = _get(data, "object_attributes", dict)
+    attrs = field(data, "object_attributes", dict)
     if attrs.get("noteable_type") != "MergeRequest" or attrs.get("system"):
         return None
     if attrs.get("action") not in (None, "create"):  # edits of a note are not new commands
         return None
-    user = _get(data, "user", dict)
+    user = field(data, "user", dict)
     return CommentEvent(
         repository=_repository(data),
-        number=_get(data, "merge_request.iid", int),
-        comment_id=_get(data, "object_attributes.id", int),
-        author=_get(data, "user.username", str),
+        number=field(data, "merge_request.iid", int),
+        comment_id=field(data, "object_attributes.id", int),
+        author=field(data, "user.username", str),
         body=str(attrs.get("note") or ""),
         author_is_bot=_is_bot(user),
     )
