@@ -1,29 +1,28 @@
 """Answers to `/diff` and `/lineage` (and their command-line twins): one model's change and its
-place in the graph, as Markdown. The data diff in the warehouse comes with the MR report work."""
+place in the graph, as Markdown, with the data diff computed in the warehouse."""
 
 from __future__ import annotations
 
+from bot.commands import Command
+from bot.report import render_data_diff
+from runner.compare import compare
+from runner.config import PRODUCTION
+from runner.engines.base import Engine
 from runner.lineage import ALL
-from runner.plan import Change, Plan
+from runner.pipeline import plan_environment
+from runner.plan import Change
 from runner.project import Project
+from runner.state import StateStore
 from runner.trace import resolve_target, trace
 
 
-def _resolve(project: Project, text: str) -> tuple[str | None, str | None]:
-    """`schema.model[.column]` or `model[.column]` -> (model name, column)."""
-    parts = tuple(text.split("."))
-    for split in (2, 1):
-        name = project.resolve(parts[:split])
-        if name is not None and name in (project.models.keys() | project.seeds.keys()):
-            rest = parts[split:]
-            return name, rest[0] if rest else None
-    return None, None
-
-
-def describe_diff(project: Project, plan: Plan, text: str) -> str:
-    name, _ = _resolve(project, text)
-    if name is None:
-        return f"`/diff {text}`: no model or seed of that name in this merge request."
+def describe_diff(project: Project, state: StateStore, engine: Engine, command: Command,
+                  environment: str) -> str:
+    """`/diff <model> [--columns a,b] [--where "..."] [--limit N]`: the plan's view of the model
+    (its head against production) and, when both sides are built, its data diff."""
+    text = command.args[0].lower()
+    name, _ = resolve_target(project, text)
+    plan = plan_environment(project, state, environment, against=PRODUCTION)
     node = plan.node(name)
     if node.change is Change.UNCHANGED:
         return f"`/diff {name}`: unchanged in this merge request (same fingerprint as production's)."
@@ -38,6 +37,16 @@ def describe_diff(project: Project, plan: Plan, text: str) -> str:
             lines.append(f"- columns {label}: {shown}")
     if node.affects:
         lines.append("- changes the data of: " + ", ".join(f"`{a}`" for a in node.affects))
+    if state.environment(environment) is None or state.environment(PRODUCTION) is None:
+        return "\n".join(lines)
+    column_option = command.option("columns")
+    wanted = [c.strip().lower() for c in column_option.split(",")] if column_option else None
+    limit = command.option("limit")
+    comparisons = compare(project, state, engine, PRODUCTION, environment, name, columns=wanted,
+                          where=command.option("where"), samples=int(limit) if limit else None)
+    for item in comparisons:
+        if item.diff is not None:
+            lines += ["", render_data_diff(name, item.diff, item.pii, command.option("where")).rstrip()]
     return "\n".join(lines)
 
 

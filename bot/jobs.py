@@ -152,7 +152,7 @@ class Jobs:
         try:
             with self.workspace(repository, info.head_sha, run_id) as (project, state, engine):
                 self.runs.check_current(run_id)
-                result = run_pipeline(project, state, engine, env)
+                result = run_pipeline(project, state, engine, env, against=PRODUCTION)
                 self.runs.append_log(run_id, _summary(result))
                 self.runs.check_current(run_id)
                 the_review = review(result.plan, project, state, engine) if result.build.ok else None
@@ -463,14 +463,18 @@ class Jobs:
         run_id = self.runs.create(repository.forge, repository.full_name, number, "command",
                                   sha=info.head_sha, environment=mr_environment(number))
         from bot.inspect import describe_diff, describe_lineage
-        from runner.pipeline import plan_environment
 
-        with self.workspace(repository, info.head_sha, run_id) as (project, state, _engine):
-            if command.name == "lineage":
-                text = describe_lineage(project, command.args[0].lower())
-            else:  # what the merge request changes: its head against production
-                plan = plan_environment(project, state, PRODUCTION)
-                text = describe_diff(project, plan, command.args[0].lower())
+        try:
+            with self.workspace(repository, info.head_sha, run_id) as (project, state, engine):
+                if command.name == "lineage":
+                    text = describe_lineage(project, command.args[0].lower())
+                else:  # what the merge request changes: its head against production
+                    text = describe_diff(project, state, engine, command, mr_environment(number))
+        except SluiceError as exc:
+            if isinstance(exc, CheckoutError) and exc.transient:
+                raise
+            self.runs.finish(run_id, "failed", str(exc))
+            return f"`{_quote(command.line)}`: {_quote(str(exc))}"
         self.runs.finish(run_id, "success", command.line)
         return text
 

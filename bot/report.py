@@ -37,7 +37,7 @@ def verdict(result: RunResult) -> Verdict:
 
 
 def _cell(value: Any) -> str:
-    text = "NULL" if value is None else str(value)
+    text = "NULL" if value is None else (f"{value:.10g}" if isinstance(value, float) else str(value))
     return text.replace("|", "\\|").replace("\n", " ")[:80]
 
 
@@ -63,10 +63,27 @@ def _number(value: int) -> str:
     return f"{value:,}"
 
 
-def _row_text(row: dict[str, Any] | None) -> str:
-    if row is None:
-        return "_(none)_"
-    return "`" + ", ".join(f"{k}={_cell(v)}" for k, v in row.items()).replace("`", "'")[:300] + "`"
+def _sample(pair: tuple[dict[str, Any] | None, dict[str, Any] | None], key: tuple[str, ...]) -> str:
+    """One sample row: its key and the columns that differ; an added or removed row in full."""
+    before, after = pair
+
+    def text(row: dict[str, Any], columns: list[str]) -> str:
+        return "`" + ", ".join(f"{c}={_value(row.get(c))}" for c in columns).replace("`", "'")[:300] + "`"
+
+    if before is not None and after is not None:
+        changed = [c for c in after if c not in key and c in before and before[c] != after[c]]
+        columns = [c for c in key if c in after] + changed
+        return f"{text(before, columns)} → {text(after, columns)}"
+    if after is not None:
+        return f"added: {text(after, list(after)[:8])}"
+    assert before is not None
+    return f"removed: {text(before, list(before)[:8])}"
+
+
+def _value(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:.10g}"
+    return _cell(value)
 
 
 def _link(url: str) -> str:
@@ -78,7 +95,8 @@ def _environment() -> Environment:
                       trim_blocks=True, lstrip_blocks=True, keep_trailing_newline=True,
                       autoescape=False)
     env.filters.update(cell=_cell, code_safe=_code_safe, why=_why, tick=lambda s: f"`{s}`",
-                       num=_number, rowtext=_row_text, link=_link)
+                       num=_number, link=_link)
+    env.globals["sample"] = _sample
     return env
 
 
@@ -113,7 +131,7 @@ def _render(result: RunResult, run_url: str | None, review: Review | None, level
     context = {
         "level": level,
         "plan": plan,
-        "plan_rows": (200, 200, 100, 50, 0)[level],
+        "plan_rows": (10**6, 500, 200, 50, 0)[level],
         "column_rows": (50, 20, 10, 5, 0)[level],
         "verdict": verdict(result),
         "counts": {
@@ -158,3 +176,12 @@ class _DataChange:
     name: str
     data: DataDiff
     pii: frozenset[str]
+
+
+def render_data_diff(name: str, diff: DataDiff, pii: frozenset[str] = frozenset(),
+                     where: str | None = None) -> str:
+    """One model's data diff as Markdown (`/diff`, `sluice diff --format markdown`)."""
+    text = _environment().get_template("diff.md.j2").render(name=name, d=diff, pii=pii, where=where)
+    while "\n\n\n" in text:
+        text = text.replace("\n\n\n", "\n\n")
+    return text.strip() + "\n"

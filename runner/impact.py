@@ -59,6 +59,8 @@ def _columns(columns: frozenset[str]) -> tuple[str, ...]:
     return ("*",) if ALL in columns else tuple(sorted(columns))
 
 
+MAX_GRAPH_NODES = 80
+
 _CLASSES = """\
   classDef modified fill:#fde68a,stroke:#b45309,color:#111
   classDef breaking fill:#fecaca,stroke:#b91c1c,color:#111
@@ -69,8 +71,8 @@ _CLASSES = """\
 def _mermaid(plan: Plan, project: Project, modified: tuple[str, ...],
              downstream: tuple[ImpactedModel, ...], unaffected: tuple[ImpactedModel, ...],
              exposures: tuple[ExposureImpact, ...]) -> str:
-    if not modified:
-        return ""
+    if not modified or len(modified) + len(downstream) + len(unaffected) > MAX_GRAPH_NODES:
+        return ""  # nobody reads a graph of hundreds of boxes; the lists say it all
     kinds = {name: "modified" for name in modified}
     labels = {name: _text(name) for name in modified}
     for item in downstream:

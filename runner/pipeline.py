@@ -41,19 +41,22 @@ class RunResult:
         return sum(1 for n in self.plan.nodes if n.action is Action.REUSE)
 
 
-def plan_environment(project: Project, state: StateStore, environment: str) -> Plan:
-    """Compare the project with `environment` (or with production when it does not exist yet)."""
+def plan_environment(project: Project, state: StateStore, environment: str,
+                     against: str | None = None) -> Plan:
+    """Compare the project with `against`: by default the environment itself, or production
+    when it does not exist yet. A merge request's report compares with production always, so
+    it shows everything the MR changes, not only what its last push changed."""
     check_environment_name(environment)
     target = state.environment(environment)
-    base_name: str | None = environment
-    if target is None:
-        prod = state.environment(PRODUCTION)
-        target_models: dict[str, str] = {}
-        base_models = dict(prod.models) if prod else {}
-        base_name = PRODUCTION if prod else None
-    else:
-        target_models = dict(target.models)
+    target_models = dict(target.models) if target else {}
+    base_name: str | None = against or (environment if target else PRODUCTION)
+    if base_name == environment:
         base_models = target_models
+        base_name = base_name if target else None
+    else:
+        other = state.environment(base_name) if base_name else None
+        base_models = dict(other.models) if other else {}
+        base_name = base_name if other else None
     names = set(project.models) | set(project.seeds) | set(base_models)
     known = state.snapshots(names=names)
     base = {name: known[fp] for name, fp in base_models.items() if fp in known}
@@ -63,12 +66,13 @@ def plan_environment(project: Project, state: StateStore, environment: str) -> P
 
 
 def run_pipeline(project: Project, state: StateStore, engine: Engine, environment: str, *,
+                 against: str | None = None,
                  dry_run: bool = False, threads: int | None = None, all_tests: bool = False,
                  progress: Progress | None = None,
                  on_test: Callable[[TestResult], None] | None = None) -> RunResult:
     """Plan `environment`, then carry the plan out (see `execute`)."""
     clock = time.perf_counter()
-    plan = plan_environment(project, state, environment)
+    plan = plan_environment(project, state, environment, against)
     return execute(plan, project, state, engine, dry_run=dry_run, threads=threads,
                    all_tests=all_tests, progress=progress, on_test=on_test,
                    plan_seconds=time.perf_counter() - clock)
@@ -107,7 +111,7 @@ def execute(plan: Plan, project: Project, state: StateStore, engine: Engine, *,
         result.held_back = f"tests failed, and {environment} is protected: its views were not moved"
         return result
     clock = time.perf_counter()
-    if not plan.is_noop:
+    if plan.mapping != dict(plan.current):
         result.repoint = point(engine, state, environment, plan.mapping, action="plan")
     result.timings["point"] = time.perf_counter() - clock
     return result

@@ -6,10 +6,10 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from runner.categorize import ColumnChange
 from runner.config import DiffSettings
-from runner.datadiff import DataDiff, DiffCaps, diff_relations
 from runner.engines.base import Engine
 from runner.errors import SluiceError
 from runner.impact import Impact, impact
@@ -18,6 +18,9 @@ from runner.plan import Action, Change, Plan, PlannedNode
 from runner.project import Project
 from runner.sqldiff import SqlDiff, sql_diff
 from runner.state import SnapshotRecord, StateStore
+
+if TYPE_CHECKING:
+    from runner.datadiff import DataDiff
 
 
 @dataclass(frozen=True)
@@ -102,6 +105,8 @@ def _ordered(plan: Plan) -> list[PlannedNode]:
 
 def _data_diff(engine: Engine, project: Project, node: PlannedNode, before: SnapshotRecord,
                settings: DiffSettings) -> tuple[DataDiff | None, str]:
+    from runner.datadiff import DiffCaps, diff_relations
+
     caps = DiffCaps(max_rows=settings.max_rows, seconds=settings.seconds, samples=settings.samples)
     try:
         diff = diff_relations(engine, table(before.physical_schema, before.physical_table),

@@ -194,6 +194,19 @@ def bot(tmp_path: Path, forge: Forge, origin: Origin) -> Iterator[Bot]:
     instance.worker.stop()
 
 
+def build_production(bot: Bot, forge: Forge, origin: Origin) -> None:
+    """What an operator does once: build production from the main branch."""
+    from bot.events import Repository
+    from runner.pipeline import run_pipeline
+
+    repository = Repository(forge.name, forge.repo, str(origin.bare))
+    jobs = bot.worker.jobs
+    run_id = jobs.runs.create(forge.name, forge.repo, 0, "bootstrap")
+    main = git(origin.work, "rev-parse", "main")
+    with jobs.workspace(repository, main, run_id) as (project, state, engine):
+        assert run_pipeline(project, state, engine, "prod").ok
+
+
 def path(forge: Forge) -> str:
     return f"/webhooks/{forge.name}"
 
@@ -210,6 +223,7 @@ def warehouse_tables(tmp_path: Path, bot: Bot) -> set[str]:
 
 
 def test_merge_request_lifecycle(tmp_path: Path, forge: Forge, origin: Origin, bot: Bot):
+    build_production(bot, forge, origin)
     # Open: a report in the thread and a green status on the head commit.
     sha1 = origin.branch("orders-amount", ORDERS)
     assert bot.deliver(forge.open(1, sha1, "orders-amount"), path(forge)) == 202
@@ -266,6 +280,14 @@ def test_merge_request_lifecycle(tmp_path: Path, forge: Forge, origin: Origin, b
     assert any("**`marts.customer_segments`**: directly modified, non-breaking (nothing downstream "
                "reads segment)" in c
                for c in forge.comments(2))
+    assert bot.deliver(forge.comment(2, '/diff customer_segments --where "segment = \'vip\'" --limit 2',
+                                     author="bob"), path(forge)) == 202
+    assert bot.deliver(forge.comment(2, '/diff customer_segments --where "1=1; drop table marts.orders"',
+                                     author="bob"), path(forge)) == 202
+    bot.settle()
+    answers = "\n".join(forge.comments(2))
+    assert "**Data diff of `marts.customer_segments`**" in answers and "where `segment = 'vip'`" in answers
+    assert "takes one condition, not several statements" in answers
 
     # Close without merge: the MR's environment is dropped, its locks released.
     forge.fake.close(forge.repo, 2)

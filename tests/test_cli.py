@@ -3,6 +3,7 @@ DuckDB files and state stores; output and exit codes checked."""
 
 from __future__ import annotations
 
+import json
 import shutil
 import subprocess
 from pathlib import Path
@@ -186,3 +187,43 @@ def test_demo_runs_the_whole_flow(tmp_path: Path):
     assert "<!-- sluice-report -->" in result.output
     assert "prod already matches main: nothing to build" in result.output
     assert "3. Promote mr_1 -> prod" in result.output
+
+
+def test_diff_between_environments(shop: Path):
+    assert sluice("plan", "prod", "--project", str(shop)).exit_code == 0
+    edit(shop / "models/marts/orders.sql", "p.total_amount as amount", "p.total_amount * 2 as amount")
+    assert sluice("plan", "mr_3", "--project", str(shop)).exit_code == 0
+    text = sluice("diff", "prod", "mr_3", "--project", str(shop))
+    assert text.exit_code == 0, text.output
+    assert "marts.orders" in text.output and "amount" in text.output
+    markdown = sluice("diff", "prod", "mr_3", "marts.orders", "--project", str(shop), "--format",
+                      "markdown", "--where", "status = 'returned'", "--limit", "1")
+    assert "**Data diff of `marts.orders`**" in markdown.output
+    assert "where `status = 'returned'`" in markdown.output
+    assert markdown.output.count("→ `order_id=") == 1
+    data = json.loads(sluice("diff", "prod", "mr_3", "orders", "--project", str(shop),
+                             "--format", "json").output)
+    assert data[0]["name"] == "marts.orders" and data[0]["diff"]["changed"] > 0
+    assert data[0]["diff"]["changed"] + data[0]["diff"]["unchanged"] == 500
+
+
+@pytest.mark.parametrize("where", ["1=1; drop table marts.orders", "(select 1) = 1",
+                                   "read_csv('/etc/passwd') is not null", "nope > 1"])
+def test_diff_refuses_hostile_predicates(shop: Path, where: str):
+    assert sluice("plan", "prod", "--project", str(shop)).exit_code == 0
+    assert sluice("plan", "mr_4", "--project", str(shop)).exit_code == 0
+    result = sluice("diff", "prod", "mr_4", "marts.orders", "--project", str(shop), "--where", where)
+    assert result.exit_code == 2
+    assert "error:" in result.output and "Traceback" not in result.output
+    assert query(shop, "select count(*) from marts.orders") == [(500,)]
+
+
+def test_lineage_command(shop: Path):
+    result = sluice("lineage", "marts.orders.amount", "--project", str(shop))
+    assert result.exit_code == 0
+    assert "marts.revenue_by_day" in result.output and "revenue" in result.output
+    markdown = sluice("lineage", "marts.orders", "--project", str(shop), "--format", "markdown")
+    assert "```mermaid" in markdown.output
+    data = json.loads(sluice("lineage", "stg_payments.amount", "--project", str(shop),
+                             "--format", "json").output)
+    assert ["marts.orders", "amount"] in data["downstream"]

@@ -17,7 +17,7 @@ from bot.pages import render_report
 from runner.runlog import RunLog
 from runner.state import StateStore
 
-GOLDEN = Path(__file__).resolve().parent / "golden" / "mr_report.md"
+GOLDEN = Path(__file__).resolve().parent / "golden" / "report_breaking.md"
 SCRIPT = "<script>alert('report')</script>"
 IMG = '<img src=x onerror="alert(1)">'
 LOG_SCRIPT = "<script>alert('log')</script>"
@@ -64,7 +64,7 @@ def test_the_run_page_shows_a_finished_run(client: FlaskClient, state: StateStor
     assert 'href="https://gitlab.example.com/data/shop/-/merge_requests/42"' in page
     # the report is rendered: its tables, code and collapsible sections
     assert "<table>" in page and "<code>marts.orders</code>" in page
-    assert "<details><summary>Column changes</summary>" in page
+    assert "<details><summary>marts.orders: changed values by column</summary>" in page
     assert "<!-- sluice-report -->" not in page
     assert f'href="/runs/{run_id}.md"' in page
     assert "http-equiv=\"refresh\"" not in page  # finished: nothing to wait for

@@ -10,7 +10,7 @@ from __future__ import annotations
 import uuid
 from abc import ABC, abstractmethod
 from collections.abc import Iterator, Sequence
-from contextlib import AbstractContextManager
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar, Protocol
@@ -33,6 +33,13 @@ class WarehouseObject:
     schema: str
     name: str
     kind: str  # "table" | "view"
+
+
+@dataclass
+class TimeLimit:
+    """Set by `Engine.time_limit` when the time ran out and the running statement was interrupted."""
+
+    expired: bool = False
 
 
 class Engine(ABC):
@@ -120,6 +127,29 @@ class Engine(ABC):
         with self.cursor() as cursor:
             names, _ = cursor.fetch(self.sql(query))
         return [n.lower() for n in names]
+
+    def column_types(self, target: exp.Table) -> list[tuple[str, str]]:
+        """(name, type) of each column of a table or view, in order, types as the catalog prints them."""
+        conditions = [exp.column("table_schema").eq(exp.Literal.string(target.db)),
+                      exp.column("table_name").eq(exp.Literal.string(target.name))]
+        if target.catalog:
+            conditions.append(exp.column("table_catalog").eq(exp.Literal.string(target.catalog)))
+        query = (exp.select("column_name", "data_type").from_("information_schema.columns")
+                 .where(*conditions).order_by("ordinal_position"))
+        _, rows = self.fetch(query)
+        return [(str(name), str(kind)) for name, kind in rows]
+
+    def time_limit(self, seconds: float | None) -> AbstractContextManager[TimeLimit]:
+        """Once `seconds` have passed in the block, interrupt the calling thread's statements until
+        the block ends: they raise WarehouseError and the yielded `TimeLimit.expired` is True. Open
+        it inside `transaction()`, so that the rollback runs after it and is never interrupted.
+        Engines that cannot interrupt a statement let it run to its end."""
+        return nullcontext(TimeLimit())
+
+    def hash_values(self, values: Sequence[exp.Expr]) -> exp.Expr | None:
+        """An unsigned integer hash of `values` (equal for equal values of equal types), for
+        deterministic sampling; None when the engine has no such function."""
+        return None
 
     def fetch(self, query: exp.Expr) -> tuple[list[str], list[tuple[Any, ...]]]:
         with self.cursor() as cursor:

@@ -11,7 +11,7 @@ from typing import Any
 import duckdb
 from sqlglot import exp
 
-from runner.engines.base import Cursor, Engine, WarehouseObject
+from runner.engines.base import Cursor, Engine, TimeLimit, WarehouseObject
 from runner.errors import SluiceError, WarehouseError
 
 
@@ -102,6 +102,49 @@ class DuckDBEngine(Engine):
         with self.cursor() as cursor:
             _, rows = cursor.fetch(self.sql(query))
         return {r[0] for r in rows}
+
+    def column_types(self, target: exp.Table) -> list[tuple[str, str]]:
+        # DESCRIBE reads views and attached catalogs alike, and fails loudly on a missing relation.
+        described = exp.Describe(this=exp.select(exp.Star()).from_(target.copy()))
+        with self.cursor() as cursor:
+            _, rows = cursor.fetch(self.sql(described))
+        return [(str(row[0]), str(row[1])) for row in rows]
+
+    @contextmanager
+    def time_limit(self, seconds: float | None) -> Iterator[TimeLimit]:
+        limit = TimeLimit()
+        if seconds is None:
+            yield limit
+            return
+        connection = self._connection()
+        ended = threading.Event()
+        guard = threading.Lock()
+
+        def watch() -> None:
+            if ended.wait(max(seconds, 0.0)):
+                return
+            limit.expired = True
+            # An interrupt only stops a statement that is running, so repeat it until the block
+            # ends: a statement started just after the first one is stopped as well.
+            while True:
+                with guard:
+                    if ended.is_set():
+                        return
+                    connection.interrupt()
+                if ended.wait(0.05):
+                    return
+
+        watcher = threading.Thread(target=watch, name="sluice-time-limit", daemon=True)
+        watcher.start()
+        try:
+            yield limit
+        finally:
+            with guard:  # no interrupt reaches a statement that runs after the block
+                ended.set()
+            watcher.join()
+
+    def hash_values(self, values: Sequence[exp.Expr]) -> exp.Expr | None:
+        return exp.func("hash", *values)
 
     def load_csv_sql(self, target: exp.Table, path: Path) -> exp.Query:
         reader = exp.Anonymous(this="read_csv", expressions=[
