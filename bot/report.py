@@ -124,7 +124,8 @@ def _render(result: RunResult, run_url: str | None, review: Review | None, level
     models = review.models if review else ()
     sql_changes = [_SqlChange(m.name, m.change, m.category, m.sql, _column_parts(m.columns))
                    for m in models if m.change is Change.DIRECT]
-    data_diffs = [_DataChange(m.name, m.data, m.pii) for m in models if m.data is not None]
+    data_diffs = [_DataChange(m.name, m.data, m.pii, m.drift, m.baseline)
+                  for m in models if m.data is not None]
     schema_changes = [(m.name, m.data.schema) for m in models if m.data is not None
                       and (m.data.schema.added or m.data.schema.removed or m.data.schema.retyped)]
     data_notes = [(m.name, m.data_note) for m in models if m.data_note and m.change is not Change.ADDED]
@@ -176,6 +177,8 @@ class _DataChange:
     name: str
     data: DataDiff
     pii: frozenset[str]
+    drift: tuple[str, ...] = ()
+    baseline: str = "production"
 
 
 def render_data_diff(name: str, diff: DataDiff, pii: frozenset[str] = frozenset(),

@@ -7,8 +7,9 @@ half-built table under a snapshot's name nor a record of a table that is not the
 
 from __future__ import annotations
 
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 
@@ -46,6 +47,7 @@ def build(plan: Plan, project: Project, engine: Engine, state: StateStore, threa
     if not todo:
         return result
     engine.ensure_schemas({n.physical_schema for n in todo.values()})
+    sources = SourceStates(engine)
     waiting = {name: {p for p in project.dag.parents.get(name, ()) if p in todo} for name in todo}
     failed: set[str] = set()
     running: dict[Future[float], PlannedNode] = {}
@@ -56,7 +58,7 @@ def build(plan: Plan, project: Project, engine: Engine, state: StateStore, threa
             node = todo[name]
             if progress:
                 progress(node, "start")
-            running[pool.submit(_build_one, node, project, engine, state, physical)] = node
+            running[pool.submit(_build_one, node, project, engine, state, physical, sources)] = node
 
     with ThreadPoolExecutor(max_workers=max(1, threads), thread_name_prefix="sluice-build") as pool:
         start_ready(pool)
@@ -88,8 +90,38 @@ def build(plan: Plan, project: Project, engine: Engine, state: StateStore, threa
     return result
 
 
+class SourceStates:
+    """Each source's state, read once per build run (the report's drift check compares them)."""
+
+    def __init__(self, engine: Engine):
+        self.engine = engine
+        self.states: dict[str, str | None] = {}
+        self.lock = threading.Lock()
+
+    def of(self, names: Iterable[str]) -> dict[str, str]:
+        found = {}
+        for name in names:
+            with self.lock:
+                if name not in self.states:
+                    try:
+                        self.states[name] = self.engine.relation_state(table(*name.split(".", 1)))
+                    except WarehouseError:
+                        self.states[name] = None
+                state = self.states[name]
+            if state is not None:
+                found[name] = state
+        return found
+
+
+def direct_sources(project: Project, name: str) -> set[str]:
+    model = project.models.get(name)
+    if model is None:
+        return set()
+    return {s for s in (project.resolve(ref.parts) for ref in model.refs) if s in project.sources}
+
+
 def _build_one(node: PlannedNode, project: Project, engine: Engine, state: StateStore,
-               physical: dict[str, tuple[str, str]]) -> float:
+               physical: dict[str, tuple[str, str]], sources: SourceStates) -> float:
     started = time.perf_counter()
     target = table(node.physical_schema, node.physical_table)
     if node.kind == "seed":
@@ -113,6 +145,7 @@ def _build_one(node: PlannedNode, project: Project, engine: Engine, state: State
         physical_schema=node.physical_schema, physical_table=node.physical_table,
         materialized=node.materialized, data_version=node.data_version, canonical=canonical,
         parents=node.parents, columns=columns, reads_physical=reads, build_seconds=seconds))
+    state.record_source_states(node.fingerprint, sources.of(direct_sources(project, node.name)))
     return seconds
 
 

@@ -5,17 +5,19 @@ downstream impact. The bot renders it; the command line prints it."""
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING
 
+from runner.build import SourceStates, direct_sources
 from runner.categorize import ColumnChange
 from runner.config import DiffSettings
 from runner.engines.base import Engine
 from runner.errors import SluiceError
 from runner.impact import Impact, impact
-from runner.naming import table
+from runner.naming import physical_name, physical_schema, table
 from runner.plan import Action, Change, Plan, PlannedNode
 from runner.project import Project
+from runner.rewrite import physical_query
 from runner.sqldiff import SqlDiff, sql_diff
 from runner.state import SnapshotRecord, StateStore
 
@@ -33,6 +35,8 @@ class ModelReview:
     data: DataDiff | None = None
     data_note: str = ""  # why there is no data diff, or what went wrong computing it
     pii: frozenset[str] = frozenset()  # columns masked in samples
+    drift: tuple[str, ...] = ()  # sources read directly that changed since production's build
+    baseline: str = "production"  # what the data diff compares with: production, or "rebuilt"
 
 
 @dataclass(frozen=True)
@@ -45,6 +49,9 @@ class Review:
 
     def model(self, name: str) -> ModelReview | None:
         return next((m for m in self.models if m.name == name), None)
+
+
+BASELINE_MARK = "__baseline"
 
 
 def unique_key(project: Project, name: str) -> tuple[str, ...]:
@@ -63,12 +70,12 @@ def pii_columns(project: Project, name: str) -> set[str]:
     return {c.name for c in model.columns if "pii" in c.tags} if model is not None else set()
 
 
-def review(plan: Plan, project: Project, state: StateStore, engine: Engine | None,
-           data_changed: set[str] | None = None) -> Review:
-    """`engine` None: no data diffs (a dry run); `data_changed`: the models built this run."""
+def review(plan: Plan, project: Project, state: StateStore, engine: Engine | None) -> Review:
+    """`engine` None: no data diffs (a dry run)."""
     started = time.perf_counter()
     settings = project.config.diff
     previous = state.snapshots(fingerprints=[n.previous for n in plan.nodes if n.previous])
+    sources = SourceStates(engine) if engine is not None else None
     reviews: list[ModelReview] = []
     diffs_done = skipped = 0
     for node in _ordered(plan):
@@ -77,7 +84,8 @@ def review(plan: Plan, project: Project, state: StateStore, engine: Engine | Non
         if node.change is Change.DIRECT and node.kind == "model" and before is not None:
             sql = sql_diff(node.name, before.canonical, project.models[node.name].canonical,
                            project.config.dialect)
-        data, note = None, ""
+        data, note, baseline = None, "", "production"
+        drift: tuple[str, ...] = ()
         wants_data = (node.change in (Change.DIRECT, Change.INDIRECT) and node.action is not Action.DROP
                       and (node.action is Action.BUILD or node.reused_from is None)
                       and before is not None and before.physical != node.physical)
@@ -86,13 +94,18 @@ def review(plan: Plan, project: Project, state: StateStore, engine: Engine | Non
                 skipped += 1
                 note = "not diffed: over the report's cap of models (diff.max_models)"
             else:
-                assert before is not None
-                data, note = _data_diff(engine, project, node, before, settings)
+                assert before is not None and sources is not None
+                drift = _drift(state, sources, project, node.name, before)
+                if drift and settings.baseline == "rebuild":
+                    data, note = _diff_against_rebuilt(engine, project, state, node, before, settings)
+                    baseline = "rebuilt"
+                else:
+                    data, note = _data_diff(engine, project, node, before, settings)
                 diffs_done += 1
         elif node.change is Change.ADDED:
             note = "new: nothing in production to compare with"
         reviews.append(ModelReview(node.name, node.change, node.category, node.columns, sql, data, note,
-                                   frozenset(pii_columns(project, node.name))))
+                                   frozenset(pii_columns(project, node.name)), drift, baseline))
     return Review(tuple(reviews), impact(plan, project), skipped, time.perf_counter() - started)
 
 
@@ -101,6 +114,40 @@ def _ordered(plan: Plan) -> list[PlannedNode]:
     order = {Change.DIRECT: 0, Change.ADDED: 1, Change.REMOVED: 2, Change.INDIRECT: 3}
     changed = [n for n in plan.nodes if n.change in order]
     return sorted(changed, key=lambda n: (order[n.change], n.name))
+
+
+def _drift(state: StateStore, sources: SourceStates, project: Project, name: str,
+           before: SnapshotRecord) -> tuple[str, ...]:
+    """Sources the model reads directly whose contents changed since production's version of it
+    was built: a plain diff would mix the change's effect with new data."""
+    recorded = state.source_states(before.fingerprint)
+    wanted = [s for s in sorted(direct_sources(project, name)) if s in recorded]
+    now = sources.of(wanted)
+    return tuple(s for s in wanted if s in now and now[s] != recorded[s])
+
+
+def _diff_against_rebuilt(engine: Engine, project: Project, state: StateStore, node: PlannedNode,
+                          before: SnapshotRecord, settings: DiffSettings) -> tuple[DataDiff | None, str]:
+    """`diff: {baseline: rebuild}`: build production's version of the model again from today's
+    sources (its other inputs as production had them), diff against that, then drop it."""
+    upstream = state.snapshots(fingerprints=list(before.parents.values()))
+    physical = {name: (upstream[version].physical_schema, upstream[version].physical_table)
+                for name, version in before.parents.items() if version in upstream}
+    schema, name = node.name.split(".", 1)
+    baseline = replace(before, physical_schema=physical_schema(schema),
+                       physical_table=f"{physical_name(name, before.fingerprint)}{BASELINE_MARK}")
+    target = table(baseline.physical_schema, baseline.physical_table)
+    query = physical_query(before.canonical, project.config.dialect, project.resolve, physical)
+    try:
+        engine.ensure_schemas({baseline.physical_schema})
+        engine.build(target, query, "table")
+    except SluiceError as exc:
+        return None, f"could not rebuild production's version as a baseline: {exc}"
+    try:
+        return _data_diff(engine, project, node, baseline, settings)
+    finally:
+        with engine.transaction() as cursor:
+            engine.drop(cursor, target, "table")
 
 
 def _data_diff(engine: Engine, project: Project, node: PlannedNode, before: SnapshotRecord,

@@ -131,6 +131,15 @@ comments = sa.Table(
     sa.Column("history", sa.Text, nullable=False, default=""),  # one line per run
 )
 
+# What each source looked like when a snapshot reading it was built: the report's drift check.
+source_states = sa.Table(
+    "sluice_source_states", metadata,
+    sa.Column("fingerprint", sa.String(64), primary_key=True),
+    sa.Column("source", sa.String(255), primary_key=True),
+    sa.Column("state", sa.String(128), nullable=False),
+    sa.Column("observed_at", sa.Float, nullable=False),
+)
+
 MIGRATION_LOCK = 7_215_813_001  # PostgreSQL advisory lock key held while migrating
 
 # Each migration creates what it introduced; later issues append steps here.
@@ -138,6 +147,7 @@ MIGRATIONS: list[Callable[[Connection], None]] = [
     lambda conn: metadata.create_all(
         conn, tables=[snapshots, environments, environment_models, environment_history]),
     lambda conn: metadata.create_all(conn, tables=[events, runs, locks, comments]),
+    lambda conn: metadata.create_all(conn, tables=[source_states]),
 ]
 
 
@@ -386,6 +396,22 @@ class StateStore:
                                  .values(expires_at=at)).rowcount
         if not found:
             raise EnvError(f"there is no environment {name!r}")
+
+    def record_source_states(self, fingerprint: str, states: Mapping[str, str]) -> None:
+        if not states:
+            return
+        now = time.time()
+        with self.engine.begin() as conn:
+            conn.execute(source_states.delete().where(source_states.c.fingerprint == fingerprint))
+            conn.execute(source_states.insert(), [
+                {"fingerprint": fingerprint, "source": source, "state": state, "observed_at": now}
+                for source, state in states.items()])
+
+    def source_states(self, fingerprint: str) -> dict[str, str]:
+        with self.engine.connect() as conn:
+            rows = conn.execute(sa.select(source_states.c.source, source_states.c.state)
+                                .where(source_states.c.fingerprint == fingerprint)).all()
+        return {source: state for source, state in rows}
 
     def referenced_fingerprints(self) -> set[str]:
         with self.engine.connect() as conn:

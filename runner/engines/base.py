@@ -146,6 +146,11 @@ class Engine(ABC):
         Engines that cannot interrupt a statement let it run to its end."""
         return nullcontext(TimeLimit())
 
+    def relation_state(self, target: exp.Table) -> str | None:
+        """A cheap fingerprint of a table's contents (row count and an order-free hash of the
+        rows), to tell whether a source changed; None when the engine cannot compute one."""
+        return None
+
     def hash_values(self, values: Sequence[exp.Expr]) -> exp.Expr | None:
         """An unsigned integer hash of `values` (equal for equal values of equal types), for
         deterministic sampling; None when the engine has no such function."""

@@ -153,5 +153,14 @@ class DuckDBEngine(Engine):
         ])
         return exp.select(exp.Star()).from_(exp.Table(this=reader))
 
+    def relation_state(self, target: exp.Table) -> str | None:
+        relation = target.copy()
+        relation.set("alias", exp.TableAlias(this=exp.to_identifier("t")))
+        row_hash = exp.Anonymous(this="hash", expressions=[exp.column("t")])
+        query = exp.select(exp.func("count", exp.Star()), exp.func("sum", row_hash)).from_(relation)
+        _, rows = self.fetch(query)
+        count, total = rows[0]
+        return f"{count}:{total}"
+
     def close(self) -> None:
         self._root.close()
