@@ -92,6 +92,26 @@ class Mirrors:
                 raise CheckoutError(f"commit {sha} is not in the repository")
             return repo
 
+    def read_file(self, key: str, url: str, sha: str, path: str) -> str | None:
+        """One file's text at a commit, without a worktree (None when it is not there)."""
+        repo = self.fetch(key, url, sha)
+        try:
+            return str(repo.git.show(f"{sha}:{path}"))
+        except git.GitCommandError:
+            return None
+
+    def branch_head(self, key: str, url: str, branch: str) -> str | None:
+        """The commit a branch of the remote points at now."""
+        self.check_url(url)
+        mirror = self._mirror_path(key)
+        with self._locked(mirror):
+            repo = git.Repo(mirror) if mirror.exists() else git.Repo.init(mirror, bare=True)
+            try:
+                repo.git.fetch("--prune", "--quiet", url, *REFSPECS)
+                return str(repo.git.rev_parse(f"refs/heads/{branch}"))
+            except git.GitCommandError:
+                return None
+
     @contextmanager
     def checkout(self, key: str, url: str, sha: str) -> Iterator[Path]:
         """A worktree of `key` at `sha`, removed when the block ends."""

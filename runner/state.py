@@ -110,6 +110,7 @@ runs = sa.Table(
     sa.Column("created_at", sa.Float, nullable=False),
     sa.Column("started_at", sa.Float),
     sa.Column("finished_at", sa.Float),
+    sa.Column("policy", sa.Text),  # the effective policy of the run (JSON); added by migration 4
     sa.Index("ix_sluice_runs_mr", "forge", "repository", "number"),
 )
 
@@ -140,6 +141,22 @@ source_states = sa.Table(
     sa.Column("observed_at", sa.Float, nullable=False),
 )
 
+# Who did what, when: promotions, approvals, overrides, locks (see runner/audit.py).
+audit = sa.Table(
+    "sluice_audit", metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("at", sa.Float, nullable=False),
+    sa.Column("actor", sa.String(255), nullable=False),
+    sa.Column("action", sa.String(32), nullable=False),
+    sa.Column("forge", sa.String(16)),
+    sa.Column("repository", sa.String(255)),
+    sa.Column("number", sa.Integer),
+    sa.Column("sha", sa.String(64)),
+    sa.Column("environment", sa.String(64)),
+    sa.Column("detail", sa.Text, nullable=False, default="{}"),
+    sa.Index("ix_sluice_audit_mr", "forge", "repository", "number"),
+)
+
 MIGRATION_LOCK = 7_215_813_001  # PostgreSQL advisory lock key held while migrating
 
 # Each migration creates what it introduced; later issues append steps here.
@@ -148,7 +165,24 @@ MIGRATIONS: list[Callable[[Connection], None]] = [
         conn, tables=[snapshots, environments, environment_models, environment_history]),
     lambda conn: metadata.create_all(conn, tables=[events, runs, locks, comments]),
     lambda conn: metadata.create_all(conn, tables=[source_states]),
+    lambda conn: _migration_4(conn),
 ]
+
+
+def _migration_4(conn: Connection) -> None:
+    metadata.create_all(conn, tables=[audit])
+    _add_column(conn, runs, "policy")
+
+
+def _add_column(conn: Connection, table: sa.Table, name: str) -> None:
+    """Add a column a later version introduced (a store created since already has it)."""
+    column = table.c[name]
+    try:
+        with conn.begin_nested():
+            conn.execute(sa.text(f"ALTER TABLE {table.name} ADD COLUMN {name} "
+                                 f"{column.type.compile(dialect=conn.dialect)}"))
+    except SQLAlchemyError:
+        pass  # already there
 
 
 @dataclass(frozen=True)

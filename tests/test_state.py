@@ -232,3 +232,21 @@ def test_processes_starting_together_migrate_once(backend: str, tmp_path, reques
         thread.join()
     assert failures == []
     assert StateStore(url).version == len(MIGRATIONS)
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
+def test_an_older_store_is_upgraded_in_place(backend: str, tmp_path, request):
+    """A store made before the run policy column existed gains it, keeping its rows."""
+    url = request.getfixturevalue("pg_url") if backend == "postgresql" else f"sqlite:///{tmp_path / 'o.db'}"
+    store = StateStore(url)
+    with store.engine.begin() as conn:
+        conn.execute(sa.text("ALTER TABLE sluice_runs DROP COLUMN policy"))
+        conn.execute(sa.text("DELETE FROM sluice_schema_version WHERE version = 4"))
+        conn.execute(sa.text("INSERT INTO sluice_runs (forge, repository, number, kind, status, summary, "
+                             "report, log, created_at) VALUES ('gitlab', 'a/b', 1, 'pipeline', 'success', "
+                             "'', '', '', 0)"))
+    store.close()
+    upgraded = StateStore(url)
+    assert upgraded.version == len(MIGRATIONS)
+    with upgraded.engine.connect() as conn:
+        assert conn.execute(sa.text("SELECT count(*), max(policy) FROM sluice_runs")).one() == (1, None)
