@@ -1,0 +1,1 @@
+"""The built-in rules, one module per concern, each a pure function from facts to findings."""
