@@ -50,7 +50,9 @@ def _statement_kind(node: exp.Expr) -> str:
 def parse_query(sql: str, dialect: str, file: str) -> ParsedQuery:
     """Parse a model or test file: exactly one SELECT (CTEs and set operations allowed)."""
     try:
-        statements = [s for s in sqlglot.parse(sql, read=dialect) if s is not None]
+        # A trailing comment after the last `;` parses as an empty statement: not a second query.
+        statements = [s for s in sqlglot.parse(sql, read=dialect)
+                      if s is not None and not isinstance(s, exp.Semicolon)]
     except (ParseError, TokenError) as exc:
         raise _syntax_error(exc, file) from None
     if not statements:

@@ -1143,3 +1143,13 @@ def test_parse_cache_that_is_not_a_json_object_is_ignored(shop: Path, tmp_path: 
     project = load_project(shop, cache_dir=cache_dir)
 
     assert project.models == load_project(shop).models
+
+
+def test_a_comment_after_the_final_semicolon_is_not_a_second_statement(tmp_path):
+    import shutil as _shutil
+
+    root = tmp_path / "shop"
+    _shutil.copytree(Path(__file__).resolve().parent.parent / "runner" / "demo_project", root)
+    path = root / "models" / "marts" / "orders.sql"
+    path.write_text(path.read_text() + ";\n-- reviewed by the finance team\n")
+    assert "marts.orders" in load_project(root).models
