@@ -41,6 +41,7 @@ class MergeRequestInfo:
     target_branch: str
     author: str
     merge_sha: str | None = None
+    from_fork: bool = False  # the source branch lives in another repository
 
 
 @dataclass(frozen=True)

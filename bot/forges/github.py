@@ -118,10 +118,12 @@ class GitHub(Forge):
         with _calls(f"reading pull request #{number} of {repo}"):
             pr = self._client(repo).get_repo(repo).get_pull(number)
             merged = bool(pr.merged)
+            head_repo = pr.head.repo.full_name if pr.head.repo is not None else None  # None: fork deleted
             return MergeRequestInfo(number=pr.number, state="merged" if merged else pr.state,
                                     head_sha=pr.head.sha, source_branch=pr.head.ref,
                                     target_branch=pr.base.ref, author=pr.user.login,
-                                    merge_sha=pr.merge_commit_sha if merged else None)
+                                    merge_sha=pr.merge_commit_sha if merged else None,
+                                    from_fork=head_repo != pr.base.repo.full_name)
 
     def find_comment(self, repo: str, number: int, marker: str) -> int | None:
         with _calls(f"reading the comments of #{number} in {repo}"):

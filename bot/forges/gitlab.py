@@ -124,13 +124,15 @@ class GitLab(Forge):
             attrs = mr.attributes
             state = _MR_STATES.get(attrs["state"], attrs["state"])
             merge_sha = attrs.get("merge_commit_sha") or attrs.get("squash_commit_sha")
+            fork = attrs.get("source_project_id") != attrs.get("target_project_id")
             if state == "merged" and not merge_sha:
                 merge_sha = attrs.get("sha")  # fast-forward merge: the head is the merge
             return MergeRequestInfo(number=attrs["iid"], state=state, head_sha=attrs["sha"],
                                     source_branch=attrs["source_branch"],
                                     target_branch=attrs["target_branch"],
                                     author=attrs["author"]["username"],
-                                    merge_sha=merge_sha if state == "merged" else None)
+                                    merge_sha=merge_sha if state == "merged" else None,
+                                    from_fork=fork)
 
     def find_comment(self, repo: str, number: int, marker: str) -> int | None:
         with _calls(f"reading the comments of !{number} in {repo}"):
