@@ -61,6 +61,7 @@ class ServerConfig:
     repositories: tuple[RepositoryConfig, ...] = ()
     allow_local_clones: bool = False  # file:// and path clone URLs (tests, air-gapped mirrors)
     sweep_after: float = 30.0  # seconds before the sweeper re-sends an undispatched event
+    policy_file: Path | None = None  # the server's policy; repositories can tighten, never loosen
 
     def repository(self, forge: str, name: str) -> RepositoryConfig | None:
         for repo in self.repositories:
@@ -90,7 +91,7 @@ def load_config(path: Path | None, environ: Mapping[str, str] | None = None) -> 
     data = load_yaml(path, str(path)) if path is not None else YamlMapping({}, {}, "<environment>", 1)
     data.check_keys({"state_url", "broker_url", "public_url", "work_dir", "max_body_bytes", "insecure",
                      "gitlab", "github", "warehouses", "repositories", "allow_local_clones",
-                     "sweep_after"}, "the server configuration")
+                     "sweep_after", "policy_file"}, "the server configuration")
 
     def setting(key: str, default: str | None = None, where: YamlMapping = data,
                 env: str | None = None) -> str | None:
@@ -177,4 +178,5 @@ def load_config(path: Path | None, environ: Mapping[str, str] | None = None) -> 
         max_body_bytes=max_body, insecure=insecure_text.lower() in ("1", "true", "yes"),
         gitlab=gitlab, github=github, warehouses=warehouse_urls, repositories=tuple(repositories),
         allow_local_clones=local_text.lower() in ("1", "true", "yes"), sweep_after=sweep_after,
+        policy_file=Path(policy_text) if (policy_text := setting("policy_file")) else None,
     )

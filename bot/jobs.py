@@ -20,8 +20,11 @@ from bot.commands import USAGE, BadCommand, Command, parse_comment
 from bot.config import ServerConfig
 from bot.events import CommentEvent, MergeRequestEvent, MRAction, Repository, from_json
 from bot.forges.base import CommitState, Forge, ForgeError, Role
+from bot.governance import Governance, Governed
 from bot.report import render_markdown
+from policies import Finding
 from runner import environment as environments
+from runner.audit import AuditLog
 from runner.checkout import CheckoutError, Mirrors, redact
 from runner.config import PRODUCTION
 from runner.datatests import run_tests, select_tests
@@ -97,6 +100,12 @@ class Jobs:
         self.inbox = Inbox(services.state)
         self.runs = RunLog(services.state)
         self.locks = Locks(services.state)
+        self.audit = AuditLog(services.state)
+        self.governance = Governance(services.config, services.mirrors, self.audit, self.runs)
+
+    def governed(self, repository: Repository) -> Governed:
+        return self.governance.governed(repository, self.s.forges[repository.forge],
+                                        self.production_branch(repository))
 
     # -- entry point ------------------------------------------------------------------------------
 
@@ -150,22 +159,36 @@ class Jobs:
         forge.set_status(repository.full_name, info.head_sha, CommitState.PENDING,
                          "Sluice is planning this change", url, STATUS_CONTEXT)
         try:
+            governed = self.governed(repository)
+            facts = self.governance.facts(repository, number, info,
+                                          forge.role(repository.full_name, info.author), forge)
+            untrusted = self.governance.trust(governed, facts)
+            if untrusted is not None:  # nothing from this commit runs until someone approves it
+                self.wait_for_approval(repository, number, run_id, info.head_sha, untrusted, url)
+                return run_id
             with self.workspace(repository, info.head_sha, run_id) as (project, state, engine):
                 self.runs.check_current(run_id)
                 result = run_pipeline(project, state, engine, env, against=PRODUCTION)
                 self.runs.append_log(run_id, _summary(result))
                 self.runs.check_current(run_id)
                 the_review = review(result.plan, project, state, engine) if result.build.ok else None
+                rules = self.governance.model_rules(governed, project, facts)
             self.runs.check_current(run_id)  # never post over a newer run's result
-            full = render_markdown(result, run_url=url, review=the_review)
-            report = render_markdown(result, run_url=url, review=the_review,
+            full = render_markdown(result, run_url=url, review=the_review, policy=rules)
+            report = render_markdown(result, run_url=url, review=the_review, policy=rules,
                                      limit=forge.comment_limit - HISTORY_ROOM)
-            status = "success" if result.ok and not result.held_back else "failed"
-            self.post_report(repository, number, run_id, info.head_sha, report, _summary(result))
+            status = "success" if result.ok and not result.held_back and rules.ok else "failed"
+            summary = _summary(result) + ("" if rules.ok else "; blocked by policy")
+            self.post_report(repository, number, run_id, info.head_sha, report, summary)
             forge.set_status(repository.full_name, info.head_sha,
                              CommitState.SUCCESS if status == "success" else CommitState.FAILURE,
-                             _summary(result)[:140], url, STATUS_CONTEXT)
-            self.runs.finish(run_id, status, _summary(result), full)
+                             summary[:140], url, STATUS_CONTEXT)
+            self.runs.set_policy(run_id, {
+                "policy": governed.policy.describe(), "evaluation": rules.describe(),
+                "tests_passed": result.ok and not result.held_back,
+                "breaking": any(n.category.startswith("breaking") for n in result.plan.nodes),
+                "blocking": list(rules.blocking_labels)})
+            self.runs.finish(run_id, status, summary, full)
         except Superseded as exc:
             self.runs.append_log(run_id, str(exc))
             self.runs.finish(run_id, "superseded", "superseded by a newer commit")
@@ -186,6 +209,16 @@ class Jobs:
             self.runs.finish(run_id, "error", f"{type(exc).__name__}; will retry")
             raise
         return run_id
+
+    def wait_for_approval(self, repository: Repository, number: int, run_id: int, sha: str,
+                          finding: Finding, url: str) -> None:
+        forge = self.s.forges[repository.forge]
+        report = (f"{MARKER}\n### ⏸ Sluice · `{mr_environment(number)}` · waiting for approval\n\n"
+                  f"{_quote(finding.message)}.\n\n**To build it:** {_quote(finding.fix)}\n")
+        self.post_report(repository, number, run_id, sha, report, "waiting for /approve")
+        forge.set_status(repository.full_name, sha, CommitState.PENDING,
+                         "waiting for a maintainer's /approve", url, STATUS_CONTEXT)
+        self.runs.finish(run_id, "failed", "waiting for /approve", report)
 
     @contextmanager
     def workspace(self, repository: Repository, sha: str,
@@ -266,6 +299,25 @@ class Jobs:
         run_id = self.runs.create(repository.forge, repository.full_name, number, "promote",
                                   sha=sha, environment=PRODUCTION, event_id=event_id)
         self.runs.start(run_id)
+        try:
+            governed = self.governed(repository)
+        except SluiceError as exc:
+            forge.post_comment(repository.full_name, number,
+                               f"❌ **Not promoted**: {_quote(str(exc))}. Production is unchanged.")
+            self.runs.finish(run_id, "failed", str(exc))
+            return
+        facts = self.governance.facts(repository, number, info,
+                                      forge.role(repository.full_name, info.author), forge)
+        gate = self.governance.promotion(governed, facts, PRODUCTION)
+        if not gate.ok:
+            text = ("❌ **Not promoted**: the policy stops it. Production is unchanged.\n\n"
+                    + _findings(gate.blocking))
+            forge.post_comment(repository.full_name, number, text)
+            self.audit.record("sluice", "promotion_refused", forge=repository.forge,
+                              repository=repository.full_name, number=number, sha=sha,
+                              environment=PRODUCTION, rules=list(gate.blocking_labels))
+            self.runs.finish(run_id, "failed", "promotion refused by policy", text)
+            return
         prod_lock = f"env:{repository.forge}:{repository.full_name}:{PRODUCTION}"
         who = holder(repository, number)
         if self.locks.wait(prod_lock, who, note="promotion on merge", ttl=3600, timeout=300) is None:
@@ -282,6 +334,10 @@ class Jobs:
                 moved = len(result.repoint.changed) if result.repoint else 0
                 text = (f"✅ **Promoted to production** at `{sha[:8]}`: {moved} views moved, "
                         f"{result.built} rebuilt, {result.reused} reused.")
+                self.audit.record(info.author, "promote", forge=repository.forge,
+                                  repository=repository.full_name, number=number, sha=sha,
+                                  environment=PRODUCTION, moved=moved, rebuilt=result.built,
+                                  overrides=[f"{o.rule} by {o.by}" for o in gate.applied])
                 if dropped:
                     text += f" Environment `{mr_environment(number)}` dropped."
                 status = "success"
@@ -355,10 +411,17 @@ class Jobs:
                     event_id: int) -> str:
         if isinstance(command, BadCommand):
             return f"`{_quote(command.line)}`: {command.reason}.\n\n{USAGE}"
-        refusal = authorise(command, role, self.s.config)
-        if refusal:
-            return f"`{_quote(command.line)}`: {refusal}"
         repository, number = event.repository, event.number
+        governed = self.governed(repository)
+        env = command.args[0] if command.name in ("deploy", "unlock") else None
+        own = True
+        if command.name == "unlock" and env is not None:
+            current = self.locks.held_by(self._env_lock(repository, env))
+            own = current is None or current.holder == holder(repository, number)
+        rule = command.args[0] if command.name == "approve" and command.args else None
+        refusal = self.governance.refusal(governed, command.name, env, role, rule=rule, own=own)
+        if refusal is not None:
+            return f"`{_quote(command.line)}`: refused — {refusal.message}."
         if command.name == "help":
             return USAGE
         if command.name == "plan":
@@ -366,9 +429,9 @@ class Jobs:
             return f"`/plan`: done, see the report above (run #{run_id})." if run_id else \
                 "`/plan`: this merge request is not open."
         if command.name == "deploy":
-            return self.deploy(event, command.args[0])
+            return self.deploy(event, command.args[0], governed)
         if command.name == "unlock":
-            return self.unlock(event, command.args[0], role)
+            return self.unlock(event, command.args[0])
         if command.name == "destroy":
             state = self.s.project_state(repository)
             env = mr_environment(number)
@@ -387,21 +450,52 @@ class Jobs:
         if command.name in ("diff", "lineage"):
             return self.inspect(event, command)
         if command.name == "approve":
-            rule = command.args[0] if command.args else None
-            what = f"override of `{rule}`" if rule else "approval"
-            self.runs.finish(self.runs.create(repository.forge, repository.full_name, number, "approve",
-                                              event_id=event_id), "success",
-                             f"{what} by @{event.author}")
-            return f"`/approve`: {what} by @{event.author} recorded."
+            return self.approve(event, rule, role, governed, event_id)
         return USAGE
 
-    def deploy(self, event: CommentEvent, env: str) -> str:
+    def approve(self, event: CommentEvent, rule: str | None, role: Role, governed: Governed,
+                event_id: int) -> str:
+        """`/approve` (a review; from a maintainer it lets an untrusted commit build) or
+        `/approve <rule>` (an override). Both are recorded in the audit log at the head commit."""
+        repository, number = event.repository, event.number
+        forge = self.s.forges[repository.forge]
+        info = forge.merge_request(repository.full_name, number)
+        if info.author.casefold() == event.author.casefold() and rule is None:
+            return "`/approve`: authors cannot approve their own merge request."
+        self.audit.record(event.author, "override" if rule else "approve", forge=repository.forge,
+                          repository=repository.full_name, number=number, sha=info.head_sha,
+                          role=int(role), rule=rule)
+        what = f"override of `{rule}`" if rule else "approval"
+        answer = (f"`/approve`: {what} by @{event.author} at `{info.head_sha[:8]}` recorded in the "
+                  "audit log.")
+        waiting = [r for r in self.runs.for_merge_request(repository.forge, repository.full_name, number)
+                   if r.kind == "pipeline" and r.sha == info.head_sha]
+        if waiting and waiting[-1].summary == "waiting for /approve":
+            facts = self.governance.facts(repository, number, info,
+                                          forge.role(repository.full_name, info.author), forge)
+            if self.governance.trust(governed, facts) is None:
+                self.pipeline(repository, number, event_id)
+                answer += " The commit is trusted now: planned and built, see the report above."
+        return answer
+
+    def _env_lock(self, repository: Repository, env: str) -> str:
+        return f"env:{repository.forge}:{repository.full_name}:{env}"
+
+    def deploy(self, event: CommentEvent, env: str, governed: Governed) -> str:
         repository, number = event.repository, event.number
         source = mr_environment(number)
         state = self.s.project_state(repository)
         if state.environment(source) is None:
             return f"`/deploy {env}`: this merge request has no environment yet; comment `/plan` first."
-        lock_name = f"env:{repository.forge}:{repository.full_name}:{env}"
+        if governed.protected(env):
+            forge = self.s.forges[repository.forge]
+            info = forge.merge_request(repository.full_name, number)
+            facts = self.governance.facts(repository, number, info,
+                                          forge.role(repository.full_name, info.author), forge)
+            gate = self.governance.promotion(governed, facts, env)
+            if not gate.ok:
+                return f"`/deploy {env}`: refused by the policy.\n\n" + _findings(gate.blocking)
+        lock_name = self._env_lock(repository, env)
         who = holder(repository, number)
         lock = self.locks.acquire(lock_name, who, note=f"/deploy by @{event.author}")
         if lock is None:
@@ -422,16 +516,16 @@ class Jobs:
         return (f"`/deploy {env}`: `{env}` now points at this merge request's snapshots "
                 f"({len(result.changed)} views moved, 0 rebuilt). `/unlock {env}` releases it.")
 
-    def unlock(self, event: CommentEvent, env: str, role: Role) -> str:
+    def unlock(self, event: CommentEvent, env: str) -> str:
+        """Who may release whose lock is the policy's call (checked before this runs)."""
         repository, number = event.repository, event.number
-        lock_name = f"env:{repository.forge}:{repository.full_name}:{env}"
+        lock_name = self._env_lock(repository, env)
         current = self.locks.held_by(lock_name)
         if current is None:
             return f"`/unlock {env}`: `{env}` is not locked."
-        if current.holder != holder(repository, number) and role < Role.MAINTAINER:
-            return (f"`/unlock {env}`: `{env}` is held by another merge request; only a maintainer "
-                    "may release it.")
         self.locks.release(lock_name)
+        self.audit.record(event.author, "unlock", forge=repository.forge, repository=repository.full_name,
+                          number=number, environment=env, held_by=current.holder)
         return f"`/unlock {env}`: released."
 
     def test(self, event: CommentEvent) -> str:
@@ -479,18 +573,15 @@ class Jobs:
         return text
 
 
-def authorise(command: Command, role: Role, config: ServerConfig) -> str | None:
-    """Until policies land: developers may plan, test, inspect and deploy to unprotected
-    environments; maintainers may do anything. Returns the refusal, or None."""
-    if role >= Role.MAINTAINER:
-        return None
-    if role < Role.DEVELOPER:
-        return "you need at least developer access to run Sluice commands."
-    if command.name == "deploy" and command.args[0] == PRODUCTION:
-        return "deploying to production needs maintainer access; merging promotes it."
-    if command.name == "approve" and command.args:
-        return "overriding a rule needs maintainer access."
-    return None
+def _findings(findings: tuple[Finding, ...]) -> str:
+    return "\n".join(f"- **{f.rule}** ({f.subject}): {_quote(f.message)}. Fix: {_quote(f.fix)}"
+                     + (f" Override: `/approve {f.rule}` by {', '.join(_role_names(f.override_roles))}."
+                        if f.override_roles else "")
+                     for f in findings)
+
+
+def _role_names(roles: tuple[int, ...]) -> list[str]:
+    return [Role(r).name.lower() if r in Role._value2member_map_ else str(r) for r in roles]
 
 
 def _summary(result: RunResult) -> str:

@@ -15,6 +15,7 @@ from runner.review import Review
 from runner.sqldiff import SqlDiff
 
 if TYPE_CHECKING:
+    from policies import Evaluation
     from runner.datadiff import DataDiff
 
 
@@ -24,13 +25,15 @@ class Verdict:
     text: str
 
 
-def verdict(result: RunResult) -> Verdict:
+def verdict(result: RunResult, policy: Evaluation | None = None) -> Verdict:
     if result.dry_run:
         return Verdict("📝", "plan only (dry run)")
     if not result.build.ok:
         return Verdict("❌", "build failed")
     if not result.tests.ok:
         return Verdict("❌", "tests failing")
+    if policy is not None and not policy.ok:
+        return Verdict("⛔", "policy blocked")
     if any(n.change is Change.DIRECT and n.category.startswith("breaking") for n in result.plan.nodes):
         return Verdict("⚠️", "ready, with breaking changes")
     return Verdict("✅", "ready")
@@ -57,6 +60,11 @@ def _column_parts(change: ColumnChange) -> list[str]:
             shown = "every column" if ALL in columns else ", ".join(f"`{c}`" for c in sorted(columns))
             parts.append(f"{label} {shown}")
     return parts
+
+
+def _role_names(roles: tuple[int, ...]) -> str:
+    names = {0: "anyone", 10: "reporter", 30: "developer", 40: "maintainer", 50: "owner"}
+    return ", ".join(names.get(r, str(r)) for r in roles) or "nobody"
 
 
 def _number(value: int) -> str:
@@ -105,12 +113,12 @@ GITHUB_LIMIT = 65_536
 
 
 def render_markdown(result: RunResult, run_url: str | None = None, review: Review | None = None,
-                    limit: int | None = None) -> str:
+                    limit: int | None = None, policy: Evaluation | None = None) -> str:
     """The report; with `limit`, the most detailed version that fits (least important parts go
     first), cut hard with a link only if even the shortest does not."""
     text = ""
     for level in LEVELS if limit else (0,):
-        text = _render(result, run_url, review, level)
+        text = _render(result, run_url, review, level, policy)
         if limit is None or len(text) <= limit:
             return text
     note = f"\n\n… cut to fit; the full report is at {run_url}\n" if run_url else "\n\n… cut to fit\n"
@@ -118,7 +126,8 @@ def render_markdown(result: RunResult, run_url: str | None = None, review: Revie
     return text[: max(0, limit - len(note))] + note
 
 
-def _render(result: RunResult, run_url: str | None, review: Review | None, level: int) -> str:
+def _render(result: RunResult, run_url: str | None, review: Review | None, level: int,
+            policy: Evaluation | None = None) -> str:
     plan = result.plan
     changes = [n for n in plan.nodes if n.change is not Change.UNCHANGED]
     models = review.models if review else ()
@@ -134,7 +143,9 @@ def _render(result: RunResult, run_url: str | None, review: Review | None, level
         "plan": plan,
         "plan_rows": (10**6, 500, 200, 50, 0)[level],
         "column_rows": (50, 20, 10, 5, 0)[level],
-        "verdict": verdict(result),
+        "verdict": verdict(result, policy),
+        "policy": policy,
+        "role_names": _role_names,
         "counts": {
             "modified": sum(1 for n in changes if n.change in (Change.DIRECT, Change.ADDED, Change.REMOVED)),
             "built": result.built,

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from runner.errors import ProjectError
-from runner.yamlfile import Mapping, load_yaml
+from runner.yamlfile import Mapping, load_yaml, parse_yaml
 
 CONFIG_FILE = "sluice.yml"
 PRODUCTION = "prod"
@@ -46,6 +46,7 @@ class ProjectConfig:
     threads: int = 4
     test_changed_only: bool = True
     diff: DiffSettings = field(default_factory=lambda: DiffSettings())
+    policies: Mapping | None = None  # the `policies:` section as written (read by `policies`)
     environments: dict[str, EnvironmentConfig] = field(default_factory=dict)
 
     def environment(self, name: str) -> EnvironmentConfig:
@@ -80,7 +81,15 @@ def load_config(root: Path) -> ProjectConfig:
         raise ProjectError(
             f"no {CONFIG_FILE} here; run `sluice init {root}` to start a project", file=path
         )
-    data = load_yaml(path, CONFIG_FILE)
+    return config_from(load_yaml(path, CONFIG_FILE))
+
+
+def parse_config(text: str) -> ProjectConfig:
+    """A sluice.yml read from somewhere else than a checkout (e.g. a branch's head in git)."""
+    return config_from(parse_yaml(text, CONFIG_FILE))
+
+
+def config_from(data: Mapping) -> ProjectConfig:
     data.check_keys(
         {"name", "dialect", "warehouse", "paths", "seeds", "default_schema", "environments",
          "build", "tests", "policies", "diff"},
@@ -139,6 +148,7 @@ def load_config(root: Path) -> ProjectConfig:
         threads=threads,
         test_changed_only=changed_only,
         diff=diff,
+        policies=data.get_mapping("policies") if "policies" in data else None,
         environments=environments,
     )
 

@@ -4,6 +4,7 @@ run never posts over a newer one."""
 
 from __future__ import annotations
 
+import json
 import time
 from dataclasses import dataclass
 
@@ -31,6 +32,7 @@ class Run:
     created_at: float
     started_at: float | None
     finished_at: float | None
+    policy: str | None = None
 
 
 class Superseded(Exception):
@@ -81,6 +83,10 @@ class RunLog:
         assert status in FINAL, status
         self._update(run_id, status=status, summary=summary, report=report, finished_at=time.time())
 
+    def set_policy(self, run_id: int, outcome: dict[str, object]) -> None:
+        """The run's effective policy and what it decided (JSON), kept with the run."""
+        self._update(run_id, policy=json.dumps(outcome, sort_keys=True, default=str))
+
     def check_current(self, run_id: int) -> None:
         """Raise Superseded when a newer pipeline run exists for the same merge request."""
         with self.state.engine.connect() as conn:
@@ -117,4 +123,4 @@ class RunLog:
 def _run(row: sa.Row) -> Run:
     return Run(row.id, row.event_id, row.forge, row.repository, row.number, row.sha, row.kind,
                row.environment, row.status, row.summary, row.report, row.log, row.created_at,
-               row.started_at, row.finished_at)
+               row.started_at, row.finished_at, row.policy)

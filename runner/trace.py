@@ -73,7 +73,7 @@ def trace(project: Project, name: str, column: str | None) -> Trace:
     if column is None:
         return Trace(name, None, (), (), tuple(up_models), tuple(down_models))
     return Trace(name, column, tuple(sorted(_upstream(lineages, name, column))),
-                 tuple(sorted(_downstream(project, lineages, name, column))),
+                 tuple(sorted(downstream_columns(project, lineages, name, column))),
                  tuple(up_models), tuple(down_models))
 
 
@@ -108,7 +108,9 @@ def _upstream(lineages: Lineages, name: str, column: str) -> set[tuple[str, str]
     return seen
 
 
-def _downstream(project: Project, lineages: Lineages, name: str, column: str) -> set[tuple[str, str]]:
+def downstream_columns(project: Project, lineages: Lineages, name: str,
+                       column: str) -> set[tuple[str, str]]:
+    """Every (model, column) whose values depend on `name.column`, transitively."""
     seen: set[tuple[str, str]] = set()
     frontier = {name: {column}}
     for child in [n for n in project.dag.order if n in project.dag.downstream([name])]:

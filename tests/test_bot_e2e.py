@@ -259,7 +259,10 @@ def test_merge_request_lifecycle(tmp_path: Path, forge: Forge, origin: Origin, b
     bot.settle()
     assert any("`staging` is held by !1 since" in c and "/unlock staging" in c for c in forge.comments(2))
 
-    # Merge: production gets the MR's tables without a single rebuild.
+    # Merge: production gets the MR's tables without a single rebuild, once a maintainer has
+    # approved and acknowledged the breaking change (the default policy).
+    assert bot.deliver(forge.comment(1, "/approve\n/approve breaking", author="maria"), path(forge)) == 202
+    bot.settle()
     before = warehouse_tables(tmp_path, bot)
     merge_sha = origin.merge("orders-amount")
     forge.fake.merge(forge.repo, 1, merge_sha)
@@ -328,8 +331,10 @@ def test_guest_commands_are_refused_and_bad_commands_get_usage(forge: Forge, ori
     assert bot.deliver(forge.comment(4, hostile, author="alice"), path(forge)) == 202
     bot.settle()
     answers = "\n".join(forge.comments(4))
-    assert "you need at least developer access" in answers
-    assert "deploying to production needs maintainer access" in answers
+    assert ("`/deploy staging`: refused — /deploy to environment staging needs developer access; "
+            "you have read") in answers
+    assert "`/deploy prod`: refused — /deploy to protected environment prod needs maintainer access; " \
+        "you have developer" in answers
     assert "is not an environment name" in answers and "Sluice commands" in answers
     state = bot.project_state(forge)
     assert state.environment("staging") is None and state.environment("prod") is None
@@ -453,7 +458,8 @@ def test_other_commands(tmp_path: Path, forge: Forge, origin: Origin, bot: Bot):
     bot.settle()
     for body in ("/test", "/lineage marts.orders.amount", "/diff marts.orders", "/help",
                  "/deploy qa", "/unlock qa", "/approve", "/destroy"):
-        assert bot.deliver(forge.comment(11, body), path(forge)) == 202
+        assert bot.deliver(forge.comment(11, body, author="bob" if body == "/approve" else "alice"),
+                           path(forge)) == 202
         bot.settle()
     answers = forge.comments(11)[1:]  # after the report
     text = "\n".join(answers)
@@ -463,7 +469,7 @@ def test_other_commands(tmp_path: Path, forge: Forge, origin: Origin, bot: Bot):
     assert "`/diff marts.orders`: new — production has no version of it yet." in text
     assert "Sluice commands (one per line)" in text
     assert "`/unlock qa`: released." in text
-    assert "`/approve`: approval by @alice recorded." in text
+    assert "`/approve`: approval by @bob at `" in text and "recorded in the audit log" in text
     assert "`/destroy`: environment `mr_11` dropped" in text
     state = bot.project_state(forge)
     assert state.environment("mr_11") is None

@@ -1,0 +1,128 @@
+"""Policies applied to merge requests: the effective policy of a repository (server file plus
+the `policies:` section of sluice.yml on the production branch — never the MR's own copy), the
+approvals and overrides recorded in the audit log, and the decisions built from them."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from bot.config import ServerConfig
+from bot.events import Repository
+from bot.forges.base import Forge, MergeRequestInfo, Role
+from policies import (
+    Approval,
+    CommandRequest,
+    Evaluation,
+    Finding,
+    MergeRequestFacts,
+    Override,
+    Policy,
+    PolicyError,
+    authorise,
+    check_promotion,
+    evaluate,
+    load_policy,
+    needs_approval,
+)
+from runner.audit import AuditLog
+from runner.checkout import Mirrors
+from runner.config import PRODUCTION, ProjectConfig, parse_config
+from runner.errors import SluiceError
+from runner.policyfacts import project_facts
+from runner.project import Project
+from runner.runlog import RunLog
+
+
+class PolicyProblem(SluiceError):
+    """The policy itself is invalid: reported in the thread like a project error."""
+
+
+@dataclass(frozen=True)
+class Governed:
+    policy: Policy
+    base: ProjectConfig | None  # sluice.yml on the production branch, when there is one
+
+    def protected(self, environment: str) -> bool:
+        if environment == PRODUCTION:
+            return True  # whatever a repository says
+        return self.base.environment(environment).protected if self.base else False
+
+
+class Governance:
+    def __init__(self, config: ServerConfig, mirrors: Mirrors, audit: AuditLog, runs: RunLog):
+        self.config = config
+        self.mirrors = mirrors
+        self.audit = audit
+        self.runs = runs
+
+    def governed(self, repository: Repository, forge: Forge, production_branch: str) -> Governed:
+        repo_config = self.config.repository(repository.forge, repository.full_name)
+        url = (repo_config.clone_url if repo_config and repo_config.clone_url
+               else forge.clone_url(repository.clone_url))
+        key = f"{repository.forge}:{repository.full_name}"
+        base: ProjectConfig | None = None
+        head = self.mirrors.branch_head(key, url, production_branch)
+        text = self.mirrors.read_file(key, url, head, "sluice.yml") if head else None
+        if text is not None:
+            base = parse_config(text)
+        try:
+            policy = load_policy(base.policies if base else None, server=self.config.policy_file)
+        except PolicyError as exc:
+            raise PolicyProblem(str(exc)) from None
+        return Governed(policy, base)
+
+    # -- what the audit log holds ---------------------------------------------------------------
+
+    def approvals(self, repository: Repository, number: int) -> tuple[Approval, ...]:
+        return tuple(Approval(e.actor, int(e.detail.get("role", 0)), e.sha or "",
+                              datetime.fromtimestamp(e.at, UTC))
+                     for e in self.audit.entries(action="approve", forge=repository.forge,
+                                                 repository=repository.full_name, number=number))
+
+    def overrides(self, repository: Repository, number: int) -> tuple[Override, ...]:
+        return tuple(Override(str(e.detail.get("rule")), e.actor, int(e.detail.get("role", 0)),
+                              e.sha or "", e.detail.get("subject"), datetime.fromtimestamp(e.at, UTC))
+                     for e in self.audit.entries(action="override", forge=repository.forge,
+                                                 repository=repository.full_name, number=number))
+
+    # -- decisions ------------------------------------------------------------------------------
+
+    def refusal(self, governed: Governed, command: str, environment: str | None, role: Role,
+                rule: str | None = None, own: bool = True) -> Finding | None:
+        request = CommandRequest(command, environment, int(role),
+                                 protected=governed.protected(environment) if environment else False,
+                                 rule=rule, own=own)
+        return authorise(governed.policy, request)
+
+    def facts(self, repository: Repository, number: int, info: MergeRequestInfo, author_role: Role,
+              forge: Forge) -> MergeRequestFacts:
+        """Everything the promotion and trust rules look at, from the forge, the runs and the
+        audit log."""
+        last = next((r for r in reversed(self.runs.for_merge_request(repository.forge, repository.full_name,
+                                                                     number))
+                     if r.kind == "pipeline" and r.status in ("success", "failed")), None)
+        outcome = json.loads(last.policy) if last is not None and last.policy else {}
+        approvals = list(self.approvals(repository, number))
+        for user in forge.approvals(repository.full_name, number):
+            approvals.append(Approval(user, int(forge.role(repository.full_name, user)), info.head_sha))
+        return MergeRequestFacts(
+            author=info.author, author_role=int(author_role), head_sha=info.head_sha,
+            now=datetime.now(UTC), from_fork=info.from_fork,
+            built_sha=last.sha if last is not None else None, approvals=tuple(approvals),
+            overrides=self.overrides(repository, number),
+            tests_passed=bool(outcome.get("tests_passed")), breaking=bool(outcome.get("breaking")),
+            blocking_failures=tuple(outcome.get("blocking", ())))
+
+    @staticmethod
+    def trust(governed: Governed, facts: MergeRequestFacts) -> Finding | None:
+        return needs_approval(governed.policy, facts)
+
+    @staticmethod
+    def model_rules(governed: Governed, project: Project, facts: MergeRequestFacts) -> Evaluation:
+        return evaluate(governed.policy, project_facts(project), facts.overrides, sha=facts.head_sha)
+
+    @staticmethod
+    def promotion(governed: Governed, facts: MergeRequestFacts, environment: str) -> Evaluation:
+        return check_promotion(governed.policy, facts, environment, governed.protected(environment))
