@@ -182,8 +182,16 @@ def plan(env: str | None, project_dir: Path, state_url: str | None, warehouse_ur
         result = run_with_output(ws, target, dry_run=dry_run, threads=threads, all_tests=all_tests,
                                  text=fmt == "text", verbose=verbose)
         if fmt == "markdown":
+            from policies import PolicyError, evaluate, load_policy
+            from runner.policyfacts import project_facts
+
             the_review = review(result.plan, ws.project, ws.state, None if dry_run else ws.engine)
-            console.print(render_markdown(result, review=the_review), markup=False, soft_wrap=True)
+            try:  # on a laptop: the defaults plus the project's own `policies:` section
+                rules = evaluate(load_policy(ws.project.config.policies), project_facts(ws.project))
+            except PolicyError as exc:
+                raise SluiceError(str(exc)) from None
+            console.print(render_markdown(result, review=the_review, policy=rules), markup=False,
+                          soft_wrap=True)
         if not result.ok or result.held_back:
             sys.exit(1)
 

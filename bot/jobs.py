@@ -22,7 +22,7 @@ from bot.events import CommentEvent, MergeRequestEvent, MRAction, Repository, fr
 from bot.forges.base import CommitState, Forge, ForgeError, Role
 from bot.governance import Governance, Governed
 from bot.report import render_markdown
-from policies import Finding
+from policies import Finding, check_write_scope
 from runner import environment as environments
 from runner.audit import AuditLog
 from runner.checkout import CheckoutError, Mirrors, redact
@@ -32,7 +32,7 @@ from runner.engines import Engine, open_engine
 from runner.errors import SluiceError
 from runner.inbox import Inbox
 from runner.locks import Locks
-from runner.pipeline import RunResult, run_pipeline
+from runner.pipeline import RunResult, execute, plan_environment, run_pipeline, written_schemas
 from runner.project import Project, load_project
 from runner.review import review
 from runner.runlog import RunLog, Superseded
@@ -168,7 +168,12 @@ class Jobs:
                 return run_id
             with self.workspace(repository, info.head_sha, run_id) as (project, state, engine):
                 self.runs.check_current(run_id)
-                result = run_pipeline(project, state, engine, env, against=PRODUCTION)
+                clock = time.perf_counter()
+                plan = plan_environment(project, state, env, against=PRODUCTION)
+                outside = check_write_scope(governed.policy, written_schemas(plan), env)
+                if outside:  # cannot happen by construction; refuse rather than trust that
+                    raise SluiceError("; ".join(f.message for f in outside))
+                result = execute(plan, project, state, engine, plan_seconds=time.perf_counter() - clock)
                 self.runs.append_log(run_id, _summary(result))
                 self.runs.check_current(run_id)
                 the_review = review(result.plan, project, state, engine) if result.build.ok else None

@@ -13,6 +13,7 @@ from runner.config import PRODUCTION, check_environment_name
 from runner.datatests import TestResult, TestRun, run_tests, select_tests
 from runner.engines.base import Engine
 from runner.environment import Repoint, point
+from runner.naming import environment_schema
 from runner.plan import Action, Plan, make_plan
 from runner.project import Project
 from runner.state import StateStore
@@ -63,6 +64,14 @@ def plan_environment(project: Project, state: StateStore, environment: str,
     reference = {name: base[name].data_version for name in base}
     return make_plan(project, environment, base_name, base, known, current=target_models,
                      reference_versions=reference)
+
+
+def written_schemas(plan: Plan) -> set[str]:
+    """Every schema carrying out the plan writes: physical tables built, and the views of the
+    environment (the policy's write-scope rule checks them)."""
+    schemas = {n.physical_schema for n in plan.to_build}
+    schemas |= {environment_schema(n.name.split(".", 1)[0], plan.environment) for n in plan.nodes}
+    return schemas
 
 
 def run_pipeline(project: Project, state: StateStore, engine: Engine, environment: str, *,

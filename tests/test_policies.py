@@ -839,3 +839,19 @@ def test_write_scope(default: Policy) -> None:
     assert check_write_scope(default, ["marts", "sluice__marts"], "prod") == ()
     assert len(check_write_scope(default, ["marts__mr_1"], "prod")) == 1
     assert check_write_scope(default, ["marts__dev", "x__y"], "dev", physical_prefix="x__") == ()
+
+
+def test_the_readme_policy_example_loads(tmp_path):
+    """The README's complete policy file is a valid server policy."""
+    import re as _re
+    from pathlib import Path as _Path
+
+    readme = (_Path(__file__).resolve().parent.parent / "README.md").read_text()
+    block = _re.search(r"```yaml\n(# /etc/sluice/policy\.yml.*?)```", readme, _re.S)
+    assert block is not None
+    path = tmp_path / "policy.yml"
+    path.write_text(block.group(1))
+    policy = load_policy(None, server=path)
+    assert policy.rules["approvals"].options["required"] == 2 or policy.approvals_required == 2
+    assert len(policy.freeze) == 2
+    assert {rule.id for rule in policy.custom} == {"no-distinct-in-marts", "events-need-a-filter"}
