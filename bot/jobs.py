@@ -375,19 +375,21 @@ class Jobs:
         env = mr_environment(number)
         if state.environment(env) is None:
             return
-        url = self._any_warehouse(repository)
-        with self.warehouse_lock(url, f"close:{who}"):
-            engine = open_engine(url)
-            try:
-                self._drop_quietly(engine, state, env)
-            finally:
-                engine.close()
+        with self.warehouse(repository, f"close:{who}") as engine:
+            self._drop_quietly(engine, state, env)
         log.info("closed %s: dropped %s, released %s", who, env, released)
 
-    def _any_warehouse(self, repository: Repository) -> str:
+    @contextmanager
+    def warehouse(self, repository: Repository, who: str) -> Iterator[Engine]:
+        """The repository's warehouse, opened under its lock, for work without a checkout."""
         repo_config = self.s.config.repository(repository.forge, repository.full_name)
-        name = repo_config.warehouses[0] if repo_config else "default"
-        return self.s.config.warehouses[name]
+        url = self.s.config.warehouses[repo_config.warehouses[0] if repo_config else "default"]
+        with self.warehouse_lock(url, who):
+            engine = open_engine(url)
+            try:
+                yield engine
+            finally:
+                engine.close()
 
     @staticmethod
     def _drop_quietly(engine: Engine, state: StateStore, env: str) -> bool:
@@ -442,13 +444,8 @@ class Jobs:
             env = mr_environment(number)
             if state.environment(env) is None:
                 return f"`/destroy`: there is no environment `{env}`."
-            url = self._any_warehouse(repository)
-            with self.warehouse_lock(url, f"destroy:{holder(repository, number)}"):
-                engine = open_engine(url)
-                try:
-                    environments.drop(engine, state, env)
-                finally:
-                    engine.close()
+            with self.warehouse(repository, f"destroy:{holder(repository, number)}") as engine:
+                environments.drop(engine, state, env)
             return f"`/destroy`: environment `{env}` dropped; its tables go when the janitor's TTL passes."
         if command.name == "test":
             return self.test(event)
@@ -511,13 +508,10 @@ class Jobs:
                 return (f"`/deploy {env}`: `{env}` is held by !{other} since {since}. Ask there for "
                         f"`/unlock {env}`, or a maintainer can `/unlock {env}` here.")
             return f"`/deploy {env}`: `{env}` is busy; try again."
-        url = self._any_warehouse(repository)
-        with self.warehouse_lock(url, f"deploy:{who}"):
-            engine = open_engine(url)
-            try:
-                result = environments.promote(engine, state, source, env)
-            finally:
-                engine.close()
+        with self.warehouse(repository, f"deploy:{who}") as engine:
+            result = environments.promote(engine, state, source, env)
+        self.audit.record(event.author, "deploy", forge=repository.forge, repository=repository.full_name,
+                          number=number, environment=env, source=source, moved=len(result.changed))
         return (f"`/deploy {env}`: `{env}` now points at this merge request's snapshots "
                 f"({len(result.changed)} views moved, 0 rebuilt). `/unlock {env}` releases it.")
 
