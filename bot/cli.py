@@ -38,6 +38,7 @@ from runner.settings import Settings, local_settings
 
 if TYPE_CHECKING:
     from bot.config import ServerConfig
+from runner.audit import AuditLog
 from runner.state import StateStore
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -227,8 +228,11 @@ def promote(source: str, target: str, project_dir: Path, state_url: str | None,
     """
     with workspace(project_dir, state_url, warehouse_url) as ws:
         clock = time.perf_counter()
+        before = ws.state.environment(target)
         result = environments.promote(ws.engine, ws.state, check_environment_name(source),
                                       check_environment_name(target))
+        AuditLog(ws.state).record(_actor(), "promote", environment=target, source=source,
+                                  before=dict(before.models) if before else {}, moved=len(result.changed))
         console.print(f"[green]promoted[/] {source} -> {target}: {len(result.changed)} views moved, "
                       f"{len(result.dropped)} dropped, {result.unchanged} already there, 0 rebuilt "
                       f"({time.perf_counter() - clock:.2f}s)")
@@ -241,7 +245,10 @@ def promote(source: str, target: str, project_dir: Path, state_url: str | None,
 def rollback(env: str, project_dir: Path, state_url: str | None, warehouse_url: str | None) -> None:
     """Point ENV back at the snapshots it had before its last promotion (or plan)."""
     with workspace(project_dir, state_url, warehouse_url) as ws:
+        before = ws.state.environment(env)
         result = environments.rollback(ws.engine, ws.state, check_environment_name(env))
+        AuditLog(ws.state).record(_actor(), "rollback", environment=env,
+                                  before=dict(before.models) if before else {}, moved=len(result.changed))
         console.print(f"[green]rolled back[/] {env}: {len(result.changed)} views moved back, "
                       f"{len(result.dropped)} dropped")
 
@@ -516,6 +523,48 @@ def worker(config_path: Path | None, threads: int) -> None:
     config = _server_config(config_path)
     share_metrics(config.work_dir)
     WorkerProcess(config, threads=threads).run_forever()
+
+
+@main.command()
+@click.option("--config", "config_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Read the server's audit log (its state_url); without it, the project's.")
+@project_options
+@click.option("--env", "environment", default=None, help="Only entries about this environment.")
+@click.option("--action", default=None,
+              help="Only this action: promote, rollback, deploy, approve, override, unlock, "
+                   "promotion_refused.")
+@click.option("--limit", type=click.IntRange(1, 10_000), default=50, show_default=True)
+@click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True)
+@handle_errors
+def audit(config_path: Path | None, project_dir: Path, state_url: str | None, warehouse_url: str | None,
+          environment: str | None, action: str | None, limit: int, fmt: str) -> None:
+    """Who promoted, rolled back, approved, overrode or unlocked what, and when."""
+    url = _server_config(config_path).state_url if config_path else (
+        state_url or local_settings(project_dir, os.environ).state_url)
+    store = StateStore(url)
+    try:
+        entries = AuditLog(store).entries(environment=environment, action=action, limit=limit)
+    finally:
+        store.close()
+    if fmt == "json":
+        console.print_json(json.dumps([dataclasses.asdict(e) for e in entries]))
+        return
+    table = Table("when", "who", "action", "environment", "merge request", "commit", "detail")
+    for e in entries:
+        where = f"{e.repository}!{e.number}" if e.repository else ""
+        detail = ", ".join(f"{k}={v}" for k, v in e.detail.items() if k not in ("before", "after"))
+        table.add_row(_when(e.at), e.actor, e.action, e.environment or "", where, (e.sha or "")[:8],
+                      escape(detail[:120]))
+    console.print(table)
+
+
+def _actor() -> str:
+    import getpass
+
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):
+        return "unknown"
 
 
 def _when(epoch: float) -> str:

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 from runner.config import ENV_NAME
 
-NAMES = ("plan", "test", "deploy", "unlock", "destroy", "diff", "lineage", "approve", "help")
+NAMES = ("plan", "test", "deploy", "unlock", "destroy", "diff", "lineage", "approve", "rollback", "help")
 MODEL = re.compile(r"^[a-z_][a-z0-9_]*(\.[a-z_][a-z0-9_]*){0,2}$")  # [schema.]model[.column]
 RULE = re.compile(r"^[a-z][a-z0-9_-]{0,63}$")
 
@@ -27,6 +27,7 @@ Sluice commands (one per line):
 - `/diff <model> [--columns a,b] [--where "<predicate>"] [--limit N]` — what changed in one model
 - `/lineage <model>[.<column>]` — upstream and downstream of a model or column
 - `/approve [rule]` — approve this merge request (or override a policy rule)
+- `/rollback <env>` — point an environment back at the snapshots it had before its last change
 - `/help` — this text"""
 
 
@@ -103,7 +104,7 @@ def _check(command: Command) -> Command | BadCommand:
             return BadCommand(line, f"`/{name}` takes no option `--{key}`")
     if name in ("plan", "test", "destroy", "help") and args:
         return BadCommand(line, f"`/{name}` takes no arguments")
-    if name in ("deploy", "unlock"):
+    if name in ("deploy", "unlock", "rollback"):
         if len(args) != 1:
             return BadCommand(line, f"`/{name}` needs one environment name, e.g. `/{name} staging`")
         if not ENV_NAME.match(args[0]) or "__" in args[0]:

@@ -409,10 +409,21 @@ class Jobs:
         forge = self.s.forges[event.repository.forge]
         forge.react(event.repository.full_name, event.number, event.comment_id, "eyes")
         role = forge.role(event.repository.full_name, event.author)
-        replies = [self.run_command(event, command, role, event_id) for command in commands]
+        replies = [self.answer(event, command, role, event_id) for command in commands]
         answer = "\n\n---\n\n".join(r for r in replies if r)
         if answer:
             forge.post_comment(event.repository.full_name, event.number, answer)
+
+    def answer(self, event: CommentEvent, command: Command | BadCommand, role: Role,
+               event_id: int) -> str:
+        """A command's reply; the user's own errors (no such environment, nothing to roll back, a
+        bad predicate) are the reply, not a failed job."""
+        try:
+            return self.run_command(event, command, role, event_id)
+        except SluiceError as exc:
+            if isinstance(exc, CheckoutError) and exc.transient:
+                raise
+            return f"`{_quote(command.line)}`: {_quote(redact(str(exc)))}"
 
     def run_command(self, event: CommentEvent, command: Command | BadCommand, role: Role,
                     event_id: int) -> str:
@@ -420,7 +431,7 @@ class Jobs:
             return f"`{_quote(command.line)}`: {command.reason}.\n\n{USAGE}"
         repository, number = event.repository, event.number
         governed = self.governed(repository)
-        env = command.args[0] if command.name in ("deploy", "unlock") else None
+        env = command.args[0] if command.name in ("deploy", "unlock", "rollback") else None
         own = True
         if command.name == "unlock" and env is not None:
             current = self.locks.held_by(self._env_lock(repository, env))
@@ -439,6 +450,8 @@ class Jobs:
             return self.deploy(event, command.args[0], governed)
         if command.name == "unlock":
             return self.unlock(event, command.args[0])
+        if command.name == "rollback":
+            return self.rollback(event, command.args[0])
         if command.name == "destroy":
             state = self.s.project_state(repository)
             env = mr_environment(number)
@@ -514,6 +527,21 @@ class Jobs:
                           number=number, environment=env, source=source, moved=len(result.changed))
         return (f"`/deploy {env}`: `{env}` now points at this merge request's snapshots "
                 f"({len(result.changed)} views moved, 0 rebuilt). `/unlock {env}` releases it.")
+
+    def rollback(self, event: CommentEvent, env: str) -> str:
+        """Instant: the previous snapshots are still there until the janitor's TTL."""
+        repository, number = event.repository, event.number
+        state = self.s.project_state(repository)
+        before = state.environment(env)
+        with self.warehouse(repository, f"rollback:{holder(repository, number)}") as engine:
+            result = environments.rollback(engine, state, env)
+        after = state.environment(env)
+        self.audit.record(event.author, "rollback", forge=repository.forge, repository=repository.full_name,
+                          number=number, environment=env,
+                          before=dict(before.models) if before else {},
+                          after=dict(after.models) if after else {})
+        return (f"`/rollback {env}`: `{env}` points at its previous snapshots again "
+                f"({len(result.changed)} views moved back, 0 rebuilt).")
 
     def unlock(self, event: CommentEvent, env: str) -> str:
         """Who may release whose lock is the policy's call (checked before this runs)."""

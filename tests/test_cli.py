@@ -227,3 +227,16 @@ def test_lineage_command(shop: Path):
     data = json.loads(sluice("lineage", "stg_payments.amount", "--project", str(shop),
                              "--format", "json").output)
     assert ["marts.orders", "amount"] in data["downstream"]
+
+
+def test_promotions_and_rollbacks_are_audited(shop: Path):
+    assert sluice("plan", "prod", "--project", str(shop)).exit_code == 0
+    edit(shop / "models/marts/orders.sql", "p.total_amount as amount", "p.total_amount * 3 as amount")
+    assert sluice("plan", "mr_5", "--project", str(shop)).exit_code == 0
+    assert sluice("promote", "mr_5", "prod", "--project", str(shop)).exit_code == 0
+    assert sluice("rollback", "prod", "--project", str(shop)).exit_code == 0
+    entries = json.loads(sluice("audit", "--project", str(shop), "--env", "prod", "--format", "json").output)
+    assert [e["action"] for e in entries] == ["rollback", "promote"]
+    assert entries[1]["detail"]["source"] == "mr_5" and entries[1]["detail"]["moved"] == 3
+    text = sluice("audit", "--project", str(shop), "--action", "promote")
+    assert "promote" in text.output and "rollback" not in text.output

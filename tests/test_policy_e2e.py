@@ -208,3 +208,32 @@ def test_hostile_comments_are_refused(body: str, forge: Forge, origin: Origin, b
     assert not Path("/tmp/sluice-pwned").exists()
     assert bot.project_state(forge).environment("staging") is None
     assert AuditLog(bot.worker.services.state).entries(action="override") == []
+
+
+def test_rollback_prod_is_for_maintainers_and_instant(forge: Forge, origin: Origin, bot: Bot):
+    build_production(bot, forge, origin)
+    state = bot.project_state(forge)
+    first = dict(state.environment("prod").models)  # type: ignore[union-attr]
+    sha = origin.branch("r", ORDERS)
+    assert bot.deliver(forge.open(11, sha, "r"), PATH) == 202
+    bot.settle()
+    assert bot.deliver(forge.comment(11, "/approve\n/approve breaking", author="maria"), PATH) == 202
+    bot.settle()
+    forge.fake.merge(forge.repo, 11, origin.merge("r"))
+    assert bot.deliver(forge.hook(11, "closed"), PATH) == 202
+    bot.settle()
+    assert dict(state.environment("prod").models) != first, forge.comments(11)  # type: ignore[union-attr]
+
+    assert bot.deliver(forge.comment(11, "/rollback prod", author="alice"), PATH) == 202
+    bot.settle()
+    assert "needs maintainer access" in forge.comments(11)[-1]
+    assert bot.deliver(forge.comment(11, "/rollback prod", author="maria"), PATH) == 202
+    bot.settle()
+    assert "`prod` points at its previous snapshots again" in forge.comments(11)[-1]
+    assert dict(state.environment("prod").models) == first  # type: ignore[union-attr]
+    [entry] = AuditLog(bot.worker.services.state).entries(action="rollback")
+    assert entry.actor == "maria" and entry.environment == "prod" and entry.detail["after"] == first
+    assert bot.deliver(forge.comment(11, "/rollback staging", author="maria"), PATH) == 202
+    bot.settle()
+    assert "staging has no promotion to roll back" in forge.comments(11)[-1] \
+        or "no environment" in forge.comments(11)[-1]
