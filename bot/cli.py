@@ -473,17 +473,19 @@ def _server_config(config_path: Path | None) -> ServerConfig:
                    "is in-process unless SLUICE_BROKER_URL or broker_url is set).")
 @click.option("--insecure", is_flag=True,
               help="Accept webhooks from a forge that has no secret configured (development only).")
+@click.option("--log-format", type=click.Choice(["text", "json"]), default="text", show_default=True,
+              envvar="SLUICE_LOG_FORMAT", help="json: one object per line with run, MR and commit.")
 @handle_errors
 def serve(config_path: Path | None, bind: str, workers: int, threads: int, embedded: bool,
-          insecure: bool) -> None:
+          insecure: bool, log_format: str) -> None:
     """Serve the webhook endpoints, health checks, metrics and run pages."""
     import dataclasses
-    import logging
 
+    from bot.logs import configure_logging
     from bot.serve import serve_embedded, serve_gunicorn
 
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     config = _server_config(config_path)
+    configure_logging(config, log_format)
     from bot.serve import share_metrics
 
     share_metrics(config.work_dir)
@@ -510,17 +512,18 @@ def _broker_configured(config_path: Path | None) -> bool:
 @click.option("--config", "config_path", type=click.Path(dir_okay=False, path_type=Path),
               envvar="SLUICE_CONFIG", help="Server configuration file (YAML); see README.")
 @click.option("--threads", default=2, show_default=True, help="Jobs run at the same time.")
+@click.option("--log-format", type=click.Choice(["text", "json"]), default="text", show_default=True,
+              envvar="SLUICE_LOG_FORMAT", help="json: one object per line with run, MR and commit.")
 @handle_errors
-def worker(config_path: Path | None, threads: int) -> None:
-    """Run jobs from the broker (plans, builds, reports, promotions) and the event sweeper."""
-    import logging
-
+def worker(config_path: Path | None, threads: int, log_format: str) -> None:
+    """Run jobs from the broker (plans, builds, reports, promotions), the event sweeper and the
+    janitor."""
+    from bot.logs import configure_logging
+    from bot.serve import share_metrics
     from bot.worker import WorkerProcess
 
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
-    from bot.serve import share_metrics
-
     config = _server_config(config_path)
+    configure_logging(config, log_format)
     share_metrics(config.work_dir)
     WorkerProcess(config, threads=threads).run_forever()
 

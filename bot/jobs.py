@@ -18,9 +18,10 @@ from dataclasses import dataclass, field
 
 from bot.commands import USAGE, BadCommand, Command, parse_comment
 from bot.config import ServerConfig
-from bot.events import CommentEvent, MergeRequestEvent, MRAction, Repository, from_json
-from bot.forges.base import CommitState, Forge, ForgeError, Role
+from bot.events import CommentEvent, Event, MergeRequestEvent, MRAction, Repository, from_json
+from bot.forges.base import CommitState, Forge, ForgeError, MergeRequestInfo, RedactingForge, Role
 from bot.governance import Governance, Governed
+from bot.logs import Redactor, log_context, secrets_of
 from bot.report import render_markdown
 from policies import Finding, check_write_scope
 from runner import environment as environments
@@ -58,6 +59,7 @@ class Services:
     mirrors: Mirrors
     project_states: dict[str, StateStore] = field(default_factory=dict)
     record_job: Callable[[str, str, float], None] | None = None
+    redact: Callable[[str], str] = redact
 
     @classmethod
     def build(cls, config: ServerConfig, state: StateStore | None = None,
@@ -70,8 +72,11 @@ class Services:
                 forges["gitlab"] = make_forge("gitlab", config)
             if config.github is not None:
                 forges["github"] = make_forge("github", config)
+        redact = Redactor(secrets_of(config))
+        forges = {name: RedactingForge(forge, redact) for name, forge in forges.items()}
         return cls(config=config, state=state or StateStore(config.state_url), forges=forges,
-                   mirrors=Mirrors(config.work_dir, allow_local=config.allow_local_clones))
+                   mirrors=Mirrors(config.work_dir, allow_local=config.allow_local_clones),
+                   redact=redact)
 
     def project_state(self, repository: Repository) -> StateStore:
         """Each repository's environments and snapshots live in their own namespace."""
@@ -98,7 +103,7 @@ class Jobs:
     def __init__(self, services: Services):
         self.s = services
         self.inbox = Inbox(services.state)
-        self.runs = RunLog(services.state)
+        self.runs = RunLog(services.state, services.redact)
         self.locks = Locks(services.state)
         self.audit = AuditLog(services.state)
         self.governance = Governance(services.config, services.mirrors, self.audit, self.runs)
@@ -115,6 +120,10 @@ class Jobs:
         if stored is None or stored.event is None:
             return
         event = from_json(stored.event)
+        with log_context(event=event_id, mr=f"{event.repository.full_name}!{event.number}"):
+            self._process(event, event_id)
+
+    def _process(self, event: Event, event_id: int) -> None:
         started = time.perf_counter()
         kind = "comment" if isinstance(event, CommentEvent) else event.action.value
         outcome = "ok"
@@ -154,6 +163,13 @@ class Jobs:
         env = mr_environment(number)
         run_id = self.runs.create(repository.forge, repository.full_name, number, "pipeline",
                                   sha=info.head_sha, environment=env, event_id=event_id)
+        with log_context(run=run_id, sha=info.head_sha[:12]):
+            log.info("planning %s at %s", env, info.head_sha[:12])
+            return self._pipeline(repository, number, info, env, run_id)
+
+    def _pipeline(self, repository: Repository, number: int, info: MergeRequestInfo, env: str,
+                  run_id: int) -> int | None:
+        forge = self.s.forges[repository.forge]
         self.runs.start(run_id)
         url = self.s.config.run_url(run_id)
         forge.set_status(repository.full_name, info.head_sha, CommitState.PENDING,

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import sqlalchemy as sa
@@ -40,8 +41,11 @@ class Superseded(Exception):
 
 
 class RunLog:
-    def __init__(self, state: StateStore):
+    """`redact` is applied to everything written (log lines, summaries, reports)."""
+
+    def __init__(self, state: StateStore, redact: Callable[[str], str] = lambda text: text):
         self.state = state
+        self.redact = redact
 
     def create(self, forge: str, repository: str, number: int, kind: str, sha: str | None = None,
                environment: str | None = None, event_id: int | None = None) -> int:
@@ -77,11 +81,12 @@ class RunLog:
         stamp = time.strftime("%H:%M:%S")
         with self.state.engine.begin() as conn:
             conn.execute(runs.update().where(runs.c.id == run_id)
-                         .values(log=runs.c.log + f"{stamp} {line}\n"))
+                         .values(log=runs.c.log + f"{stamp} {self.redact(line)}\n"))
 
     def finish(self, run_id: int, status: str, summary: str = "", report: str = "") -> None:
         assert status in FINAL, status
-        self._update(run_id, status=status, summary=summary, report=report, finished_at=time.time())
+        self._update(run_id, status=status, summary=self.redact(summary), report=self.redact(report),
+                     finished_at=time.time())
 
     def set_policy(self, run_id: int, outcome: dict[str, object]) -> None:
         """The run's effective policy and what it decided (JSON), kept with the run."""

@@ -7,7 +7,7 @@ PyGithub). Adding Bitbucket or Gitea is one new module.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from enum import IntEnum, StrEnum
 
@@ -113,3 +113,51 @@ class Forge(ABC):
     def clone_url(self, repository_url: str) -> str:
         """The URL git fetches from, with credentials if the forge needs them."""
         return repository_url
+
+
+class RedactingForge(Forge):
+    """A forge whose outgoing text (comments, status descriptions) never carries a secret:
+    the one seam between Sluice's words and the outside."""
+
+    def __init__(self, inner: Forge, redact: Callable[[str], str]):
+        self.inner = inner
+        self.redact = redact
+        self.name = inner.name
+        self.comment_limit = inner.comment_limit
+
+    # Webhooks are read by the adapter classes at intake; this wrapper only speaks.
+    @staticmethod
+    def verify(headers: Mapping[str, str], body: bytes, secret: str) -> bool:
+        return False
+
+    @staticmethod
+    def parse(headers: Mapping[str, str], body: bytes) -> Webhook:
+        raise WebhookError("webhooks are read by the forge adapter, not by RedactingForge")
+
+    def merge_request(self, repo: str, number: int) -> MergeRequestInfo:
+        return self.inner.merge_request(repo, number)
+
+    def find_comment(self, repo: str, number: int, marker: str) -> int | None:
+        return self.inner.find_comment(repo, number, marker)
+
+    def post_comment(self, repo: str, number: int, body: str) -> int:
+        return self.inner.post_comment(repo, number, self.redact(body))
+
+    def edit_comment(self, repo: str, number: int, comment_id: int, body: str) -> None:
+        self.inner.edit_comment(repo, number, comment_id, self.redact(body))
+
+    def react(self, repo: str, number: int, comment_id: int, reaction: str = "eyes") -> None:
+        self.inner.react(repo, number, comment_id, reaction)
+
+    def set_status(self, repo: str, sha: str, state: CommitState, description: str,
+                   url: str | None, context: str = "sluice") -> None:
+        self.inner.set_status(repo, sha, state, self.redact(description), url, context)
+
+    def role(self, repo: str, user: str) -> Role:
+        return self.inner.role(repo, user)
+
+    def approvals(self, repo: str, number: int) -> list[str]:
+        return self.inner.approvals(repo, number)
+
+    def clone_url(self, repository_url: str) -> str:
+        return self.inner.clone_url(repository_url)
