@@ -62,6 +62,8 @@ class ServerConfig:
     allow_local_clones: bool = False  # file:// and path clone URLs (tests, air-gapped mirrors)
     sweep_after: float = 30.0  # seconds before the sweeper re-sends an undispatched event
     policy_file: Path | None = None  # the server's policy; repositories can tighten, never loosen
+    janitor_interval: float = 3600.0  # seconds between the worker's janitor passes (0: never)
+    janitor_ttl: str = "7d"  # physical objects unreferenced for longer are dropped
 
     def repository(self, forge: str, name: str) -> RepositoryConfig | None:
         for repo in self.repositories:
@@ -91,7 +93,8 @@ def load_config(path: Path | None, environ: Mapping[str, str] | None = None) -> 
     data = load_yaml(path, str(path)) if path is not None else YamlMapping({}, {}, "<environment>", 1)
     data.check_keys({"state_url", "broker_url", "public_url", "work_dir", "max_body_bytes", "insecure",
                      "gitlab", "github", "warehouses", "repositories", "allow_local_clones",
-                     "sweep_after", "policy_file"}, "the server configuration")
+                     "sweep_after", "policy_file", "janitor_interval", "janitor_ttl"},
+                    "the server configuration")
 
     def setting(key: str, default: str | None = None, where: YamlMapping = data,
                 env: str | None = None) -> str | None:
@@ -168,8 +171,9 @@ def load_config(path: Path | None, environ: Mapping[str, str] | None = None) -> 
     try:
         max_body = int(setting("max_body_bytes", str(5 * 1024 * 1024)) or 0)
         sweep_after = float(setting("sweep_after", "30") or 30)
+        janitor_interval = float(setting("janitor_interval", "3600") or 0)
     except ValueError:
-        raise ConfigError("max_body_bytes and sweep_after must be numbers") from None
+        raise ConfigError("max_body_bytes, sweep_after and janitor_interval must be numbers") from None
     return ServerConfig(
         state_url=setting("state_url", ServerConfig.state_url) or ServerConfig.state_url,
         broker_url=setting("broker_url", ServerConfig.broker_url) or ServerConfig.broker_url,
@@ -179,4 +183,5 @@ def load_config(path: Path | None, environ: Mapping[str, str] | None = None) -> 
         gitlab=gitlab, github=github, warehouses=warehouse_urls, repositories=tuple(repositories),
         allow_local_clones=local_text.lower() in ("1", "true", "yes"), sweep_after=sweep_after,
         policy_file=Path(policy_text) if (policy_text := setting("policy_file")) else None,
+        janitor_interval=janitor_interval, janitor_ttl=setting("janitor_ttl", "7d") or "7d",
     )

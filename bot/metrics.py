@@ -65,6 +65,7 @@ class IntakeMetrics:
 class JobMetrics:
     duration: Histogram
     total: Counter
+    janitor: Counter
 
 
 _jobs: JobMetrics | None = None
@@ -81,7 +82,10 @@ def job_metrics() -> JobMetrics:
                 duration=Histogram("sluice_job_duration_seconds", "How long a job took, by kind",
                                    ("kind",), buckets=JOB_BUCKETS, registry=None),
                 total=Counter("sluice_jobs_total", "Jobs finished, by kind and outcome",
-                              ("kind", "outcome"), registry=None))
+                              ("kind", "outcome"), registry=None),
+                janitor=Counter("sluice_janitor_dropped_total",
+                                "What the janitor dropped: environments and physical objects",
+                                ("kind",), registry=None))
         return _jobs
 
 
@@ -91,6 +95,12 @@ def record_job(kind: str, outcome: str, seconds: float) -> None:
     jobs = job_metrics()
     jobs.duration.labels(kind).observe(max(seconds, 0.0))
     jobs.total.labels(kind, outcome).inc()
+
+
+def record_janitor(environments: int, objects: int) -> None:
+    jobs = job_metrics()
+    jobs.janitor.labels("environment").inc(environments)
+    jobs.janitor.labels("object").inc(objects)
 
 
 def mark_process_dead(pid: int) -> None:
@@ -106,6 +116,7 @@ class _JobCollector(Collector):
         jobs = job_metrics()
         yield from jobs.duration.collect()
         yield from jobs.total.collect()
+        yield from jobs.janitor.collect()
 
 
 class _ScrapeTimeGauges(Collector):

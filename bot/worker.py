@@ -35,10 +35,40 @@ class WorkerProcess:
         self._stop = threading.Event()
         self._sweeper: threading.Thread | None = None
 
+    def janitor_pass(self) -> tuple[int, int]:
+        """One janitor pass over every configured repository's environments and snapshots."""
+        from bot.events import Repository
+        from bot.metrics import record_janitor
+        from runner.janitor import parse_duration, run_janitor
+
+        ttl = parse_duration(self.config.janitor_ttl)
+        dropped_envs = dropped_objects = 0
+        for repo in self.config.repositories:
+            repository = Repository(repo.forge, repo.name, "")
+            state = self.services.project_state(repository)
+            with self.jobs.warehouse(repository, "janitor") as engine:
+                report = run_janitor(engine, state, ttl)
+            dropped_envs += len(report.environments)
+            dropped_objects += len(report.objects)
+            if report.environments or report.objects:
+                log.info("janitor for %s: dropped %s environments, %s objects", repo.name,
+                         len(report.environments), len(report.objects))
+        record_janitor(dropped_envs, dropped_objects)
+        return dropped_envs, dropped_objects
+
+    def _janitor_loop(self) -> None:
+        while not self._stop.wait(self.config.janitor_interval):
+            try:
+                self.janitor_pass()
+            except Exception:  # a failed pass is logged and tried again next time
+                log.exception("janitor pass failed")
+
     def start(self) -> None:
         from bot.sweeper import run_sweeper
 
         self.worker.start()
+        if self.config.janitor_interval > 0:
+            threading.Thread(target=self._janitor_loop, name="sluice-janitor", daemon=True).start()
         self._sweeper = threading.Thread(
             target=run_sweeper, name="sluice-sweeper", daemon=True,
             args=(self._stop, self.services.state, self.dispatcher, self.config.sweep_after))

@@ -549,3 +549,32 @@ def test_no_secret_in_any_output(tmp_path: Path, forge: Forge, origin: Origin):
     for secret in secrets:
         assert secret not in text, f"a secret leaked: {secret[:3]}…"
     assert "***" in text
+
+
+@pytest.mark.parametrize("forge", ["gitlab"], indirect=True)
+def test_the_worker_runs_the_janitor_periodically(tmp_path: Path, forge: Forge, origin: Origin):
+    from bot.metrics import job_metrics
+
+    redis.Redis(db=redis_db()).flushdb()
+    config = dataclasses.replace(server_config(tmp_path, forge, origin), janitor_interval=0.3,
+                                 janitor_ttl="0s")
+    bot = Bot(config)
+    build_production(bot, forge, origin)
+    sha = origin.branch("gone", ORDERS)
+    bot.worker.start()
+    try:
+        before = job_metrics().janitor.labels("object")._value.get()
+        assert bot.deliver(forge.open(13, sha, "gone"), path(forge)) == 202
+        bot.settle()
+        forge.fake.close(forge.repo, 13)
+        assert bot.deliver(forge.hook(13, "closed"), path(forge)) == 202
+        bot.settle()
+        # mr_13's own tables (orders, revenue_by_day) are referenced by no environment now.
+        deadline = time.monotonic() + 20
+        while job_metrics().janitor.labels("object")._value.get() < before + 2:
+            assert time.monotonic() < deadline, "the janitor did not run"
+            time.sleep(0.1)
+    finally:
+        bot.worker.stop()
+    prod = bot.project_state(forge).environment("prod")
+    assert prod is not None and "marts__mr_13.orders" not in warehouse_tables(tmp_path, bot)
