@@ -578,3 +578,62 @@ def test_the_worker_runs_the_janitor_periodically(tmp_path: Path, forge: Forge, 
         bot.worker.stop()
     prod = bot.project_state(forge).environment("prod")
     assert prod is not None and "marts__mr_13.orders" not in warehouse_tables(tmp_path, bot)
+
+
+# -- promises under failure ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("forge", ["github"], indirect=True)
+def test_a_report_post_that_fails_is_retried_without_a_duplicate_comment(forge: Forge, origin: Origin,
+                                                                          bot: Bot):
+    build_production(bot, forge, origin)
+    sha = origin.branch("flaky-post", ORDERS)
+    delivery = forge.open(14, sha, "flaky-post")
+    # Let the worker start (its pending status), then fail the next two forge calls.
+    assert bot.deliver(delivery, path(forge)) == 202
+    deadline = time.monotonic() + 30
+    while not forge.fake.requests_to("POST", r"/statuses/"):
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+    forge.fake.fail_next(2, 502)
+    bot.settle(timeout=90)
+    assert sum(1 for r in forge.fake.requests if r.status == 502) == 2  # the outage happened
+    assert len(forge.reports(14)) == 1
+    assert forge.last_status(sha) == "success"
+
+
+@pytest.mark.parametrize("forge", ["gitlab"], indirect=True)
+def test_two_merges_at_once_are_promoted_one_after_the_other(tmp_path: Path, forge: Forge, origin: Origin,
+                                                            bot: Bot):
+    build_production(bot, forge, origin)
+    orders = origin.branch("one", ORDERS)
+    segments = origin.branch("two", {"models/marts/customer_segments.sql": ("then 'loyal'", "then 'vip'"),
+                                     "models/schema.yml": ("values: [loyal, regular",
+                                                           "values: [vip, loyal, regular")})
+    for number, sha, branch in ((21, orders, "one"), (22, segments, "two")):
+        assert bot.deliver(forge.open(number, sha, branch), path(forge)) == 202
+    bot.settle()
+    for number in (21, 22):
+        assert bot.deliver(forge.comment(number, "/approve\n/approve breaking", author="maria"),
+                           path(forge)) == 202
+    bot.settle()
+    first = origin.merge("one")
+    second = origin.merge("two")  # main now holds both changes
+    forge.fake.merge(forge.repo, 21, first)
+    forge.fake.merge(forge.repo, 22, second)
+    hooks = [forge.hook(21, "closed"), forge.hook(22, "closed")]
+    for hook in hooks:  # delivered back to back; two worker threads pick them up together
+        assert bot.deliver(hook, path(forge)) == 202
+    bot.settle()
+    for number in (21, 22):
+        assert any("Promoted to production" in c for c in forge.comments(number)), forge.comments(number)
+    state = bot.project_state(forge)
+    prod = state.environment("prod")
+    assert prod is not None
+    # Production holds both changes: whichever came second was planned on top of the first.
+    physical = state.snapshots(fingerprints=prod.models.values())
+    orders_sql = physical[prod.models["marts.orders"]].canonical
+    segments_sql = physical[prod.models["marts.customer_segments"]].canonical
+    assert "coupon_amount AS amount" in orders_sql and "'vip'" in segments_sql
+    promotions = [h for h in state.history("prod") if h.action == "plan"]
+    assert len(promotions) >= 2
