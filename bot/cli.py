@@ -572,3 +572,7 @@ def _actor() -> str:
 
 def _when(epoch: float) -> str:
     return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(epoch))
+
+
+if __name__ == "__main__":
+    main()

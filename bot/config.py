@@ -63,6 +63,7 @@ class ServerConfig:
     sweep_after: float = 30.0  # seconds before the sweeper re-sends an undispatched event
     policy_file: Path | None = None  # the server's policy; repositories can tighten, never loosen
     janitor_interval: float = 3600.0  # seconds between the worker's janitor passes (0: never)
+    job_lease: float = 3600.0  # a job's hold on its event; a dead worker's event is sent again after
     janitor_ttl: str = "7d"  # physical objects unreferenced for longer are dropped
 
     def repository(self, forge: str, name: str) -> RepositoryConfig | None:
@@ -93,7 +94,7 @@ def load_config(path: Path | None, environ: Mapping[str, str] | None = None) -> 
     data = load_yaml(path, str(path)) if path is not None else YamlMapping({}, {}, "<environment>", 1)
     data.check_keys({"state_url", "broker_url", "public_url", "work_dir", "max_body_bytes", "insecure",
                      "gitlab", "github", "warehouses", "repositories", "allow_local_clones",
-                     "sweep_after", "policy_file", "janitor_interval", "janitor_ttl"},
+                     "sweep_after", "policy_file", "janitor_interval", "janitor_ttl", "job_lease"},
                     "the server configuration")
 
     def setting(key: str, default: str | None = None, where: YamlMapping = data,
@@ -104,8 +105,10 @@ def load_config(path: Path | None, environ: Mapping[str, str] | None = None) -> 
         found = where.get(key)
         if found is None:
             return default
-        if not isinstance(found, str | int):
-            raise where.error(key, f"{key!r} must be a string")
+        if isinstance(found, bool):
+            return "true" if found else "false"
+        if not isinstance(found, str | int | float):
+            raise where.error(key, f"{key!r} must be a string, a number or true/false")
         return str(found)
 
     gitlab = github = None
@@ -145,7 +148,7 @@ def load_config(path: Path | None, environ: Mapping[str, str] | None = None) -> 
     for name, url in warehouse_urls.items():
         if not re.match(r"^[a-z][a-z0-9_]*$", name):
             raise warehouses.error(name, f"warehouse connection name {name!r} is not valid")
-        if url.split("://", 1)[0] not in ("duckdb", "postgresql", "postgres"):
+        if url.split("://", 1)[0] not in ("duckdb", "postgresql", "postgresql+psycopg", "postgres"):
             raise warehouses.error(name, f"warehouse {name!r}: unsupported URL scheme")
     if not warehouse_urls:
         work = Path(setting("work_dir", ".sluice-server") or ".sluice-server").resolve()
@@ -172,8 +175,10 @@ def load_config(path: Path | None, environ: Mapping[str, str] | None = None) -> 
         max_body = int(setting("max_body_bytes", str(5 * 1024 * 1024)) or 0)
         sweep_after = float(setting("sweep_after", "30") or 30)
         janitor_interval = float(setting("janitor_interval", "3600") or 0)
+        job_lease = float(setting("job_lease", "3600") or 3600)
     except ValueError:
-        raise ConfigError("max_body_bytes, sweep_after and janitor_interval must be numbers") from None
+        raise ConfigError("max_body_bytes, sweep_after, janitor_interval and job_lease must be "
+                          "numbers") from None
     return ServerConfig(
         state_url=setting("state_url", ServerConfig.state_url) or ServerConfig.state_url,
         broker_url=setting("broker_url", ServerConfig.broker_url) or ServerConfig.broker_url,
@@ -184,4 +189,5 @@ def load_config(path: Path | None, environ: Mapping[str, str] | None = None) -> 
         allow_local_clones=local_text.lower() in ("1", "true", "yes"), sweep_after=sweep_after,
         policy_file=Path(policy_text) if (policy_text := setting("policy_file")) else None,
         janitor_interval=janitor_interval, janitor_ttl=setting("janitor_ttl", "7d") or "7d",
+        job_lease=job_lease,
     )

@@ -57,11 +57,9 @@ class Governance:
         self.audit = audit
         self.runs = runs
 
-    def governed(self, repository: Repository, forge: Forge, production_branch: str) -> Governed:
-        repo_config = self.config.repository(repository.forge, repository.full_name)
-        url = (repo_config.clone_url if repo_config and repo_config.clone_url
-               else forge.clone_url(repository.clone_url))
-        key = f"{repository.forge}:{repository.full_name}"
+    def governed(self, source: tuple[str, str], production_branch: str) -> Governed:
+        """`source`: the repository's mirror key and fetch URL."""
+        key, url = source
         base: ProjectConfig | None = None
         head = self.mirrors.branch_head(key, url, production_branch)
         text = self.mirrors.read_file(key, url, head, "sluice.yml") if head else None

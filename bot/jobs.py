@@ -10,7 +10,10 @@ in the thread and never retried; transient ones (forge 5xx, network, a lock held
 from __future__ import annotations
 
 import logging
+import os
 import re
+import socket
+import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -23,6 +26,7 @@ from bot.forges.base import CommitState, Forge, ForgeError, MergeRequestInfo, Re
 from bot.governance import Governance, Governed
 from bot.logs import Redactor, log_context, secrets_of
 from bot.report import render_markdown
+from bot.sweeper import event_lease
 from policies import Finding, check_write_scope
 from runner import environment as environments
 from runner.audit import AuditLog
@@ -86,6 +90,10 @@ class Services:
         return self.project_states[key]
 
 
+def worker_identity() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}:{threading.get_ident()}"
+
+
 def namespace(repository: Repository) -> str:
     slug = re.sub(r"[^a-z0-9]+", "_", f"{repository.forge}_{repository.full_name}".lower()).strip("_")
     return f"sluice_{slug}"[:60]
@@ -109,8 +117,7 @@ class Jobs:
         self.governance = Governance(services.config, services.mirrors, self.audit, self.runs)
 
     def governed(self, repository: Repository) -> Governed:
-        return self.governance.governed(repository, self.s.forges[repository.forge],
-                                        self.production_branch(repository))
+        return self.governance.governed(self.clone_source(repository), self.production_branch(repository))
 
     # -- entry point ------------------------------------------------------------------------------
 
@@ -120,8 +127,15 @@ class Jobs:
         if stored is None or stored.event is None:
             return
         event = from_json(stored.event)
-        with log_context(event=event_id, mr=f"{event.repository.full_name}!{event.number}"):
-            self._process(event, event_id)
+        # A lease on the event: a redelivered copy does not run beside this one, and if this
+        # process dies the lease runs out and the sweeper sends the event again.
+        with self.locks.hold(event_lease(event_id), worker_identity(), self.s.config.job_lease,
+                             note="working") as lease:
+            if lease is None:
+                log.info("event %s: another worker holds it", event_id)
+                return
+            with log_context(event=event_id, mr=f"{event.repository.full_name}!{event.number}"):
+                self._process(event, event_id)
 
     def _process(self, event: Event, event_id: int) -> None:
         started = time.perf_counter()
@@ -246,12 +260,9 @@ class Jobs:
                   run_id: int) -> Iterator[tuple[Project, StateStore, Engine]]:
         """Check out `sha`, load the project, open its warehouse, holding the warehouse's lock
         when it is a DuckDB file (one writer process at a time)."""
-        forge = self.s.forges[repository.forge]
-        repo_config = self.s.config.repository(repository.forge, repository.full_name)
-        url = (repo_config.clone_url if repo_config and repo_config.clone_url
-               else forge.clone_url(repository.clone_url))
+        key, url = self.clone_source(repository)
         self.runs.append_log(run_id, f"checking out {sha[:12]}")
-        with self.s.mirrors.checkout(f"{repository.forge}:{repository.full_name}", url, sha) as tree:
+        with self.s.mirrors.checkout(key, url, sha) as tree:
             project = load_project(tree, cache_dir=self.s.config.work_dir / "cache")
             warehouse = self.warehouse_url(repository, project)
             state = self.s.project_state(repository)
@@ -261,6 +272,14 @@ class Jobs:
                     yield project, state, engine
                 finally:
                     engine.close()
+
+    def clone_source(self, repository: Repository) -> tuple[str, str]:
+        """The mirror's key and the URL to fetch from (the configured one, else the forge's)."""
+        forge = self.s.forges[repository.forge]
+        repo_config = self.s.config.repository(repository.forge, repository.full_name)
+        url = (repo_config.clone_url if repo_config and repo_config.clone_url
+               else forge.clone_url(repository.clone_url))
+        return f"{repository.forge}:{repository.full_name}", url
 
     def warehouse_url(self, repository: Repository, project: Project) -> str:
         name = project.config.warehouse
@@ -280,13 +299,11 @@ class Jobs:
             yield  # server warehouses take concurrent builds
             return
         name = f"warehouse:{url}"
-        lock = self.locks.wait(name, who, note="DuckDB has one writer", ttl=3600, timeout=300)
-        if lock is None:
-            raise Transient(f"the warehouse is busy ({name}); retrying later")
-        try:
+        with self.locks.hold(name, who, self.s.config.job_lease, note="DuckDB has one writer",
+                             timeout=300) as lock:
+            if lock is None:
+                raise Transient(f"the warehouse is busy ({name}); retrying later")
             yield
-        finally:
-            self.locks.release(name, who)
 
     def post_report(self, repository: Repository, number: int, run_id: int, sha: str, report: str,
                     summary: str) -> None:
@@ -345,6 +362,10 @@ class Jobs:
             self.runs.finish(run_id, "error", "production is locked; will retry")
             raise Transient("production is locked by another promotion")
         try:
+            # Under the lock, production follows its branch's head, not this MR's merge commit:
+            # when two merges race, the later promotion holds both, and neither undoes the other.
+            head = self.s.mirrors.branch_head(*self.clone_source(repository), production_branch)
+            sha = head or sha
             with self.workspace(repository, sha, run_id) as (project, state, engine):
                 result = run_pipeline(project, state, engine, PRODUCTION)
                 if result.ok and not result.held_back:

@@ -24,13 +24,34 @@ LOCK = "sluice:sweeper"
 BATCH = 100
 
 
-def sweep(state: StateStore, dispatcher: Dispatcher, older_than_seconds: float) -> int:
+def event_lease(event_id: int) -> str:
+    """The lock a worker holds while it works on an event (it expires if the worker dies)."""
+    return f"event:{event_id}"
+
+
+def sweep(state: StateStore, dispatcher: Dispatcher, older_than_seconds: float,
+          stalled_after_seconds: float | None = None) -> int:
     """Send every event stored more than `older_than_seconds` ago and never dispatched; mark each
     one dispatched once the broker took it. Stops at the first broker failure (it is down: the
-    next round tries again). Returns how many were sent."""
+    next round tries again). With `stalled_after_seconds`, also send again the events dispatched
+    that long ago and not done whose worker holds no lease on them any more (it died mid-job).
+    Returns how many were sent."""
     inbox = Inbox(state)
     cutoff = time.time() - older_than_seconds
     sent = 0
+    if stalled_after_seconds is not None:
+        locks = Locks(state)
+        for event in inbox.stalled(time.time() - stalled_after_seconds, limit=BATCH):
+            if locks.held_by(event_lease(event.id)) is not None:
+                continue  # a worker is on it
+            try:
+                dispatcher.send(event.id)
+            except DispatchError as exc:
+                log.warning("sweeper: broker refuses stalled event %d: %s", event.id, exc)
+                return sent
+            inbox.mark_dispatched(event.id)
+            sent += 1
+            log.warning("sweeper: event %d was dispatched but never finished; sent again", event.id)
     while True:
         batch = inbox.undispatched(cutoff, limit=BATCH)
         for event in batch:
@@ -49,7 +70,7 @@ def sweep(state: StateStore, dispatcher: Dispatcher, older_than_seconds: float) 
 
 def run_sweeper(stop: threading.Event, state: StateStore, dispatcher: Dispatcher,
                 older_than_seconds: float = 30.0, *, interval_seconds: float = 10.0,
-                holder: str | None = None) -> None:
+                holder: str | None = None, stalled_after_seconds: float | None = None) -> None:
     """Sweep every `interval_seconds` until `stop` is set. With several worker processes, one
     sweeps at a time (a lock in the state store that expires if its holder dies), so an event is
     not sent twice by two sweepers."""
@@ -57,8 +78,8 @@ def run_sweeper(stop: threading.Event, state: StateStore, dispatcher: Dispatcher
     locks = Locks(state)
     while not stop.is_set():
         try:
-            if locks.acquire(LOCK, holder, note="sweeper", ttl=max(3 * interval_seconds, 30.0)):
-                sweep(state, dispatcher, older_than_seconds)
+            if locks.acquire(LOCK, holder, note="sweeper", ttl=max(3 * interval_seconds, 1.0)):
+                sweep(state, dispatcher, older_than_seconds, stalled_after_seconds)
         except (SQLAlchemyError, StateError) as exc:
             log.warning("sweeper: state store unavailable: %s", type(exc).__name__)
         except Exception:  # the loop must survive anything a round throws

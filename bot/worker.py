@@ -71,7 +71,9 @@ class WorkerProcess:
             threading.Thread(target=self._janitor_loop, name="sluice-janitor", daemon=True).start()
         self._sweeper = threading.Thread(
             target=run_sweeper, name="sluice-sweeper", daemon=True,
-            args=(self._stop, self.services.state, self.dispatcher, self.config.sweep_after))
+            args=(self._stop, self.services.state, self.dispatcher, self.config.sweep_after),
+            kwargs={"interval_seconds": min(10.0, max(0.2, self.config.sweep_after)),
+                    "stalled_after_seconds": self.config.job_lease})
         self._sweeper.start()
         log.info("worker started on %s", self.config.broker_url.split("@")[-1])
 

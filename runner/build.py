@@ -124,17 +124,17 @@ def _build_one(node: PlannedNode, project: Project, engine: Engine, state: State
                physical: dict[str, tuple[str, str]], sources: SourceStates) -> float:
     started = time.perf_counter()
     target = table(node.physical_schema, node.physical_table)
-    if node.kind == "seed":
-        seed = project.seeds[node.name]
-        query = engine.load_csv_sql(target, project.root / seed.path)
-        canonical, reads = seed.content_hash, tuple[str, ...]()
-    else:
-        model = project.models[node.name]
-        query = physical_query(model.canonical, project.config.dialect, project.resolve, physical)
-        canonical = model.canonical
-        reads = physical_reads(model.canonical, project.config.dialect, project.resolve, physical)
     try:
-        engine.build(target, query, node.materialized)
+        if node.kind == "seed":
+            seed = project.seeds[node.name]
+            engine.load_seed(target, project.root / seed.path)
+            canonical, reads = seed.content_hash, tuple[str, ...]()
+        else:
+            model = project.models[node.name]
+            query = physical_query(model.canonical, project.config.dialect, project.resolve, physical)
+            canonical = model.canonical
+            reads = physical_reads(model.canonical, project.config.dialect, project.resolve, physical)
+            engine.build(target, query, node.materialized)
     except WarehouseError as exc:
         where = project.models[node.name].path if node.kind == "model" else project.seeds[node.name].path
         raise BuildError(f"{node.name} failed to build: {exc.message}", file=where) from None

@@ -35,6 +35,9 @@ from runner.engines.base import Cursor, Engine, TimeLimit
 from runner.errors import SluiceError, WarehouseError
 
 MASK = "***"
+# Warehouses whose lists (`array_agg`, `list_distinct`, `min(x, n)`) the keyed diff uses: one
+# pass, fastest there. Elsewhere the same answers come from standard SQL aggregates.
+LIST_DIALECTS = frozenset({"duckdb"})
 
 
 @dataclass(frozen=True)
@@ -317,7 +320,6 @@ class _Diff:
                                    expression=exp.column(f"__c{i}", table="a"))
                    for i in range(len(self.compared))]
         changed = exp.and_(matched, exp.or_(*differs)) if differs else exp.false()
-        b_key, a_key = _tuple(b_keys), _tuple(a_keys)
         counted: dict[str, exp.Expr] = {
             "joined_before": exp.func("count", b_keys[0]),
             "joined_after": exp.func("count", a_keys[0]),
@@ -327,21 +329,25 @@ class _Diff:
             "changed": _count(changed),
         }
         counted.update({f"changed_{i}": _count(exp.and_(matched, d)) for i, d in enumerate(differs)})
-        # The unmatched keys, to prove them unique: usually few, at most one side's rows.
-        listed = {"removed": _filter(exp.ArrayAgg(this=b_key), removed),
-                  "added": _filter(exp.ArrayAgg(this=a_key), added)}
-        # The first keys of each kind (DuckDB's `min(x, n)`): a deterministic sample.
-        first = exp.Literal.number(self.caps.samples)
-        sampled = {"changed": _filter(exp.func("min", b_key, first.copy()), changed),
-                   "added": _filter(exp.func("min", a_key, first.copy()), added),
-                   "removed": _filter(exp.func("min", b_key, first.copy()), removed)}
         inner = [exp.alias_(e, name) for name, e in counted.items()]
-        inner += [exp.alias_(e, f"{kind}_keys") for kind, e in listed.items()]
         outer: list[exp.Expr] = [exp.column(name) for name in counted]
-        outer += [exp.alias_(_repeats(exp.column(f"{kind}_keys")), f"{kind}_repeats") for kind in listed]
+        lists = self.engine.dialect in LIST_DIALECTS
+        # The unmatched keys, to prove them unique: usually few, at most one side's rows.
+        for kind, keys, condition in (("removed", b_keys, removed), ("added", a_keys, added)):
+            if lists:  # listed in the join, their repeats counted over the lists
+                inner.append(exp.alias_(_filter(exp.ArrayAgg(this=_tuple(keys)), condition), f"{kind}_keys"))
+                outer.append(exp.alias_(_repeats(exp.column(f"{kind}_keys")), f"{kind}_repeats"))
+            else:
+                inner.append(exp.alias_(_repeats_counted(keys, condition), f"{kind}_repeats"))
+                outer.append(exp.column(f"{kind}_repeats"))
+        # The first keys of each kind: a deterministic sample.
+        kinds: tuple[tuple[str, list[exp.Column], exp.Expr], ...] = (
+            ("changed", b_keys, changed), ("added", a_keys, added), ("removed", b_keys, removed))
         if self.caps.samples > 0:
-            inner += [exp.alias_(e, f"sample_{kind}") for kind, e in sampled.items()]
-            outer += [exp.column(f"sample_{kind}") for kind in sampled]
+            for kind, keys, where in kinds:
+                firsts = _first_keys(keys, where, self.caps.samples, lists)
+                inner += [exp.alias_(e, f"sample_{kind}_{i}") for i, e in enumerate(firsts)]
+                outer += [exp.column(f"sample_{kind}_{i}") for i in range(len(firsts))]
         join = (exp.select(*inner).from_(self._side("before").subquery("b"))
                 .join(self._side("after").subquery("a"), join_type="full",
                       on=exp.and_(*[b.eq(a) for b, a in zip(b_keys, a_keys, strict=True)])))
@@ -362,7 +368,8 @@ class _Diff:
         self.found.duplicates = (self._duplicates("before") if before_suspect else 0,
                                  self._duplicates("after") if after_suspect else 0)
         if self.caps.samples > 0:
-            self._sample_rows(*(list(row[f"sample_{kind}"] or []) for kind in sampled))
+            self._sample_rows(*(_listed_keys(row, f"sample_{kind}", len(self.key), lists)
+                                for kind, _, _ in kinds))
 
     def _duplicates(self, side: str) -> int:
         keys = [exp.column(f"__k{i}") for i in range(len(self.key))]
@@ -465,6 +472,36 @@ def _repeats(keys: exp.Expr) -> exp.Expr:
     """How many entries of a list repeat an earlier one (NULL for no list)."""
     distinct = exp.ArraySize(this=exp.ArrayDistinct(this=keys.copy()))
     return exp.Sub(this=exp.ArraySize(this=keys), expression=distinct)
+
+
+def _repeats_counted(keys: list[exp.Column], condition: exp.Expr) -> exp.Expr:
+    """How many of the keys meeting `condition` repeat an earlier one, as one aggregate."""
+    distinct = _filter(exp.func("count", exp.Distinct(expressions=[_tuple(keys)])), condition)
+    return exp.Sub(this=_count(condition), expression=distinct)
+
+
+def _first_keys(keys: list[exp.Column], condition: exp.Expr, n: int, lists: bool) -> list[exp.Expr]:
+    """Aggregates giving the `n` smallest keys meeting `condition`: DuckDB's `min(key, n)`, or
+    elsewhere one array per key column, each ordered by the whole key and cut to `n`."""
+    first = exp.Literal.number(n)
+    if lists:
+        return [_filter(exp.func("min", _tuple(keys), first), condition)]
+    order = [exp.Ordered(this=key.copy()) for key in keys]
+    out: list[exp.Expr] = []
+    for key in keys:
+        listed = _filter(exp.ArrayAgg(this=exp.Order(this=key.copy(), expressions=[o.copy() for o in order])),
+                         condition)
+        out.append(exp.Bracket(this=exp.Paren(this=listed),
+                               expressions=[exp.Slice(this=exp.Literal.number(1), expression=first.copy())]))
+    return out
+
+
+def _listed_keys(row: dict[str, Any], name: str, width: int, lists: bool) -> list[Any]:
+    """The keys `_first_keys` found, each a value (one key column) or a tuple."""
+    if lists:
+        return list(row[f"{name}_0"] or [])
+    columns = [list(row[f"{name}_{i}"] or []) for i in range(width)]
+    return columns[0] if width == 1 else list(zip(*columns, strict=True))
 
 
 def _key_matches(values: list[exp.Expr], key: Sequence[Any]) -> exp.Expr:

@@ -82,6 +82,16 @@ class Inbox:
         with self.state.engine.connect() as conn:
             return [_event(row) for row in conn.execute(query)]
 
+    def stalled(self, dispatched_before: float, limit: int = 100) -> list[StoredEvent]:
+        """Events handed to the broker before `dispatched_before` and still not done: their worker
+        may have died mid-job (its lease on the event tells whether someone still works on it)."""
+        query = (sa.select(events)
+                 .where(events.c.done_at.is_(None), events.c.dispatched_at.is_not(None),
+                        events.c.dispatched_at < dispatched_before)
+                 .order_by(events.c.id).limit(limit))
+        with self.state.engine.connect() as conn:
+            return [_event(row) for row in conn.execute(query)]
+
     def requeue_unfinished(self) -> int:
         """After a restart with an in-process broker: every event not done goes back to the
         sweeper, since its message died with the process."""

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 
 from runner.engines.base import Engine
 from runner.environment import drop as drop_environment
-from runner.errors import SluiceError
+from runner.errors import SluiceError, WarehouseError
 from runner.naming import table
 from runner.state import StateStore
 
@@ -34,6 +34,7 @@ class JanitorReport:
     environments: list[str] = field(default_factory=list)
     objects: list[str] = field(default_factory=list)  # physical objects dropped
     kept_for_views: list[str] = field(default_factory=list)  # unreferenced, but a kept view reads them
+    refused: dict[str, str] = field(default_factory=dict)  # the warehouse would not drop them: why
 
 
 def run_janitor(engine: Engine, state: StateStore, ttl_seconds: float, now: float | None = None,
@@ -72,12 +73,17 @@ def run_janitor(engine: Engine, state: StateStore, ttl_seconds: float, now: floa
     order = sorted(doomed, key=lambda p: (by_physical[p].materialized != "view", p))
     for physical in order:
         rec = by_physical[physical]
-        report.objects.append(physical)
         if dry_run:
+            report.objects.append(physical)
             continue
-        with engine.transaction() as cursor:
-            engine.drop(cursor, table(rec.physical_schema, rec.physical_table),
-                        "view" if rec.materialized == "view" else "table")
+        try:
+            with engine.transaction() as cursor:
+                engine.drop(cursor, table(rec.physical_schema, rec.physical_table),
+                            "view" if rec.materialized == "view" else "table")
+        except WarehouseError as exc:  # e.g. a view someone made outside Sluice reads it
+            report.refused[physical] = exc.message
+            continue
+        report.objects.append(physical)
         state.mark_dropped(doomed[physical])
     return report
 

@@ -7,7 +7,11 @@ block everyone forever.
 
 from __future__ import annotations
 
+import contextlib
+import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import sqlalchemy as sa
@@ -70,6 +74,33 @@ class Locks:
         if row is None or (row.expires_at is not None and row.expires_at < time.time()):
             return None
         return _lock(row)
+
+    @contextmanager
+    def hold(self, name: str, holder: str, ttl: float, note: str = "",
+             timeout: float = 0.0) -> Iterator[Lock | None]:
+        """Hold `name` for the block (None when it could not be had within `timeout`), renewing
+        it every third of `ttl`: a live holder keeps it however long the work takes, a dead one
+        loses it `ttl` seconds after its last renewal."""
+        lock = self.wait(name, holder, note, ttl, timeout=timeout) if timeout else \
+            self.acquire(name, holder, note, ttl)
+        if lock is None:
+            yield None
+            return
+        stop = threading.Event()
+
+        def renew() -> None:
+            while not stop.wait(ttl / 3):
+                with contextlib.suppress(Exception):  # a missed renewal is retried next time
+                    self.acquire(name, holder, note, ttl)
+
+        renewer = threading.Thread(target=renew, name=f"lease-{name}", daemon=True)
+        renewer.start()
+        try:
+            yield lock
+        finally:
+            stop.set()
+            renewer.join(timeout=5)
+            self.release(name, holder)
 
     def wait(self, name: str, holder: str, note: str = "", ttl: float | None = None,
              timeout: float = 600.0, poll: float = 0.2) -> Lock | None:

@@ -2,7 +2,8 @@
 on the real PostgreSQL server, with helpers that look into either warehouse the same way.
 
 A test module loads it with `pytest_plugins = ["engines"]`, then asks for `any_warehouse` (both
-engines, one test each), `pg_warehouse` or `duck_warehouse`.
+engines, one test each), `pg_warehouse` or `duck_warehouse`. (PYTEST_DONT_REWRITE: test modules
+import its helpers before pytest loads it as a plugin, and it asserts nothing.)
 """
 
 from __future__ import annotations

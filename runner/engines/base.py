@@ -95,15 +95,22 @@ class Engine(ABC):
         never recorded, so it is replaced.
         """
         kind = "VIEW" if materialized == "view" else "TABLE"
-        temp_name = f"{target.name}{TEMP_MARK}{uuid.uuid4().hex[:8]}"
-        temp = exp.Table(this=exp.to_identifier(temp_name, quoted=True), db=target.args["db"].copy())
+        temp = temporary(target)
         with self.transaction() as cursor:
             cursor.execute(self.sql(exp.Create(this=temp, kind=kind, expression=query)))
-            # The fingerprint covers the materialization, so a leftover is of the same kind.
-            cursor.execute(self.sql(exp.Drop(tables=[target.copy()], kind=kind, exists=True)))
-            rename = exp.Alter(this=temp, kind=kind, actions=[
-                exp.AlterRename(this=exp.Table(this=exp.to_identifier(target.name, quoted=True)))])
-            cursor.execute(self.sql(rename))
+            self.swap_in(cursor, temp, target, kind)
+
+    def swap_in(self, cursor: Cursor, temp: exp.Table, target: exp.Table, kind: str) -> None:
+        """Rename `temp` to `target` inside the caller's transaction, replacing a leftover target
+        (the fingerprint covers the materialization, so a leftover is of the same kind)."""
+        cursor.execute(self.sql(exp.Drop(tables=[target.copy()], kind=kind, exists=True)))
+        rename = exp.Alter(this=temp.copy(), kind=kind, actions=[
+            exp.AlterRename(this=exp.Table(this=exp.to_identifier(target.name, quoted=True)))])
+        cursor.execute(self.sql(rename))
+
+    def load_seed(self, target: exp.Table, path: Path) -> None:
+        """Load a CSV file as the table `target`, all at once or not at all (as `build`)."""
+        self.build(target, self.load_csv_sql(target, path), "table")
 
     def point_views(self, cursor: Cursor, views: Sequence[tuple[exp.Table, exp.Table]]) -> None:
         """`CREATE OR REPLACE VIEW view AS SELECT * FROM target` for each pair."""
@@ -164,3 +171,10 @@ class Engine(ABC):
         for obj in self.objects():
             if obj.schema.startswith(prefix):
                 yield obj
+
+
+def temporary(target: exp.Table) -> exp.Table:
+    """A fresh name beside `target` for an object built before it is renamed into place (short:
+    PostgreSQL cuts names at 63 bytes)."""
+    name = f"{target.name[:40]}{TEMP_MARK}{uuid.uuid4().hex[:8]}"
+    return exp.Table(this=exp.to_identifier(name, quoted=True), db=target.args["db"].copy())

@@ -1,0 +1,160 @@
+"""Promises under failure, tried for real: a worker killed with SIGKILL mid-job, production
+during a promotion that dies. Run alone with `pytest -m promises`."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import redis
+from fakeforge import FakeGitLab
+from test_bot_e2e import ORDERS, Forge, Origin, redis_db
+
+from bot.app import broker_dispatcher, create_app
+from bot.config import load_config
+from bot.forges.base import Role
+from runner.inbox import Inbox
+from runner.runlog import RunLog
+from runner.state import StateStore
+
+pytestmark = pytest.mark.promises
+ROOT = Path(__file__).resolve().parent.parent
+# A build that takes a few seconds: long enough to be killed in the middle of it.
+SLOW = {"models/marts/orders.sql": (
+    "from staging.stg_orders as o",
+    "from staging.stg_orders as o\ncross join (select sum(a.amount * b.amount * c.id) as n "
+    "from raw.raw_payments as a, raw.raw_payments as b, raw.raw_orders as c, raw.raw_customers as d"
+    ") as slow")}
+
+
+class Deployment:
+    """A web app in this process and `sluice worker` processes, sharing a state file and Redis."""
+
+    def __init__(self, tmp_path: Path, forge: Forge, origin: Origin):
+        gl = forge.fake.config()
+        self.db = redis_db() + 4
+        self.config_path = tmp_path / "server.yml"
+        self.config_path.write_text(
+            f"state_url: sqlite:///{tmp_path / 'state.db'}\n"
+            f"broker_url: redis://127.0.0.1:6379/{self.db}\n"
+            f"work_dir: {tmp_path / 'work'}\n"
+            f"public_url: http://sluice.test\n"
+            f"gitlab:\n  url: {gl.url}\n  token: {gl.token}\n  webhook_secret: {gl.webhook_secret}\n"
+            f"warehouses:\n  default: duckdb:///{tmp_path / 'warehouse.duckdb'}\n"
+            f"repositories:\n  - forge: gitlab\n    name: {forge.repo}\n    clone_url: {origin.bare}\n"
+            "allow_local_clones: true\nsweep_after: 0.3\njob_lease: 3\njanitor_interval: 0\n")
+        redis.Redis(db=self.db).flushdb()
+        self.config = load_config(self.config_path, {})
+        self.state = StateStore(self.config.state_url)
+        self.app = create_app(self.config, state=self.state,
+                              dispatcher=broker_dispatcher(self.config.broker_url))
+        self.client = self.app.test_client()
+        self.workers: list[subprocess.Popen[bytes]] = []
+        self.log = tmp_path / "worker.log"
+
+    def start_worker(self) -> subprocess.Popen[bytes]:
+        env = {**os.environ, "PROMETHEUS_MULTIPROC_DIR": str(self.config_path.parent / "metrics")}
+        (self.config_path.parent / "metrics").mkdir(exist_ok=True)
+        with self.log.open("a") as log:
+            worker = subprocess.Popen([sys.executable, "-m", "bot.cli", "worker", "--config",
+                                       str(self.config_path), "--threads", "1"],
+                                      cwd=ROOT, stdout=log, stderr=log, env=env)
+        self.workers.append(worker)
+        return worker
+
+    def deliver(self, delivery: tuple[dict[str, str], bytes]) -> int:
+        headers, body = delivery
+        return self.client.post("/webhooks/gitlab", data=body, headers=headers).status_code
+
+    def wait(self, condition, timeout: float = 120.0, what: str = "") -> None:  # type: ignore[no-untyped-def]
+        deadline = time.monotonic() + timeout
+        while not condition():
+            tail = self.log.read_text()[-3000:]
+            assert time.monotonic() < deadline, f"timed out waiting for {what}; log:\n{tail}"
+            time.sleep(0.05)
+
+    def pending(self) -> int:
+        return Inbox(self.state).pending_count()
+
+    def stop(self) -> None:
+        for worker in self.workers:
+            if worker.poll() is None:
+                worker.send_signal(signal.SIGTERM)
+                try:
+                    worker.wait(timeout=20)
+                except subprocess.TimeoutExpired:
+                    worker.kill()
+        self.state.close()
+
+
+@pytest.fixture
+def forge() -> Iterator[Forge]:
+    with FakeGitLab() as fake:
+        for user, role in (("alice", Role.DEVELOPER), ("maria", Role.MAINTAINER)):
+            fake.set_role("data/shop", user, role)
+        yield Forge("gitlab", fake, "data/shop")
+
+
+@pytest.fixture
+def deployment(tmp_path: Path, forge: Forge) -> Iterator[Deployment]:
+    origin = Origin(tmp_path)
+    instance = Deployment(tmp_path, forge, origin)
+    instance.origin = origin  # type: ignore[attr-defined]
+    yield instance
+    instance.stop()
+
+
+def test_a_worker_killed_mid_job_loses_nothing_and_reports_once(deployment: Deployment, forge: Forge):
+    origin: Origin = deployment.origin  # type: ignore[attr-defined]
+    worker = deployment.start_worker()
+    sha = origin.branch("slow", SLOW)
+    assert deployment.deliver(forge.open(1, sha, "slow")) == 202
+    runs = RunLog(deployment.state)
+    deployment.wait(lambda: any(r.status == "running"
+                                for r in runs.for_merge_request("gitlab", forge.repo, 1)),
+                    what="the job to start")
+    time.sleep(0.3)  # in the middle of the build
+    worker.send_signal(signal.SIGKILL)
+    worker.wait(timeout=10)
+    assert deployment.pending() == 1 and forge.reports(1) == []
+
+    deployment.start_worker()  # the lease runs out, the sweeper sends the event again
+    deployment.wait(lambda: deployment.pending() == 0, what="the event to finish")
+    assert len(forge.reports(1)) == 1
+    assert forge.last_status(sha) == "success"
+    finished = [r for r in runs.for_merge_request("gitlab", forge.repo, 1) if r.status == "success"]
+    assert len(finished) == 1
+
+
+def test_production_is_all_old_or_all_new_when_a_promotion_dies(deployment: Deployment, forge: Forge):
+    origin: Origin = deployment.origin  # type: ignore[attr-defined]
+    worker = deployment.start_worker()
+    sha = origin.branch("promote", ORDERS)
+    assert deployment.deliver(forge.open(2, sha, "promote")) == 202
+    deployment.wait(lambda: deployment.pending() == 0, what="the MR pipeline")
+    assert deployment.deliver(forge.comment(2, "/approve\n/approve breaking", author="maria")) == 202
+    deployment.wait(lambda: deployment.pending() == 0, what="the approvals")
+    project_state = StateStore(deployment.config.state_url, namespace="sluice_gitlab_data_shop")
+    mr = dict(project_state.environment("mr_2").models)  # type: ignore[union-attr]
+    forge.fake.merge(forge.repo, 2, origin.merge("promote"))
+    assert deployment.deliver(forge.hook(2, "closed")) == 202
+    runs = RunLog(deployment.state)
+    deployment.wait(lambda: any(r.kind == "promote" for r in runs.for_merge_request("gitlab", forge.repo, 2)),
+                    what="the promotion to start")
+    worker.send_signal(signal.SIGKILL)
+    worker.wait(timeout=10)
+    prod = project_state.environment("prod")
+    if prod is not None:  # the first promotion builds production: it is there whole, or not at all
+        assert set(prod.models.values()) == set(mr.values()) or not prod.models
+    deployment.start_worker()
+    deployment.wait(lambda: deployment.pending() == 0, what="the promotion to finish")
+    prod = project_state.environment("prod")
+    assert prod is not None and dict(prod.models) == mr
+    assert sum("Promoted to production" in c for c in forge.comments(2)) == 1
+    project_state.close()
