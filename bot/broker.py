@@ -51,10 +51,22 @@ def make_broker(url: str, *, max_retries: int = 5, min_backoff_ms: int = 1000,
     return broker
 
 
-def declare_actor(broker: dramatiq.Broker, fn: Callable[[int], Any]) -> dramatiq.Actor:
-    """The one actor: process stored event N. Declared on an explicit broker, not at import time."""
+GAVE_UP = "sluice_event_gave_up"
+
+
+def declare_actor(broker: dramatiq.Broker, fn: Callable[[int], Any],
+                  max_retries: int = 5) -> dramatiq.Actor:
+    """The one actor: process stored event N. Declared on an explicit broker, not at import time.
+    When its retries run out, dramatiq's Retries middleware sends the message to `GAVE_UP`."""
     return dramatiq.Actor(fn, broker=broker, actor_name=ACTOR, queue_name=QUEUE, priority=0,
-                          options={"max_retries": 5})
+                          options={"max_retries": max_retries, "on_retry_exhausted": GAVE_UP})
+
+
+def declare_gave_up(broker: dramatiq.Broker,
+                    fn: Callable[[dict[str, Any], dict[str, Any]], Any]) -> dramatiq.Actor:
+    """Called with the failed message and the retry counts, once an event's retries ran out."""
+    return dramatiq.Actor(fn, broker=broker, actor_name=GAVE_UP, queue_name=QUEUE, priority=0,
+                          options={"max_retries": 3})
 
 
 class DramatiqDispatcher:

@@ -64,6 +64,8 @@ class ServerConfig:
     policy_file: Path | None = None  # the server's policy; repositories can tighten, never loosen
     janitor_interval: float = 3600.0  # seconds between the worker's janitor passes (0: never)
     job_lease: float = 3600.0  # a job's hold on its event; a dead worker's event is sent again after
+    job_retries: int = 5  # transient failures (forge 5xx, network, busy warehouse) tried again
+    retry_backoff_ms: int = 1000  # the first retry's delay; it doubles, up to a minute
     janitor_ttl: str = "7d"  # physical objects unreferenced for longer are dropped
 
     def repository(self, forge: str, name: str) -> RepositoryConfig | None:
@@ -94,7 +96,8 @@ def load_config(path: Path | None, environ: Mapping[str, str] | None = None) -> 
     data = load_yaml(path, str(path)) if path is not None else YamlMapping({}, {}, "<environment>", 1)
     data.check_keys({"state_url", "broker_url", "public_url", "work_dir", "max_body_bytes", "insecure",
                      "gitlab", "github", "warehouses", "repositories", "allow_local_clones",
-                     "sweep_after", "policy_file", "janitor_interval", "janitor_ttl", "job_lease"},
+                     "sweep_after", "policy_file", "janitor_interval", "janitor_ttl", "job_lease",
+                     "job_retries", "retry_backoff_ms"},
                     "the server configuration")
 
     def setting(key: str, default: str | None = None, where: YamlMapping = data,
@@ -176,9 +179,11 @@ def load_config(path: Path | None, environ: Mapping[str, str] | None = None) -> 
         sweep_after = float(setting("sweep_after", "30") or 30)
         janitor_interval = float(setting("janitor_interval", "3600") or 0)
         job_lease = float(setting("job_lease", "3600") or 3600)
+        job_retries = int(setting("job_retries", "5") or 0)
+        retry_backoff_ms = int(setting("retry_backoff_ms", "1000") or 1000)
     except ValueError:
-        raise ConfigError("max_body_bytes, sweep_after, janitor_interval and job_lease must be "
-                          "numbers") from None
+        raise ConfigError("max_body_bytes, sweep_after, janitor_interval, job_lease, job_retries and "
+                          "retry_backoff_ms must be numbers") from None
     return ServerConfig(
         state_url=setting("state_url", ServerConfig.state_url) or ServerConfig.state_url,
         broker_url=setting("broker_url", ServerConfig.broker_url) or ServerConfig.broker_url,
@@ -189,5 +194,5 @@ def load_config(path: Path | None, environ: Mapping[str, str] | None = None) -> 
         allow_local_clones=local_text.lower() in ("1", "true", "yes"), sweep_after=sweep_after,
         policy_file=Path(policy_text) if (policy_text := setting("policy_file")) else None,
         janitor_interval=janitor_interval, janitor_ttl=setting("janitor_ttl", "7d") or "7d",
-        job_lease=job_lease,
+        job_lease=job_lease, job_retries=job_retries, retry_backoff_ms=retry_backoff_ms,
     )

@@ -18,6 +18,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from typing import Any
 
 from bot.commands import USAGE, BadCommand, Command, parse_comment
 from bot.config import ServerConfig
@@ -136,6 +137,26 @@ class Jobs:
                 return
             with log_context(event=event_id, mr=f"{event.repository.full_name}!{event.number}"):
                 self._process(event, event_id)
+
+    def gave_up(self, message: dict[str, Any], retries: dict[str, Any]) -> None:
+        """An event's retries ran out: say so in the thread, close its runs, mark it done."""
+        event_id = int(message["args"][0])
+        stored = self.inbox.get(event_id)
+        if stored is None or stored.event is None or stored.done_at is not None:
+            return
+        event = from_json(stored.event)
+        lines = str(message.get("options", {}).get("traceback") or "").strip().splitlines()
+        reason = self.s.redact(lines[-1] if lines else "an unknown error")
+        for run in self.runs.for_event(event_id):
+            if run.status in ("queued", "running"):
+                self.runs.finish(run.id, "error", f"gave up: {reason}")
+        attempts = int(retries.get("retries", 0)) + 1
+        self.s.forges[event.repository.forge].post_comment(
+            event.repository.full_name, event.number,
+            f"❌ Sluice could not finish this after {attempts} attempts: `{_quote(reason)}`. "
+            "Nothing was promoted or changed by the failed attempts; comment `/plan` to try again.")
+        self.inbox.finish(event_id)
+        log.error("event %s: gave up after %s attempts: %s", event_id, attempts, reason)
 
     def _process(self, event: Event, event_id: int) -> None:
         started = time.perf_counter()

@@ -10,7 +10,7 @@ from typing import Any
 
 import dramatiq
 
-from bot.broker import DramatiqDispatcher, declare_actor, make_broker
+from bot.broker import DramatiqDispatcher, declare_actor, declare_gave_up, make_broker
 from bot.config import ServerConfig
 from bot.jobs import Jobs, Services
 
@@ -28,8 +28,10 @@ class WorkerProcess:
         self.services = services or Services.build(config)
         self.services.record_job = self.services.record_job or record_job
         self.jobs = Jobs(self.services)
-        self.broker = broker or make_broker(config.broker_url)
-        self.actor = declare_actor(self.broker, self.jobs.process)
+        self.broker = broker or make_broker(config.broker_url, max_retries=config.job_retries,
+                                            min_backoff_ms=config.retry_backoff_ms)
+        self.actor = declare_actor(self.broker, self.jobs.process, max_retries=config.job_retries)
+        declare_gave_up(self.broker, self.jobs.gave_up)
         self.dispatcher = DramatiqDispatcher(self.broker, self.actor)
         self.worker = dramatiq.Worker(self.broker, worker_threads=threads, worker_timeout=100)
         self._stop = threading.Event()

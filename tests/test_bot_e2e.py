@@ -637,3 +637,23 @@ def test_two_merges_at_once_are_promoted_one_after_the_other(tmp_path: Path, for
     assert "coupon_amount AS amount" in orders_sql and "'vip'" in segments_sql
     promotions = [h for h in state.history("prod") if h.action == "plan"]
     assert len(promotions) >= 2
+
+
+@pytest.mark.parametrize("forge", ["gitlab"], indirect=True)
+def test_after_the_retry_budget_the_thread_says_what_failed(tmp_path: Path, forge: Forge, origin: Origin):
+    redis.Redis(db=redis_db()).flushdb()
+    config = dataclasses.replace(server_config(tmp_path, forge, origin), job_retries=1,
+                                 retry_backoff_ms=100)
+    bot = Bot(config)
+    bot.worker.start()
+    try:
+        sha = origin.branch("doomed", ORDERS)
+        delivery = forge.open(15, sha, "doomed")
+        forge.fake.fail_next(2, 503)  # the first attempt and its one retry both meet a forge outage
+        assert bot.deliver(delivery, path(forge)) == 202
+        bot.settle(timeout=60)
+        [comment] = [c for c in forge.comments(15) if "could not finish" in c]
+        assert "after 2 attempts" in comment and "503" in comment
+        assert forge.reports(15) == []
+    finally:
+        bot.worker.stop()
