@@ -11,6 +11,7 @@ import statistics
 import subprocess
 import sys
 import time
+from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -62,7 +63,7 @@ class ToolError(RuntimeError):
 # --------------------------------------------------------------------------- tools
 
 
-class Tool:
+class Tool(ABC):
     """How to drive one tool's CLI through the three benchmark steps."""
 
     name: str = ""
@@ -71,12 +72,13 @@ class Tool:
         self.root = root
         self.args = args
 
+    @abstractmethod
     def available(self) -> str | None:
         """None when the CLI can run, else a reason why not."""
-        raise NotImplementedError
 
+    @abstractmethod
     def commands(self) -> dict[str, list[str]]:
-        raise NotImplementedError
+        """The command line of each step."""
 
     def env(self) -> dict[str, str]:
         return dict(os.environ)
@@ -87,7 +89,7 @@ class Tool:
     def database(self) -> Path:
         return self.root / "warehouse.duckdb"
 
-    def after_step(self, step: str) -> None:
+    def after_step(self, step: str) -> None:  # noqa: B027  (most tools need nothing here)
         """Untimed bookkeeping after a step (e.g. saving dbt's production manifest)."""
 
 

@@ -8,6 +8,7 @@ override only shrink, lists only grow.
 from __future__ import annotations
 
 import re
+from abc import ABC, abstractmethod
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -23,11 +24,12 @@ TABLE = re.compile(r"^[a-z_][a-z0-9_]*(\.[a-z_][a-z0-9_]*){0,2}$")
 ENVIRONMENT = re.compile(r"^[a-z][a-z0-9_]{0,39}$")
 
 
-class Kind:
+class Kind(ABC):
     """One kind of setting: how to read it, merge it and show it."""
 
+    @abstractmethod
     def parse(self, value: Any, src: Document, path: str) -> Any:
-        raise NotImplementedError
+        """The setting's value from YAML; raises PolicyError naming `path` when it is wrong."""
 
     def tighten(self, current: Any, new: Any, src: Document, path: str, rule: str) -> Any:
         """The merged value when a repository sets `new` over `current`; raises when looser."""

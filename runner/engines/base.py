@@ -7,10 +7,11 @@ engine's dialect, with every identifier quoted, never pasted into strings.
 
 from __future__ import annotations
 
+import threading
 import uuid
 from abc import ABC, abstractmethod
-from collections.abc import Iterator, Sequence
-from contextlib import AbstractContextManager, nullcontext
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar, Protocol
@@ -157,6 +158,40 @@ class Engine(ABC):
         """A cheap fingerprint of a table's contents (row count and an order-free hash of the
         rows), to tell whether a source changed; None when the engine cannot compute one."""
         return None
+
+    @staticmethod
+    @contextmanager
+    def interrupting(seconds: float | None, interrupt: Callable[[], None]) -> Iterator[TimeLimit]:
+        """For `time_limit`: once `seconds` pass, call `interrupt` (stop the running statement)
+        until the block ends. It repeats because an interrupt only stops a statement that is
+        running; the guard makes sure none reaches a statement that runs after the block."""
+        limit = TimeLimit()
+        if seconds is None:
+            yield limit
+            return
+        ended = threading.Event()
+        guard = threading.Lock()
+
+        def watch() -> None:
+            if ended.wait(max(seconds, 0.0)):
+                return
+            limit.expired = True
+            while True:
+                with guard:
+                    if ended.is_set():
+                        return
+                    interrupt()
+                if ended.wait(0.05):
+                    return
+
+        watcher = threading.Thread(target=watch, name="sluice-time-limit", daemon=True)
+        watcher.start()
+        try:
+            yield limit
+        finally:
+            with guard:
+                ended.set()
+            watcher.join()
 
     def hash_values(self, values: Sequence[exp.Expr]) -> exp.Expr | None:
         """An unsigned integer hash of `values` (equal for equal values of equal types), for

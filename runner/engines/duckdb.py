@@ -112,36 +112,9 @@ class DuckDBEngine(Engine):
 
     @contextmanager
     def time_limit(self, seconds: float | None) -> Iterator[TimeLimit]:
-        limit = TimeLimit()
-        if seconds is None:
-            yield limit
-            return
         connection = self._connection()
-        ended = threading.Event()
-        guard = threading.Lock()
-
-        def watch() -> None:
-            if ended.wait(max(seconds, 0.0)):
-                return
-            limit.expired = True
-            # An interrupt only stops a statement that is running, so repeat it until the block
-            # ends: a statement started just after the first one is stopped as well.
-            while True:
-                with guard:
-                    if ended.is_set():
-                        return
-                    connection.interrupt()
-                if ended.wait(0.05):
-                    return
-
-        watcher = threading.Thread(target=watch, name="sluice-time-limit", daemon=True)
-        watcher.start()
-        try:
+        with self.interrupting(seconds, connection.interrupt) as limit:
             yield limit
-        finally:
-            with guard:  # no interrupt reaches a statement that runs after the block
-                ended.set()
-            watcher.join()
 
     def hash_values(self, values: Sequence[exp.Expr]) -> exp.Expr | None:
         return exp.func("hash", *values)

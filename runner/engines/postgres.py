@@ -302,37 +302,17 @@ class PostgresEngine(Engine):
 
     @contextmanager
     def time_limit(self, seconds: float | None) -> Iterator[TimeLimit]:
-        limit = TimeLimit()
         if seconds is None:
-            yield limit
+            yield TimeLimit()
             return
         with self._connection() as connection:
-            ended = threading.Event()
-            guard = threading.Lock()
 
-            def watch() -> None:
-                if ended.wait(max(seconds, 0.0)):
-                    return
-                limit.expired = True
-                # A cancel only stops a statement that is running, so repeat it until the block
-                # ends; the guard makes sure none is still on its way once the block has ended.
-                while True:
-                    with guard:
-                        if ended.is_set():
-                            return
-                        with suppress(psycopg.Error):
-                            connection.cancel_safe(timeout=5.0)
-                    if ended.wait(0.05):
-                        return
+            def cancel() -> None:
+                with suppress(psycopg.Error):
+                    connection.cancel_safe(timeout=5.0)
 
-            watcher = threading.Thread(target=watch, name="sluice-time-limit", daemon=True)
-            watcher.start()
-            try:
+            with self.interrupting(seconds, cancel) as limit:
                 yield limit
-            finally:
-                with guard:
-                    ended.set()
-                watcher.join()
 
     def _limit_build(self, cursor: Cursor) -> None:
         """The build timeout, as this transaction's `statement_timeout`."""
