@@ -130,6 +130,19 @@ def test_a_worker_killed_mid_job_loses_nothing_and_reports_once(deployment: Depl
     assert forge.last_status(sha) == "success"
     finished = [r for r in runs.for_merge_request("gitlab", forge.repo, 1) if r.status == "success"]
     assert len(finished) == 1
+    # The redelivered job reused what the killed one finished and left no half-built table.
+    from runner.engines.duckdb import DuckDBEngine
+
+    project_state = StateStore(deployment.config.state_url, namespace="sluice_gitlab_data_shop")
+    recorded = {s.physical for s in project_state.snapshots().values()}
+    engine = DuckDBEngine(deployment.config.warehouses["default"].removeprefix("duckdb:///"))
+    try:
+        physical = {f"{o.schema}.{o.name}" for o in engine.objects() if o.schema.startswith("sluice__")}
+    finally:
+        engine.close()
+        project_state.close()
+    assert not [name for name in physical if "__tmp_" in name]
+    assert physical == recorded
 
 
 def test_production_is_all_old_or_all_new_when_a_promotion_dies(deployment: Deployment, forge: Forge):
