@@ -225,13 +225,18 @@ class Jobs:
                 if outside:  # cannot happen by construction; refuse rather than trust that
                     raise SluiceError("; ".join(f.message for f in outside))
                 result = execute(plan, project, state, engine, plan_seconds=time.perf_counter() - clock)
+                if result.build.transient:  # not the change's fault: try the whole run again later
+                    names = ", ".join(sorted(result.build.transient))
+                    raise Transient(f"the warehouse connection was lost while building {names}: "
+                                    f"{next(iter(result.build.failed.values()))}")
                 self.runs.append_log(run_id, _summary(result))
                 self.runs.check_current(run_id)
                 the_review = review(result.plan, project, state, engine) if result.build.ok else None
                 rules = self.governance.model_rules(governed, project, facts)
             self.runs.check_current(run_id)  # never post over a newer run's result
-            full = render_markdown(result, run_url=url, review=the_review, policy=rules)
-            report = render_markdown(result, run_url=url, review=the_review, policy=rules,
+            notes = self.earlier_attempts(run_id)
+            full = render_markdown(result, run_url=url, review=the_review, policy=rules, notes=notes)
+            report = render_markdown(result, run_url=url, review=the_review, policy=rules, notes=notes,
                                      limit=forge.comment_limit - HISTORY_ROOM)
             status = "success" if result.ok and not result.held_back and rules.ok else "failed"
             summary = _summary(result) + ("" if rules.ok else "; blocked by policy")
@@ -262,9 +267,18 @@ class Jobs:
             self.runs.finish(run_id, "failed", message, report)
         except Exception as exc:
             self.runs.append_log(run_id, f"{type(exc).__name__}: {redact(str(exc))}")
-            self.runs.finish(run_id, "error", f"{type(exc).__name__}; will retry")
+            self.runs.finish(run_id, "error", f"{redact(str(exc)) or type(exc).__name__}; will retry")
             raise
         return run_id
+
+    def earlier_attempts(self, run_id: int) -> list[str]:
+        """What stopped the earlier attempts at this run's event (the report says it retried)."""
+        run = self.runs.get(run_id)
+        if run is None or run.event_id is None:
+            return []
+        failed = [r for r in self.runs.for_event(run.event_id) if r.id != run_id and r.status == "error"]
+        return [f"Attempt {i + 2}: attempt {i + 1} stopped — {_quote(r.summary)}"
+                for i, r in enumerate(failed)]
 
     def wait_for_approval(self, repository: Repository, number: int, run_id: int, sha: str,
                           finding: Finding, url: str) -> None:

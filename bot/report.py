@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -113,12 +114,13 @@ GITHUB_LIMIT = 65_536
 
 
 def render_markdown(result: RunResult, run_url: str | None = None, review: Review | None = None,
-                    limit: int | None = None, policy: Evaluation | None = None) -> str:
+                    limit: int | None = None, policy: Evaluation | None = None,
+                    notes: Sequence[str] = ()) -> str:
     """The report; with `limit`, the most detailed version that fits (least important parts go
     first), cut hard with a link only if even the shortest does not."""
     text = ""
     for level in LEVELS if limit else (0,):
-        text = _render(result, run_url, review, level, policy)
+        text = _render(result, run_url, review, level, policy, notes)
         if limit is None or len(text) <= limit:
             return text
     note = f"\n\n… cut to fit; the full report is at {run_url}\n" if run_url else "\n\n… cut to fit\n"
@@ -127,7 +129,7 @@ def render_markdown(result: RunResult, run_url: str | None = None, review: Revie
 
 
 def _render(result: RunResult, run_url: str | None, review: Review | None, level: int,
-            policy: Evaluation | None = None) -> str:
+            policy: Evaluation | None = None, notes: Sequence[str] = ()) -> str:
     plan = result.plan
     changes = [n for n in plan.nodes if n.change is not Change.UNCHANGED]
     models = review.models if review else ()
@@ -145,6 +147,7 @@ def _render(result: RunResult, run_url: str | None, review: Review | None, level
         "column_rows": (50, 20, 10, 5, 0)[level],
         "verdict": verdict(result, policy),
         "policy": policy,
+        "notes": list(notes),
         "role_names": _role_names,
         "counts": {
             "modified": sum(1 for n in changes if n.change in (Change.DIRECT, Change.ADDED, Change.REMOVED)),

@@ -26,6 +26,7 @@ from runner.state import SnapshotRecord, StateStore
 class BuildResult:
     built: list[str] = field(default_factory=list)
     failed: dict[str, str] = field(default_factory=dict)  # name -> error message
+    transient: set[str] = field(default_factory=set)  # failed because the connection was lost
     skipped: list[str] = field(default_factory=list)  # not built because an upstream failed
     seconds: dict[str, float] = field(default_factory=dict)
 
@@ -73,6 +74,8 @@ def build(plan: Plan, project: Project, engine: Engine, state: StateStore, threa
                         progress(node, "done")
                 except BuildError as exc:
                     result.failed[node.name] = str(exc)
+                    if exc.transient:
+                        result.transient.add(node.name)
                     failed.add(node.name)
                     if progress:
                         progress(node, "failed")
@@ -137,7 +140,8 @@ def _build_one(node: PlannedNode, project: Project, engine: Engine, state: State
             engine.build(target, query, node.materialized)
     except WarehouseError as exc:
         where = project.models[node.name].path if node.kind == "model" else project.seeds[node.name].path
-        raise BuildError(f"{node.name} failed to build: {exc.message}", file=where) from None
+        raise BuildError(f"{node.name} failed to build: {exc.message}", file=where,
+                         transient=exc.transient) from None
     columns = tuple(engine.columns(target))
     seconds = time.perf_counter() - started
     state.add_snapshot(SnapshotRecord(

@@ -30,7 +30,13 @@ class PlanError(SluiceError):
 
 
 class WarehouseError(SluiceError):
-    """The warehouse refused a statement (bad SQL at run time, a missing table, a lost connection)."""
+    """The warehouse refused a statement (bad SQL at run time, a missing table, a lost connection).
+    `transient`: the connection failed, not the statement; trying again later may work."""
+
+    def __init__(self, message: str, *, file: Path | str | None = None, line: int | None = None,
+                 transient: bool = False):
+        super().__init__(message, file=file, line=line)
+        self.transient = transient
 
 
 class BuildError(WarehouseError):

@@ -657,3 +657,39 @@ def test_after_the_retry_budget_the_thread_says_what_failed(tmp_path: Path, forg
         assert forge.reports(15) == []
     finally:
         bot.worker.stop()
+
+
+@pytest.mark.parametrize("forge", ["gitlab"], indirect=True)
+def test_a_lost_warehouse_connection_is_retried_and_the_report_says_so(tmp_path: Path, forge: Forge,
+                                                                       origin: Origin, pg_url: str):
+    import psycopg
+
+    redis.Redis(db=redis_db()).flushdb()
+    config = dataclasses.replace(server_config(tmp_path, forge, origin), warehouses={"default": pg_url},
+                                 retry_backoff_ms=200)
+    bot = Bot(config)
+    bot.worker.start()
+    database = pg_url.rsplit("/", 1)[1]
+    try:
+        build_production(bot, forge, origin)
+        slow = {"models/marts/orders.sql": (
+            "from staging.stg_orders as o",
+            "from staging.stg_orders as o\ncross join (select sum(a.amount * b.amount * d.id) as n "
+            "from raw.raw_payments as a, raw.raw_payments as b, raw.raw_customers as d) as slow")}
+        sha = origin.branch("pg-slow", slow)
+        assert bot.deliver(forge.open(16, sha, "pg-slow"), path(forge)) == 202
+        killed = 0
+        deadline = time.monotonic() + 60
+        with psycopg.connect("postgresql://postgres@127.0.0.1:5432/postgres", autocommit=True) as admin:
+            while not killed:
+                assert time.monotonic() < deadline, "the build never started"
+                killed = len(admin.execute(
+                    "select pg_terminate_backend(pid) from pg_stat_activity where datname = %s "
+                    "and state = 'active' and query ilike %s", (database, "%raw_payments%")).fetchall())
+                time.sleep(0.05)
+        bot.settle(timeout=120)
+        [report] = forge.reports(16)
+        assert "Attempt 2: attempt 1 stopped" in report and "warehouse connection was lost" in report
+        assert forge.last_status(sha) == "success"
+    finally:
+        bot.worker.stop()

@@ -93,6 +93,14 @@ def _first_line(exc: Exception) -> str:
     return text.splitlines()[0] if text else type(exc).__name__
 
 
+def _lost(exc: psycopg.Error, connection: psycopg.Connection[Any]) -> bool:
+    """The connection failed (not the statement): SQLSTATE class 08, an administrator's
+    shutdown or termination, or a connection psycopg now knows is broken."""
+    state = getattr(exc, "sqlstate", None) or ""
+    return (connection.broken or connection.closed or state.startswith("08")
+            or state in ("57P01", "57P02", "57P03"))
+
+
 class _PgCursor:
     def __init__(self, connection: psycopg.Connection[Any]):
         self.connection = connection
@@ -101,7 +109,7 @@ class _PgCursor:
         try:
             self.connection.execute(sql)  # no parameters: a `%` is no placeholder
         except psycopg.Error as exc:
-            raise WarehouseError(_first_line(exc)) from exc
+            raise WarehouseError(_first_line(exc), transient=_lost(exc, self.connection)) from exc
 
     def fetch(self, sql: str) -> tuple[list[str], list[tuple[Any, ...]]]:
         try:
@@ -109,14 +117,14 @@ class _PgCursor:
             names = [d.name for d in result.description or []]
             return names, result.fetchall() if result.description else []
         except psycopg.Error as exc:
-            raise WarehouseError(_first_line(exc)) from exc
+            raise WarehouseError(_first_line(exc), transient=_lost(exc, self.connection)) from exc
 
     def catalog(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
         """A constant catalog query with bound parameters."""
         try:
             return self.connection.execute(sql, params).fetchall()
         except psycopg.Error as exc:
-            raise WarehouseError(_first_line(exc)) from exc
+            raise WarehouseError(_first_line(exc), transient=_lost(exc, self.connection)) from exc
 
 
 class _Pool:
@@ -151,7 +159,7 @@ class _Pool:
         except psycopg.Error as exc:
             self._forget()
             raise WarehouseError(f"cannot connect to the PostgreSQL warehouse {self.where}: "
-                                 f"{_first_line(exc)}") from None
+                                 f"{_first_line(exc)}", transient=True) from None
         except BaseException:
             self._forget()
             raise
