@@ -171,3 +171,72 @@ def test_production_is_all_old_or_all_new_when_a_promotion_dies(deployment: Depl
     assert prod is not None and dict(prod.models) == mr
     assert sum("Promoted to production" in c for c in forge.comments(2)) == 1
     project_state.close()
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def start_redis(port: int) -> subprocess.Popen[bytes]:
+    server = subprocess.Popen(["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+                               "--appendonly", "no"], stdout=subprocess.DEVNULL)
+    deadline = time.monotonic() + 10
+    while True:
+        try:
+            if redis.Redis(port=port).ping():
+                return server
+        except redis.ConnectionError:
+            assert time.monotonic() < deadline, "redis did not start"
+            time.sleep(0.05)
+
+
+def test_no_event_is_lost_or_doubled_while_workers_die_and_redis_restarts(tmp_path: Path, forge: Forge):
+    """A bounded burst of merge requests and commands; meanwhile a worker is SIGKILLed and
+    restarted and Redis (which keeps nothing on disk) restarts. Every accepted event ends in
+    exactly one report or answer."""
+    origin = Origin(tmp_path)
+    port = free_port()
+    broker = start_redis(port)
+    deployment = Deployment(tmp_path, forge, origin)
+    text = deployment.config_path.read_text().replace(f"redis://127.0.0.1:6379/{deployment.db}",
+                                                      f"redis://127.0.0.1:{port}/0")
+    deployment.config_path.write_text(text)
+    deployment.config = load_config(deployment.config_path, {})
+    deployment.app = create_app(deployment.config, state=deployment.state,
+                                dispatcher=broker_dispatcher(deployment.config.broker_url))
+    deployment.client = deployment.app.test_client()
+    try:
+        first = deployment.start_worker()
+        deployment.start_worker()
+        sha = origin.branch("load", ORDERS)
+        numbers = list(range(100, 112))
+        accepted = 0
+        runs = RunLog(deployment.state)
+        for i, number in enumerate(numbers):
+            accepted += deployment.deliver(forge.open(number, sha, "load")) == 202
+            accepted += deployment.deliver(forge.comment(number, "/lineage marts.orders")) == 202
+            if i == 4:  # mid-burst, and mid-job: wait until work is running, then kill
+                deployment.wait(lambda: any(r.status == "running" for n in numbers[:5]
+                                            for r in runs.for_merge_request("gitlab", forge.repo, n)),
+                                what="a job to run")
+                first.send_signal(signal.SIGKILL)
+            if i == 6:
+                broker.terminate()  # Redis goes away with whatever it held
+                broker.wait(timeout=10)
+            if i == 8:
+                broker = start_redis(port)
+                deployment.start_worker()
+        assert accepted == 2 * len(numbers)  # intake stored everything, Redis or not
+        deployment.wait(lambda: deployment.pending() == 0, timeout=240, what="every event to finish")
+        for number in numbers:
+            assert len(forge.reports(number)) == 1, number
+            answers = [c for c in forge.comments(number) if c.startswith("**Lineage of")]
+            assert len(answers) == 1, (number, len(answers))
+    finally:
+        deployment.stop()
+        broker.terminate()
+        broker.wait(timeout=10)
