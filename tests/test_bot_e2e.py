@@ -405,6 +405,7 @@ def start_redis(port: int) -> subprocess.Popen[bytes]:
             time.sleep(0.05)
 
 
+@pytest.mark.promises
 @pytest.mark.parametrize("forge", ["gitlab"], indirect=True)
 def test_redis_down_at_intake_the_event_is_processed_when_it_is_back(tmp_path: Path, forge: Forge,
                                                                         origin: Origin):
@@ -502,6 +503,7 @@ def test_merging_into_another_branch_leaves_production_alone(forge: Forge, origi
 PASSWORD = "pg-pa55word-XYZ"
 
 
+@pytest.mark.promises
 def test_no_secret_in_any_output(tmp_path: Path, forge: Forge, origin: Origin):
     redis.Redis(db=redis_db()).flushdb()
     config = server_config(tmp_path, forge, origin)
@@ -583,6 +585,7 @@ def test_the_worker_runs_the_janitor_periodically(tmp_path: Path, forge: Forge, 
 # -- promises under failure ------------------------------------------------------------------------
 
 
+@pytest.mark.promises
 @pytest.mark.parametrize("forge", ["github"], indirect=True)
 def test_a_report_post_that_fails_is_retried_without_a_duplicate_comment(forge: Forge, origin: Origin,
                                                                           bot: Bot):
@@ -602,6 +605,7 @@ def test_a_report_post_that_fails_is_retried_without_a_duplicate_comment(forge: 
     assert forge.last_status(sha) == "success"
 
 
+@pytest.mark.promises
 @pytest.mark.parametrize("forge", ["gitlab"], indirect=True)
 def test_two_merges_at_once_are_promoted_one_after_the_other(tmp_path: Path, forge: Forge, origin: Origin,
                                                             bot: Bot):
@@ -639,6 +643,7 @@ def test_two_merges_at_once_are_promoted_one_after_the_other(tmp_path: Path, for
     assert len(promotions) >= 2
 
 
+@pytest.mark.promises
 @pytest.mark.parametrize("forge", ["gitlab"], indirect=True)
 def test_after_the_retry_budget_the_thread_says_what_failed(tmp_path: Path, forge: Forge, origin: Origin):
     redis.Redis(db=redis_db()).flushdb()
@@ -659,6 +664,7 @@ def test_after_the_retry_budget_the_thread_says_what_failed(tmp_path: Path, forg
         bot.worker.stop()
 
 
+@pytest.mark.promises
 @pytest.mark.parametrize("forge", ["gitlab"], indirect=True)
 def test_a_lost_warehouse_connection_is_retried_and_the_report_says_so(tmp_path: Path, forge: Forge,
                                                                        origin: Origin, pg_url: str):
