@@ -7,6 +7,7 @@ count as a change.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -23,6 +24,10 @@ _FORBIDDEN = (
     exp.Set, exp.Pragma, exp.Copy, exp.Attach, exp.Detach, exp.Use, exp.TruncateTable,
     exp.Transaction, exp.Commit, exp.Rollback, exp.Grant,
 )
+
+
+# Characters that have no business in a table or column name and every business in an injection.
+_SUSPICIOUS = re.compile(r"""['"`;\n\r]|--|/\*|\*/""")
 
 
 @dataclass(frozen=True)
@@ -72,6 +77,12 @@ def parse_query(sql: str, dialect: str, file: str) -> ParsedQuery:
             file=file, line=_first_line(query),
         )
     for node in query.walk():
+        if isinstance(node, exp.Identifier) and _SUSPICIOUS.search(node.name):
+            raise ProjectError(
+                f"identifier {node.name[:60]!r} holds quotes, a semicolon, a comment marker or a "
+                "line break; name tables and columns plainly",
+                file=file, line=_first_line(node),
+            )
         if isinstance(node, _FORBIDDEN):
             raise ProjectError(
                 f"{_statement_kind(node)} is not allowed inside a model; a model only reads",

@@ -1153,3 +1153,19 @@ def test_a_comment_after_the_final_semicolon_is_not_a_second_statement(tmp_path)
     path = root / "models" / "marts" / "orders.sql"
     path.write_text(path.read_text() + ";\n-- reviewed by the finance team\n")
     assert "marts.orders" in load_project(root).models
+
+
+@pytest.mark.parametrize("sql", [
+    'select 1 as "x""; drop table marts.orders; --" from raw.raw_orders',
+    'select 1 as "a/*b*/" from raw.raw_orders',
+    "select 1 as \"line\nbreak\" from raw.raw_orders",
+])
+def test_identifiers_with_quotes_semicolons_or_comments_are_refused(tmp_path, sql):
+    import shutil as _shutil
+
+    root = tmp_path / "shop"
+    _shutil.copytree(Path(__file__).resolve().parent.parent / "runner" / "demo_project", root)
+    (root / "models" / "marts" / "odd.sql").write_text(sql + "\n")
+    with pytest.raises(ProjectError) as error:
+        load_project(root)
+    assert str(error.value).startswith("models/marts/odd.sql:") and ": identifier " in str(error.value)
