@@ -14,7 +14,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from bot.broker import Dispatcher, DispatchError
 from runner.errors import StateError
-from runner.inbox import Inbox
+from runner.inbox import Inbox, StoredEvent
 from runner.locks import Locks
 from runner.state import StateStore
 
@@ -39,31 +39,31 @@ def sweep(state: StateStore, dispatcher: Dispatcher, older_than_seconds: float,
     inbox = Inbox(state)
     cutoff = time.time() - older_than_seconds
     sent = 0
+
+    def send(event: StoredEvent, why: str) -> bool:
+        try:
+            dispatcher.send(event.id)
+        except DispatchError as exc:
+            log.warning("sweeper: broker refuses event %d: %s", event.id, exc)
+            return False
+        inbox.mark_dispatched(event.id)
+        log.info("sweeper: sent event %d (%s %s) again: %s", event.id, event.forge, event.kind, why)
+        return True
+
     if stalled_after_seconds is not None:
         locks = Locks(state)
         for event in inbox.stalled(time.time() - stalled_after_seconds, limit=BATCH):
             if locks.held_by(event_lease(event.id)) is not None:
                 continue  # a worker is on it
-            try:
-                dispatcher.send(event.id)
-            except DispatchError as exc:
-                log.warning("sweeper: broker refuses stalled event %d: %s", event.id, exc)
+            if not send(event, "dispatched but never finished (its worker died?)"):
                 return sent
-            inbox.mark_dispatched(event.id)
             sent += 1
-            log.warning("sweeper: event %d was dispatched but never finished; sent again", event.id)
     while True:
         batch = inbox.undispatched(cutoff, limit=BATCH)
         for event in batch:
-            try:
-                dispatcher.send(event.id)
-            except DispatchError as exc:
-                log.warning("sweeper: broker still refuses event %d: %s", event.id, exc)
+            if not send(event, f"never dispatched, received {time.time() - event.received_at:.0f} s ago"):
                 return sent
-            inbox.mark_dispatched(event.id)
             sent += 1
-            log.info("sweeper: sent event %d (%s %s, received %.0f s ago)", event.id, event.forge,
-                     event.kind, time.time() - event.received_at)
         if len(batch) < BATCH:
             return sent
 
