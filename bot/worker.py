@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 import signal
 import threading
+import time
 from typing import Any
 
 import dramatiq
@@ -13,6 +14,7 @@ import dramatiq
 from bot.broker import DramatiqDispatcher, declare_actor, declare_gave_up, make_broker
 from bot.config import ServerConfig
 from bot.jobs import Jobs, Services
+from runner.inbox import Inbox
 
 log = logging.getLogger("sluice.worker")
 
@@ -55,13 +57,23 @@ class WorkerProcess:
             if report.environments or report.objects:
                 log.info("janitor for %s: dropped %s environments, %s objects", repo.name,
                          len(report.environments), len(report.objects))
+        pruned = Inbox(self.services.state).prune(time.time() - ttl)
+        if pruned:
+            log.info("janitor: forgot %s events finished more than %s ago", pruned, self.config.janitor_ttl)
         record_janitor(dropped_envs, dropped_objects)
         return dropped_envs, dropped_objects
 
     def _janitor_loop(self) -> None:
+        from bot.jobs import worker_identity
+        from runner.locks import Locks
+
+        locks = Locks(self.services.state)
         while not self._stop.wait(self.config.janitor_interval):
             try:
-                self.janitor_pass()
+                # One pass at a time across all workers; a dead worker's hold expires.
+                with locks.hold("sluice:janitor", worker_identity(), ttl=600, note="janitor") as held:
+                    if held is not None:
+                        self.janitor_pass()
             except Exception:  # a failed pass is logged and tried again next time
                 log.exception("janitor pass failed")
 

@@ -100,6 +100,14 @@ class Inbox:
                                                           events.c.dispatched_at.is_not(None))
                                     .values(dispatched_at=None)).rowcount)
 
+    def prune(self, done_before: float) -> int:
+        """Forget events finished before `done_before` (their runs stay); returns how many.
+        A redelivery of one of them afterwards would be stored again, so keep this well beyond
+        the forges' redelivery window (days, not minutes)."""
+        with self.state.engine.begin() as conn:
+            return int(conn.execute(events.delete().where(events.c.done_at.is_not(None),
+                                                          events.c.done_at < done_before)).rowcount)
+
     def pending_count(self) -> int:
         with self.state.engine.connect() as conn:
             return int(conn.execute(sa.select(sa.func.count()).select_from(events)

@@ -566,3 +566,21 @@ def test_concurrent_deliveries_of_one_event_store_it_once(client: FlaskClient, s
     assert sorted(statuses) == [200, 200, 200, 202]
     assert len(stored_rows(state)) == 1
     assert redis_dispatcher.queue_depth() == 1
+
+
+def test_finished_events_are_forgotten_after_the_janitor_ttl(tmp_path):
+    import time as _time
+
+    from runner.inbox import Inbox
+    from runner.state import StateStore
+
+    state = StateStore(f"sqlite:///{tmp_path / 'prune.db'}")
+    inbox = Inbox(state)
+    old = inbox.store("gitlab", "d-1", "Merge Request Hook", "a/b", 1, "{}")
+    pending = inbox.store("gitlab", "d-2", "Merge Request Hook", "a/b", 2, "{}")
+    assert old is not None and pending is not None
+    inbox.finish(old)
+    assert inbox.prune(_time.time() - 3600) == 0  # finished just now: kept
+    assert inbox.prune(_time.time() + 1) == 1  # finished before the cut-off: forgotten
+    assert inbox.get(old) is None and inbox.get(pending) is not None  # unfinished work stays
+    state.close()
