@@ -136,7 +136,7 @@ def _build_one(node: PlannedNode, project: Project, engine: Engine, state: State
             model = project.models[node.name]
             query = physical_query(model.canonical, project.config.dialect, project.resolve, physical)
             canonical = model.canonical
-            reads = physical_reads(model.canonical, project.config.dialect, project.resolve, physical)
+            reads = physical_reads(query)
             engine.build(target, query, node.materialized)
     except WarehouseError as exc:
         where = project.models[node.name].path if node.kind == "model" else project.seeds[node.name].path

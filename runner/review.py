@@ -5,7 +5,7 @@ downstream impact. The bot renders it; the command line prints it."""
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
 from runner.build import SourceStates, direct_sources
@@ -43,9 +43,7 @@ class ModelReview:
 class Review:
     models: tuple[ModelReview, ...]
     impact: Impact
-    skipped_diffs: int = 0  # models over the per-report cap
     seconds: float = 0.0
-    notes: tuple[str, ...] = field(default_factory=tuple)
 
     def model(self, name: str) -> ModelReview | None:
         return next((m for m in self.models if m.name == name), None)
@@ -77,7 +75,7 @@ def review(plan: Plan, project: Project, state: StateStore, engine: Engine | Non
     previous = state.snapshots(fingerprints=[n.previous for n in plan.nodes if n.previous])
     sources = SourceStates(engine) if engine is not None else None
     reviews: list[ModelReview] = []
-    diffs_done = skipped = 0
+    diffs_done = 0
     for node in _ordered(plan):
         before = previous.get(node.previous) if node.previous else None
         sql = None
@@ -91,7 +89,6 @@ def review(plan: Plan, project: Project, state: StateStore, engine: Engine | Non
                       and before is not None and before.physical != node.physical)
         if wants_data and engine is not None:
             if diffs_done >= settings.max_models:
-                skipped += 1
                 note = "not diffed: over the report's cap of models (diff.max_models)"
             else:
                 assert before is not None and sources is not None
@@ -106,7 +103,7 @@ def review(plan: Plan, project: Project, state: StateStore, engine: Engine | Non
             note = "new: nothing in production to compare with"
         reviews.append(ModelReview(node.name, node.change, node.category, node.columns, sql, data, note,
                                    frozenset(pii_columns(project, node.name)), drift, baseline))
-    return Review(tuple(reviews), impact(plan, project), skipped, time.perf_counter() - started)
+    return Review(tuple(reviews), impact(plan, project), time.perf_counter() - started)
 
 
 def _ordered(plan: Plan) -> list[PlannedNode]:

@@ -11,7 +11,7 @@ from collections.abc import Callable, Mapping
 
 from sqlglot import exp
 
-from runner.naming import table
+from runner.naming import PHYSICAL_PREFIX, table
 from runner.parsing import parse_canonical, table_references
 
 
@@ -38,13 +38,7 @@ def physical_query(canonical: str, dialect: str, resolve: Callable[[tuple[str, .
     return query
 
 
-def physical_reads(canonical: str, dialect: str, resolve: Callable[[tuple[str, ...]], str | None],
-                   physical: Mapping[str, tuple[str, str]]) -> tuple[str, ...]:
-    """The physical objects a built object reads (what a kept view keeps alive)."""
-    names = set()
-    query = parse_canonical(canonical, dialect)
-    for node in table_references(query):
-        name = resolve(tuple(p.name for p in node.parts))
-        if name is not None and name in physical:
-            names.add(".".join(physical[name]))
-    return tuple(sorted(names))
+def physical_reads(query: exp.Query) -> tuple[str, ...]:
+    """The physical objects a rewritten query reads (what a kept view keeps alive)."""
+    return tuple(sorted({f"{t.db}.{t.name}" for t in query.find_all(exp.Table)
+                         if t.db.startswith(PHYSICAL_PREFIX)}))

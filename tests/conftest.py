@@ -9,25 +9,22 @@ from __future__ import annotations
 import re
 import shutil
 import subprocess
-import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import psycopg
 import pytest
+from engines import fresh_database
 
-from runner.engines.duckdb import DuckDBEngine
+from runner.engines.base import Engine
 from runner.project import Project, load_project
 from runner.state import StateStore
 
-pytest_plugins = ["fakeforge"]  # fake_gitlab / fake_github servers
+pytest_plugins = ["fakeforge", "engines"]  # fake_gitlab / fake_github servers
 
 REPO = Path(__file__).resolve().parents[1]
 DEMO = REPO / "runner" / "demo_project"
-PG_SERVER = "postgresql://postgres@127.0.0.1:5432/postgres"
-PG_STATE = "postgresql+psycopg://postgres@127.0.0.1:5432/{database}"
 
 GIT_ENV = {
     "GIT_AUTHOR_NAME": "Sluice Tests", "GIT_AUTHOR_EMAIL": "tests@sluice.test",
@@ -101,10 +98,9 @@ def git_shop(shop: Shop) -> Shop:
 
 
 @pytest.fixture
-def warehouse(tmp_path: Path) -> Iterator[DuckDBEngine]:
-    engine = DuckDBEngine(tmp_path / "warehouse.duckdb")
-    yield engine
-    engine.close()
+def warehouse(any_warehouse: Engine) -> Engine:
+    """The engine tests run on DuckDB and on the real PostgreSQL server alike."""
+    return any_warehouse
 
 
 # -- state stores ---------------------------------------------------------------------------------
@@ -117,15 +113,9 @@ def sqlite_url(tmp_path: Path) -> str:
 
 @pytest.fixture
 def pg_url() -> Iterator[str]:
-    """A PostgreSQL database of its own, dropped after the test."""
-    database = f"sluice_test_{uuid.uuid4().hex[:12]}"
-    with psycopg.connect(PG_SERVER, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{database}"')
-    try:
-        yield PG_STATE.format(database=database)
-    finally:
-        with psycopg.connect(PG_SERVER, autocommit=True) as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
+    """A PostgreSQL database of its own (SQLAlchemy's psycopg URL), dropped after the test."""
+    with fresh_database() as url:
+        yield url.replace("postgresql://", "postgresql+psycopg://", 1)
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
@@ -154,28 +144,34 @@ def pg_state(pg_url: str) -> Iterator[StateStore]:
 # -- looking into the warehouse -------------------------------------------------------------------
 
 
-def rows(engine: DuckDBEngine, sql: str) -> list[tuple[Any, ...]]:
+def rows(engine: Engine, sql: str) -> list[tuple[Any, ...]]:
     with engine.cursor() as cursor:
         _, result = cursor.fetch(sql)
     return result
 
 
-def view_target(engine: DuckDBEngine, schema: str, name: str) -> str:
-    """The physical object a view reads, from the view's SQL text in DuckDB's catalog."""
-    found = rows(engine, "select sql from duckdb_views() where not internal "
-                         f"and schema_name = '{schema}' and view_name = '{name}'")
+def views_sql(engine: Engine) -> str:
+    if engine.dialect == "postgres":
+        return ("select schemaname, viewname, definition from pg_views "
+                "where schemaname not in ('pg_catalog', 'information_schema')")
+    return "select schema_name, view_name, sql from duckdb_views() where not internal"
+
+
+def view_target(engine: Engine, schema: str, name: str) -> str:
+    """The physical object a view reads, from the view's SQL text in the engine's catalog."""
+    found = [(sql,) for s, n, sql in rows(engine, views_sql(engine)) if s == schema and n == name]
     assert found, f"there is no view {schema}.{name}"
     match = re.search(r"\bFROM\s+([\w\".]+)\s*;?\s*$", found[0][0], re.IGNORECASE)
     assert match, found[0][0]
     return match.group(1).replace('"', "")
 
 
-def env_views(engine: DuckDBEngine, environment: str) -> dict[str, str]:
+def env_views(engine: Engine, environment: str) -> dict[str, str]:
     """`schema.table` -> the physical object its view reads, for one environment's views."""
     out: dict[str, str] = {}
-    for schema, name in rows(engine, "select schema_name, view_name from duckdb_views() "
-                                     "where not internal and schema_name not like 'sluice\\_\\_%' "
-                                     "escape '\\'"):
+    for schema, name, _ in rows(engine, views_sql(engine)):
+        if schema.startswith("sluice__"):
+            continue
         if environment == "prod" and "__" not in schema:
             out[f"{schema}.{name}"] = view_target(engine, schema, name)
         elif schema.endswith(f"__{environment}"):
@@ -183,6 +179,6 @@ def env_views(engine: DuckDBEngine, environment: str) -> dict[str, str]:
     return out
 
 
-def physical_objects(engine: DuckDBEngine) -> set[str]:
+def physical_objects(engine: Engine) -> set[str]:
     """Every object in Sluice's physical schemas, as `schema.name`."""
     return {f"{o.schema}.{o.name}" for o in engine.objects() if o.schema.startswith("sluice__")}

@@ -23,6 +23,7 @@ from typing import Any
 import pytest
 from conftest import REPO, Shop, env_views, physical_objects, rows
 
+from runner.engines.base import Engine
 from runner.engines.duckdb import DuckDBEngine
 from runner.environment import drop, promote, rollback
 from runner.errors import EnvError, SluiceError
@@ -37,25 +38,25 @@ NEW_AMOUNT = ("p.total_amount as amount", "p.total_amount - p.coupon_amount as a
 PHYSICAL = re.compile(r"^sluice__(?P<schema>[a-z_]+)\.(?P<name>[a-z_]+)__(?P<prefix>[0-9a-f]{10})$")
 
 
-def build_prod(shop: Shop, state: StateStore, warehouse: DuckDBEngine) -> RunResult:
+def build_prod(shop: Shop, state: StateStore, warehouse: Engine) -> RunResult:
     result = run_pipeline(shop.load(), state, warehouse, "prod")
     assert result.ok and result.held_back is None
     return result
 
 
-def contents(warehouse: DuckDBEngine, environment: str) -> dict[str, list[tuple[Any, ...]]]:
+def contents(warehouse: Engine, environment: str) -> dict[str, list[tuple[Any, ...]]]:
     """Every view of an environment with its rows, sorted, floats rounded."""
     out = {}
     for name in env_views(warehouse, environment):
         schema, table = name.split(".")
         if environment != "prod":
             schema = f"{schema}__{environment}"
-        out[name] = [tuple(round(v, 6) if isinstance(v, float) else v for v in row)
-                     for row in rows(warehouse, f"select * from {schema}.{table} order by all")]
+        out[name] = sorted((tuple(round(v, 6) if isinstance(v, float) else v for v in row)
+                            for row in rows(warehouse, f"select * from {schema}.{table}")), key=repr)
     return out
 
 
-def total(warehouse: DuckDBEngine, sql: str) -> float:
+def total(warehouse: Engine, sql: str) -> float:
     return float(rows(warehouse, sql)[0][0])
 
 
@@ -63,7 +64,7 @@ def total(warehouse: DuckDBEngine, sql: str) -> float:
 
 
 def test_physical_objects_and_environment_views_follow_the_naming_scheme(
-        shop: Shop, state: StateStore, warehouse: DuckDBEngine) -> None:
+        shop: Shop, state: StateStore, warehouse: Engine) -> None:
     result = build_prod(shop, state, warehouse)
     run_pipeline(shop.load(), state, warehouse, "mr_1")
 
@@ -81,7 +82,7 @@ def test_physical_objects_and_environment_views_follow_the_naming_scheme(
 
 
 def test_a_new_environment_reads_production_objects_for_every_unchanged_model(
-        shop: Shop, state: StateStore, warehouse: DuckDBEngine) -> None:
+        shop: Shop, state: StateStore, warehouse: Engine) -> None:
     build_prod(shop, state, warehouse)
     prod = env_views(warehouse, "prod")
     before = physical_objects(warehouse)
@@ -136,7 +137,7 @@ def break_orders(shop: Shop) -> None:
 
 
 def test_a_failed_build_skips_its_downstream_and_leaves_the_environment_unchanged(
-        shop: Shop, state: StateStore, warehouse: DuckDBEngine) -> None:
+        shop: Shop, state: StateStore, warehouse: Engine) -> None:
     build_prod(shop, state, warehouse)
     run_pipeline(shop.load(), state, warehouse, "mr_1")
     views = env_views(warehouse, "mr_1")
@@ -166,7 +167,7 @@ def test_a_failed_build_skips_its_downstream_and_leaves_the_environment_unchange
 
 
 def test_a_failed_build_names_the_model_file(
-        shop: Shop, state: StateStore, warehouse: DuckDBEngine) -> None:
+        shop: Shop, state: StateStore, warehouse: Engine) -> None:
     build_prod(shop, state, warehouse)
     break_orders(shop)
 
@@ -248,7 +249,7 @@ def test_a_build_killed_midway_leaves_nothing_behind_and_the_next_run_builds_it(
 
 
 def test_an_object_a_lost_state_never_recorded_is_replaced_by_the_next_build(
-        shop: Shop, tmp_path: Path, warehouse: DuckDBEngine) -> None:
+        shop: Shop, tmp_path: Path, warehouse: Engine) -> None:
     first = StateStore(f"sqlite:///{tmp_path / 'first.db'}")
     build_prod(shop, first, warehouse)
     first.close()
@@ -268,7 +269,7 @@ def test_an_object_a_lost_state_never_recorded_is_replaced_by_the_next_build(
 
 
 def test_promoting_a_merge_request_rebuilds_nothing_and_production_serves_its_data(
-        git_shop: Shop, pg_state: StateStore, warehouse: DuckDBEngine) -> None:
+        git_shop: Shop, pg_state: StateStore, warehouse: Engine) -> None:
     shop, state = git_shop, pg_state
     build_prod(shop, state, warehouse)
     old_revenue = total(warehouse, "select sum(revenue) from marts.revenue_by_day")
@@ -298,7 +299,7 @@ def test_promoting_a_merge_request_rebuilds_nothing_and_production_serves_its_da
 
 
 def test_promotion_needs_an_existing_source_other_than_the_target(
-        shop: Shop, state: StateStore, warehouse: DuckDBEngine) -> None:
+        shop: Shop, state: StateStore, warehouse: Engine) -> None:
     build_prod(shop, state, warehouse)
     views = env_views(warehouse, "prod")
     with pytest.raises(EnvError, match="no environment 'mr_9'"):
@@ -310,7 +311,7 @@ def test_promotion_needs_an_existing_source_other_than_the_target(
 
 
 def test_a_promotion_that_fails_midway_leaves_production_unchanged(
-        shop: Shop, pg_state: StateStore, warehouse: DuckDBEngine) -> None:
+        shop: Shop, pg_state: StateStore, warehouse: Engine) -> None:
     build_prod(shop, pg_state, warehouse)
     shop.edit(ORDERS, *NEW_AMOUNT)
     mr = run_pipeline(shop.load(), pg_state, warehouse, "mr_1")
@@ -319,7 +320,7 @@ def test_a_promotion_that_fails_midway_leaves_production_unchanged(
     # marts.orders' view moves first; then revenue_by_day's cannot: its object was dropped behind
     # Sluice's back.
     with warehouse.cursor() as cursor:
-        cursor.execute(f"drop table {mr.plan.node('marts.revenue_by_day').physical}")
+        cursor.execute(f"drop table {mr.plan.node('marts.revenue_by_day').physical} cascade")
 
     with pytest.raises(SluiceError, match="revenue_by_day"):
         promote(warehouse, pg_state, "mr_1", "prod")
@@ -331,7 +332,7 @@ def test_a_promotion_that_fails_midway_leaves_production_unchanged(
 
 
 def test_rollback_returns_production_to_its_previous_snapshots_without_building(
-        shop: Shop, pg_state: StateStore, warehouse: DuckDBEngine) -> None:
+        shop: Shop, pg_state: StateStore, warehouse: Engine) -> None:
     build_prod(shop, pg_state, warehouse)
     first = pg_state.environment("prod")
     views, data = env_views(warehouse, "prod"), contents(warehouse, "prod")
@@ -358,7 +359,7 @@ def test_rollback_returns_production_to_its_previous_snapshots_without_building(
 
 
 def test_dropping_an_environment_removes_its_views_and_schemas_and_keeps_production(
-        shop: Shop, state: StateStore, warehouse: DuckDBEngine) -> None:
+        shop: Shop, state: StateStore, warehouse: Engine) -> None:
     build_prod(shop, state, warehouse)
     shop.edit(ORDERS, *NEW_AMOUNT)
     run_pipeline(shop.load(), state, warehouse, "mr_1")
@@ -401,7 +402,7 @@ def test_dropping_an_environment_removes_its_views_and_schemas_and_keeps_product
                  "assert_no_negative_revenue", {"order_date": "2026-01-03"}, id="singular"),
 ])
 def test_a_failing_data_test_is_reported_with_its_failing_rows(
-        shop: Shop, state: StateStore, warehouse: DuckDBEngine, rel: str, old: str, new: str,
+        shop: Shop, state: StateStore, warehouse: Engine, rel: str, old: str, new: str,
         test: str, first_failing: dict[str, Any]) -> None:
     build_prod(shop, state, warehouse)
     shop.edit(rel, old, new)
@@ -419,7 +420,7 @@ def test_a_failing_data_test_is_reported_with_its_failing_rows(
 
 
 def test_a_failing_test_reports_the_count_of_all_failing_rows_and_a_few_of_them(
-        shop: Shop, state: StateStore, warehouse: DuckDBEngine) -> None:
+        shop: Shop, state: StateStore, warehouse: Engine) -> None:
     build_prod(shop, state, warehouse)
     shop.edit(REVENUE, "sum(amount) as revenue", "sum(amount) - 1000 as revenue")
 
@@ -435,7 +436,7 @@ def test_a_failing_test_reports_the_count_of_all_failing_rows_and_a_few_of_them(
 
 
 def test_failing_tests_hold_back_production_but_a_dev_environment_moves(
-        shop: Shop, state: StateStore, warehouse: DuckDBEngine) -> None:
+        shop: Shop, state: StateStore, warehouse: Engine) -> None:
     build_prod(shop, state, warehouse)
     prod_views, prod_record = env_views(warehouse, "prod"), state.environment("prod")
     shop.edit(STG_ORDERS, "    status\n", "    case when id = 3 then 'lost' else status end as status\n")
@@ -458,7 +459,7 @@ def test_failing_tests_hold_back_production_but_a_dev_environment_moves(
 
 @pytest.mark.parametrize("first", ["prod", "mr_1"])
 def test_production_stays_held_back_when_the_failing_snapshots_already_exist(
-        shop: Shop, state: StateStore, warehouse: DuckDBEngine, first: str) -> None:
+        shop: Shop, state: StateStore, warehouse: Engine, first: str) -> None:
     build_prod(shop, state, warehouse)
     prod_views = env_views(warehouse, "prod")
     shop.edit(STG_ORDERS, "    status\n", "    case when id = 3 then 'lost' else status end as status\n")
@@ -472,7 +473,7 @@ def test_production_stays_held_back_when_the_failing_snapshots_already_exist(
 
 
 def test_by_default_tests_run_only_on_models_whose_data_changed(
-        shop: Shop, state: StateStore, warehouse: DuckDBEngine) -> None:
+        shop: Shop, state: StateStore, warehouse: Engine) -> None:
     project = shop.load()
     everything = {t.name for t in project.tests}
     first = build_prod(shop, state, warehouse)

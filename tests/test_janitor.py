@@ -11,9 +11,9 @@ import time
 from dataclasses import dataclass
 
 import pytest
-from conftest import Shop, env_views, physical_objects, rows
+from conftest import Shop, env_views, physical_objects, rows, views_sql
 
-from runner.engines.duckdb import DuckDBEngine
+from runner.engines.base import Engine
 from runner.environment import promote, rollback
 from runner.errors import EnvError, SluiceError
 from runner.janitor import parse_duration, run_janitor
@@ -49,7 +49,7 @@ class Promoted:
     at: float
 
 
-def promoted(shop: Shop, state: StateStore, warehouse: DuckDBEngine) -> Promoted:
+def promoted(shop: Shop, state: StateStore, warehouse: Engine) -> Promoted:
     first = run_pipeline(shop.load(), state, warehouse, "prod")
     assert first.ok
     shop.edit("models/marts/orders.sql", "p.total_amount as amount",
@@ -69,14 +69,14 @@ def referenced_physical(state: StateStore) -> set[str]:
     return {live[fp].physical for fp in state.referenced_fingerprints()}
 
 
-def every_view_reads(warehouse: DuckDBEngine, environment: str) -> None:
+def every_view_reads(warehouse: Engine, environment: str) -> None:
     for name in env_views(warehouse, environment):
         schema, table = name.split(".")
         schema = schema if environment == "prod" else f"{schema}__{environment}"
         rows(warehouse, f"select count(*) from {schema}.{table}")
 
 
-def test_nothing_is_dropped_within_the_ttl(shop: Shop, state: StateStore, warehouse: DuckDBEngine) -> None:
+def test_nothing_is_dropped_within_the_ttl(shop: Shop, state: StateStore, warehouse: Engine) -> None:
     world = promoted(shop, state, warehouse)
     objects = physical_objects(warehouse)
 
@@ -87,7 +87,7 @@ def test_nothing_is_dropped_within_the_ttl(shop: Shop, state: StateStore, wareho
 
 
 def test_unreferenced_objects_older_than_the_ttl_are_dropped_and_referenced_ones_kept(
-        shop: Shop, state: StateStore, warehouse: DuckDBEngine) -> None:
+        shop: Shop, state: StateStore, warehouse: Engine) -> None:
     world = promoted(shop, state, warehouse)
     referenced = referenced_physical(state)
     assert world.old_revenue not in referenced
@@ -111,7 +111,7 @@ def test_unreferenced_objects_older_than_the_ttl_are_dropped_and_referenced_ones
 
 
 def test_a_table_that_a_kept_physical_view_reads_is_never_dropped(
-        shop: Shop, state: StateStore, warehouse: DuckDBEngine) -> None:
+        shop: Shop, state: StateStore, warehouse: Engine) -> None:
     world = promoted(shop, state, warehouse)
     # No environment points at the old orders table, but production's order_status_counts is a
     # physical view, reused as it was, that still reads it.
@@ -128,15 +128,14 @@ def test_a_table_that_a_kept_physical_view_reads_is_never_dropped(
     assert rows(warehouse, "select * from marts.order_status_counts order by status") == before
 
 
-def view_sql(warehouse: DuckDBEngine, physical: str) -> str:
+def view_sql(warehouse: Engine, physical: str) -> str:
     schema, name = physical.split(".")
-    [(sql,)] = rows(warehouse, "select sql from duckdb_views() "
-                               f"where schema_name = '{schema}' and view_name = '{name}'")
+    [sql] = [sql for s, n, sql in rows(warehouse, views_sql(warehouse)) if s == schema and n == name]
     return str(sql).replace('"', "")
 
 
 def test_the_janitor_never_touches_objects_it_did_not_create(
-        shop: Shop, state: StateStore, warehouse: DuckDBEngine) -> None:
+        shop: Shop, state: StateStore, warehouse: Engine) -> None:
     world = promoted(shop, state, warehouse)
     with warehouse.cursor() as cursor:
         # In a schema of Sluice's, one even named like a snapshot of revenue_by_day; and elsewhere.
@@ -145,7 +144,8 @@ def test_the_janitor_never_touches_objects_it_did_not_create(
         cursor.execute("create schema analytics")
         cursor.execute("create table analytics.keep_me as select 3 as x")
         cursor.execute("create view analytics.keep_me_too as select * from analytics.keep_me")
-        cursor.execute("create table main.scratch as select 4 as x")
+        cursor.execute("create schema if not exists scratchpad")
+        cursor.execute("create table scratchpad.scratch as select 4 as x")
 
     report = run_janitor(warehouse, state, 0, now=world.at + 365 * DAY)
 
@@ -153,11 +153,11 @@ def test_the_janitor_never_touches_objects_it_did_not_create(
     assert rows(warehouse, "select x from sluice__marts.hand_made") == [(1,)]
     assert rows(warehouse, "select x from sluice__marts.revenue_by_day__0123456789") == [(2,)]
     assert rows(warehouse, "select x from analytics.keep_me_too") == [(3,)]
-    assert rows(warehouse, "select x from main.scratch") == [(4,)]
+    assert rows(warehouse, "select x from scratchpad.scratch") == [(4,)]
 
 
 def test_expired_environments_are_dropped_with_what_only_they_used(
-        shop: Shop, state: StateStore, warehouse: DuckDBEngine) -> None:
+        shop: Shop, state: StateStore, warehouse: Engine) -> None:
     world = promoted(shop, state, warehouse)
     shop.edit("models/marts/customers.sql", "    c.email,\n",
               "    c.email,\n    split_part(c.email, '@', 2) as email_domain,\n")
@@ -183,7 +183,7 @@ def test_expired_environments_are_dropped_with_what_only_they_used(
     every_view_reads(warehouse, "prod")
 
 
-def test_a_dry_run_reports_without_dropping(shop: Shop, state: StateStore, warehouse: DuckDBEngine) -> None:
+def test_a_dry_run_reports_without_dropping(shop: Shop, state: StateStore, warehouse: Engine) -> None:
     world = promoted(shop, state, warehouse)
     state.mark_expiry("mr_1", world.at)
     objects, snapshots = physical_objects(warehouse), set(state.snapshots())

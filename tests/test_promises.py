@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import redis
 from fakeforge import FakeGitLab
-from test_bot_e2e import ORDERS, Forge, Origin, redis_db
+from test_bot_e2e import ORDERS, Forge, Origin, free_port, redis_db, start_redis
 
 from bot.app import broker_dispatcher, create_app
 from bot.config import load_config
@@ -171,27 +171,6 @@ def test_production_is_all_old_or_all_new_when_a_promotion_dies(deployment: Depl
     assert prod is not None and dict(prod.models) == mr
     assert sum("Promoted to production" in c for c in forge.comments(2)) == 1
     project_state.close()
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def start_redis(port: int) -> subprocess.Popen[bytes]:
-    server = subprocess.Popen(["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "",
-                               "--appendonly", "no"], stdout=subprocess.DEVNULL)
-    deadline = time.monotonic() + 10
-    while True:
-        try:
-            if redis.Redis(port=port).ping():
-                return server
-        except redis.ConnectionError:
-            assert time.monotonic() < deadline, "redis did not start"
-            time.sleep(0.05)
 
 
 def test_no_event_is_lost_or_doubled_while_workers_die_and_redis_restarts(tmp_path: Path, forge: Forge):

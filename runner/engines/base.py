@@ -202,11 +202,6 @@ class Engine(ABC):
         with self.cursor() as cursor:
             return cursor.fetch(self.sql(query))
 
-    def iter_objects(self, prefix: str) -> Iterator[WarehouseObject]:
-        for obj in self.objects():
-            if obj.schema.startswith(prefix):
-                yield obj
-
 
 def temporary(target: exp.Table) -> exp.Table:
     """A fresh name beside `target` for an object built before it is renamed into place (short:
