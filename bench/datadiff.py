@@ -30,9 +30,9 @@ from typing import Any
 
 import duckdb
 
-from runner.datadiff import DataDiff, DiffCaps, diff_relations
 from runner.engines.duckdb import DuckDBEngine
 from runner.naming import table
+from runner.review.datadiff import DataDiff, DiffCaps, diff_relations
 
 BENCH_DIR = Path(__file__).resolve().parent
 WORK_DIR = BENCH_DIR / ".work" / "datadiff"

@@ -32,10 +32,10 @@ from fakeforge import FakeGitLab  # noqa: E402  (test infrastructure, reused as 
 from loopback import free_port, wait_ready  # noqa: E402
 
 from bot.forges.base import Role  # noqa: E402
-from runner.inbox import Inbox  # noqa: E402
-from runner.state import StateStore  # noqa: E402
+from bot.records.inbox import Inbox  # noqa: E402
+from runner.state.store import StateStore  # noqa: E402
 
-DEMO = ROOT / "runner" / "demo_project"
+DEMO = ROOT / "bot" / "demo" / "project"
 REPO = "data/shop"
 GIT = {"GIT_AUTHOR_NAME": "b", "GIT_AUTHOR_EMAIL": "b@b", "GIT_COMMITTER_NAME": "b",
        "GIT_COMMITTER_EMAIL": "b@b", "PATH": os.environ.get("PATH", "/usr/bin:/bin")}

@@ -18,9 +18,9 @@ from bot.config import ServerConfig, load_config
 from bot.forges.base import Forge
 from bot.intake import Intake
 from bot.metrics import AppMetrics, make_app_metrics
-from runner.inbox import Inbox
-from runner.runlog import RunLog
-from runner.state import StateStore
+from bot.records.inbox import Inbox
+from bot.records.runs import RunLog
+from runner.state.store import StateStore
 
 
 @dataclass(frozen=True)

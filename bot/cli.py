@@ -25,21 +25,22 @@ from rich.table import Table
 
 from bot import console as out
 from bot.report import render_markdown
-from runner import environment as environments
-from runner.config import check_environment_name
+from runner import environments
 from runner.datatests import run_tests, select_tests
 from runner.engines import Engine, open_engine
 from runner.errors import SluiceError
 from runner.janitor import parse_duration, run_janitor
 from runner.pipeline import RunResult, execute, plan_environment
-from runner.project import Project, load_project
-from runner.review import review
+from runner.project.config import check_environment_name
+from runner.project.loader import load_project
+from runner.project.nodes import Project
+from runner.review.summary import review
 from runner.settings import Settings, local_settings
 
 if TYPE_CHECKING:
     from bot.config import ServerConfig
-from runner.audit import AuditLog
-from runner.state import StateStore
+from bot.records.audit import AuditLog
+from runner.state.store import StateStore
 
 F = TypeVar("F", bound=Callable[..., Any])
 console = Console(highlight=False)
@@ -376,8 +377,8 @@ def diff(first: str, second: str, model: str | None, project_dir: Path, state_ur
     """Data diff, in the warehouse, of the models whose snapshots differ between environments
     FIRST and SECOND (e.g. `sluice diff prod mr_42`), or of one MODEL."""
     from bot.report import render_data_diff
-    from runner.compare import compare
-    from runner.trace import resolve_target
+    from runner.lineage.project import resolve_target
+    from runner.review.compare import compare
 
     with workspace(project_dir, state_url, warehouse_url) as ws:
         name = resolve_target(ws.project, model)[0] if model else None
@@ -431,7 +432,7 @@ def lineage(target: str, project_dir: Path, fmt: str) -> None:
     """Upstream and downstream lineage of TARGET: a model (schema.model) or a column
     (schema.model.column), traced through CTEs, joins, aggregates, windows, unions and `*`."""
     from bot.inspect import describe_lineage
-    from runner.trace import resolve_target, trace
+    from runner.lineage.project import resolve_target, trace
 
     project = load_project(project_dir, cache_dir=local_settings(project_dir).cache_dir)
     if fmt == "markdown":
@@ -503,7 +504,7 @@ def serve(config_path: Path | None, bind: str, workers: int, threads: int, embed
 def _broker_configured(config_path: Path | None) -> bool:
     if config_path is None:
         return False
-    from runner.yamlfile import load_yaml
+    from runner.project.yamlfile import load_yaml
 
     return "broker_url" in load_yaml(config_path)
 

@@ -11,7 +11,7 @@ import re
 import shlex
 from dataclasses import dataclass
 
-from runner.config import ENV_NAME
+from runner.project.config import ENV_NAME
 
 NAMES = ("plan", "test", "deploy", "unlock", "destroy", "diff", "lineage", "approve", "rollback", "help")
 MODEL = re.compile(r"^[a-z_][a-z0-9_]*(\.[a-z_][a-z0-9_]*){0,2}$")  # [schema.]model[.column]

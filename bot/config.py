@@ -12,8 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from runner.errors import SluiceError
-from runner.yamlfile import Mapping as YamlMapping
-from runner.yamlfile import load_yaml
+from runner.project.yamlfile import YamlMapping, load_yaml
 
 ENV_PREFIX = "SLUICE_"
 

@@ -13,7 +13,7 @@ from rich.table import Table
 from runner.build import Progress as BuildProgress
 from runner.datatests import TestResult
 from runner.pipeline import RunResult
-from runner.plan import Action, Change, Plan, PlannedNode
+from runner.plan.definition import Action, Change, Plan, PlannedNode
 
 CHANGE_STYLE = {
     Change.ADDED: "green",

@@ -11,6 +11,8 @@ from datetime import UTC, datetime
 from bot.config import ServerConfig
 from bot.events import Repository
 from bot.forges.base import Forge, MergeRequestInfo, Role
+from bot.records.audit import AuditLog
+from bot.records.runs import RunLog
 from policies import (
     Approval,
     CommandRequest,
@@ -26,13 +28,11 @@ from policies import (
     load_policy,
     needs_approval,
 )
-from runner.audit import AuditLog
 from runner.checkout import Mirrors
-from runner.config import PRODUCTION, ProjectConfig, parse_config
 from runner.errors import SluiceError
 from runner.policyfacts import project_facts
-from runner.project import Project
-from runner.runlog import RunLog
+from runner.project.config import PRODUCTION, ProjectConfig, parse_project_config
+from runner.project.nodes import Project
 
 
 class PolicyProblem(SluiceError):
@@ -64,7 +64,7 @@ class Governance:
         head = self.mirrors.branch_head(key, url, production_branch)
         text = self.mirrors.read_file(key, url, head, "sluice.yml") if head else None
         if text is not None:
-            base = parse_config(text)
+            base = parse_project_config(text)
         try:
             policy = load_policy(base.policies if base else None, server=self.config.policy_file)
         except PolicyError as exc:

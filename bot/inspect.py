@@ -5,15 +5,15 @@ from __future__ import annotations
 
 from bot.commands import Command
 from bot.report import render_data_diff
-from runner.compare import compare
-from runner.config import PRODUCTION
 from runner.engines.base import Engine
-from runner.lineage import ALL
+from runner.lineage.model import ALL
+from runner.lineage.project import resolve_target, trace
 from runner.pipeline import plan_environment
-from runner.plan import Change
-from runner.project import Project
-from runner.state import StateStore
-from runner.trace import resolve_target, trace
+from runner.plan.definition import Change
+from runner.project.config import PRODUCTION
+from runner.project.nodes import Project
+from runner.review.compare import compare
+from runner.state.store import StateStore
 
 
 def describe_diff(project: Project, state: StateStore, engine: Engine, command: Command,

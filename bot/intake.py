@@ -24,8 +24,8 @@ from bot.config import ServerConfig
 from bot.events import to_json
 from bot.forges.base import Forge, Webhook, WebhookError
 from bot.metrics import IntakeMetrics
+from bot.records.inbox import Inbox
 from runner.errors import StateError
-from runner.inbox import Inbox
 
 log = logging.getLogger("sluice.intake")
 

@@ -26,23 +26,25 @@ from bot.events import CommentEvent, Event, MergeRequestEvent, MRAction, Reposit
 from bot.forges.base import CommitState, Forge, ForgeError, MergeRequestInfo, RedactingForge, Role
 from bot.governance import Governance, Governed
 from bot.logs import Redactor, log_context, secrets_of
+from bot.records.audit import AuditLog
+from bot.records.comments import ReportComments
+from bot.records.inbox import Inbox
+from bot.records.runs import RunLog, Superseded
 from bot.report import render_markdown
 from bot.sweeper import event_lease
 from policies import Finding, check_write_scope
-from runner import environment as environments
-from runner.audit import AuditLog
+from runner import environments
 from runner.checkout import CheckoutError, Mirrors, redact
-from runner.config import PRODUCTION
 from runner.datatests import run_tests, select_tests
 from runner.engines import Engine, open_engine
 from runner.errors import SluiceError
-from runner.inbox import Inbox
-from runner.locks import Locks
 from runner.pipeline import RunResult, execute, plan_environment, run_pipeline, written_schemas
-from runner.project import Project, load_project
-from runner.review import review
-from runner.runlog import RunLog, Superseded
-from runner.state import StateStore
+from runner.project.config import PRODUCTION
+from runner.project.loader import load_project
+from runner.project.nodes import Project
+from runner.review.summary import review
+from runner.state.locks import Locks
+from runner.state.store import StateStore
 
 log = logging.getLogger("sluice.worker")
 MARKER = "<!-- sluice-report -->"
@@ -115,6 +117,7 @@ class Jobs:
         self.runs = RunLog(services.state, services.redact)
         self.locks = Locks(services.state)
         self.audit = AuditLog(services.state)
+        self.comments = ReportComments(services.state)
         self.governance = Governance(services.config, services.mirrors, self.audit, self.runs)
 
     def governed(self, repository: Repository) -> Governed:
@@ -344,7 +347,7 @@ class Jobs:
                     summary: str) -> None:
         """The one sticky comment per MR, found again by its marker and edited in place."""
         forge = self.s.forges[repository.forge]
-        saved = self.runs.comment(repository.forge, repository.full_name, number)
+        saved = self.comments.get(repository.forge, repository.full_name, number)
         history = (saved[1] if saved else "")
         history += f"- run [#{run_id}]({self.s.config.run_url(run_id)}) at `{sha[:8]}`: {summary}\n"
         body = _fit(report, history, forge.comment_limit, self.s.config.run_url(run_id))
@@ -353,7 +356,7 @@ class Jobs:
             comment_id = forge.post_comment(repository.full_name, number, body)
         else:
             forge.edit_comment(repository.full_name, number, comment_id, body)
-        self.runs.save_comment(repository.forge, repository.full_name, number, comment_id, history)
+        self.comments.save(repository.forge, repository.full_name, number, comment_id, history)
 
     # -- merge and close --------------------------------------------------------------------------
 

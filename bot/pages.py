@@ -15,7 +15,7 @@ from markupsafe import Markup
 
 from bot.app import sluice
 from bot.config import ServerConfig
-from runner.runlog import Run
+from bot.records.runs import Run
 
 pages = Blueprint("pages", __name__)
 

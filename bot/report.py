@@ -8,16 +8,16 @@ from typing import TYPE_CHECKING, Any
 
 from jinja2 import Environment, PackageLoader, StrictUndefined
 
-from runner.categorize import ColumnChange
-from runner.lineage import ALL
+from runner.lineage.model import ALL
 from runner.pipeline import RunResult
-from runner.plan import Action, Change, PlannedNode
-from runner.review import Review
-from runner.sqldiff import SqlDiff
+from runner.plan.categorize import ColumnChange
+from runner.plan.definition import Action, Change, PlannedNode
+from runner.review.sqldiff import SqlDiff
+from runner.review.summary import Review
 
 if TYPE_CHECKING:
     from policies import Evaluation
-    from runner.datadiff import DataDiff
+    from runner.review.datadiff import DataDiff
 
 
 @dataclass(frozen=True)

@@ -6,8 +6,8 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from runner.config import CONFIG_FILE
 from runner.errors import SluiceError
+from runner.project.config import CONFIG_FILE
 
 SLUICE_YML = """\
 # Sluice project configuration. Every key is optional except `name`.

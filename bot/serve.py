@@ -21,7 +21,7 @@ log = logging.getLogger("sluice.serve")
 def build_app(config: ServerConfig) -> Flask:
     """The web app with its own state connection and a dispatcher on the configured broker."""
     from bot.app import broker_dispatcher, create_app
-    from runner.state import StateStore
+    from runner.state.store import StateStore
 
     return create_app(config, state=StateStore(config.state_url),
                       dispatcher=broker_dispatcher(config.broker_url))
@@ -67,8 +67,8 @@ def serve_embedded(config: ServerConfig, host: str, port: int, worker_threads: i
     from werkzeug.serving import make_server
 
     from bot.app import create_app
+    from bot.records.inbox import Inbox
     from bot.worker import WorkerProcess
-    from runner.inbox import Inbox
 
     config.check_secrets()
     worker = WorkerProcess(config, threads=worker_threads)

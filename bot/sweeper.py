@@ -13,10 +13,10 @@ import time
 from sqlalchemy.exc import SQLAlchemyError
 
 from bot.broker import Dispatcher, DispatchError
+from bot.records.inbox import Inbox, StoredEvent
 from runner.errors import StateError
-from runner.inbox import Inbox, StoredEvent
-from runner.locks import Locks
-from runner.state import StateStore
+from runner.state.locks import Locks
+from runner.state.store import StateStore
 
 log = logging.getLogger("sluice.sweeper")
 

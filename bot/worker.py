@@ -14,7 +14,7 @@ import dramatiq
 from bot.broker import DramatiqDispatcher, declare_actor, declare_gave_up, make_broker
 from bot.config import ServerConfig
 from bot.jobs import Jobs, Services
-from runner.inbox import Inbox
+from bot.records.inbox import Inbox
 
 log = logging.getLogger("sluice.worker")
 
@@ -65,7 +65,7 @@ class WorkerProcess:
 
     def _janitor_loop(self) -> None:
         from bot.jobs import worker_identity
-        from runner.locks import Locks
+        from runner.state.locks import Locks
 
         locks = Locks(self.services.state)
         while not self._stop.wait(self.config.janitor_interval):

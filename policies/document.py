@@ -1,7 +1,7 @@
 """A policy document: read from YAML, with the line of every key, to name them in errors.
 
 Keys are dotted paths (`rules.naming.level`, `custom[0].when`). Lines come from ruamel's round-trip
-nodes, from mappings that carry a `lines` dict (as `runner.yamlfile.Mapping` does), or from an
+nodes, from mappings that carry a `lines` dict (as `runner.project.yamlfile.YamlMapping` does), or from an
 explicit path -> line mapping the caller passes.
 """
 

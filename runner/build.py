@@ -16,10 +16,11 @@ from dataclasses import dataclass, field
 from runner.engines.base import Engine
 from runner.errors import BuildError, WarehouseError
 from runner.naming import table
-from runner.plan import Action, Plan, PlannedNode
-from runner.project import Project
+from runner.plan.definition import Action, Plan, PlannedNode
+from runner.project.nodes import Project
 from runner.rewrite import physical_query, physical_reads
-from runner.state import SnapshotRecord, StateStore
+from runner.state.records import SnapshotRecord
+from runner.state.store import StateStore
 
 
 @dataclass

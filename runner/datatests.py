@@ -16,7 +16,7 @@ from sqlglot import exp
 from runner.engines.base import Engine
 from runner.errors import WarehouseError
 from runner.naming import table
-from runner.project import DataTest, Project
+from runner.project.nodes import DataTest, Project
 from runner.rewrite import physical_query
 
 SAMPLE_ROWS = 5

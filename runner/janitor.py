@@ -12,10 +12,10 @@ import time
 from dataclasses import dataclass, field
 
 from runner.engines.base import Engine
-from runner.environment import drop as drop_environment
+from runner.environments import drop as drop_environment
 from runner.errors import SluiceError, WarehouseError
 from runner.naming import table
-from runner.state import StateStore
+from runner.state.store import StateStore
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw])\s*$")
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from sqlglot import exp
 
-from runner.config import PRODUCTION
+from runner.project.config import PRODUCTION
 
 PHYSICAL_PREFIX = "sluice__"
 FINGERPRINT_CHARS = 10

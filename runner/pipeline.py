@@ -9,14 +9,15 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from runner.build import BuildResult, Progress, build
-from runner.config import PRODUCTION, check_environment_name
 from runner.datatests import TestResult, TestRun, run_tests, select_tests
 from runner.engines.base import Engine
-from runner.environment import Repoint, point
+from runner.environments import Repoint, point
 from runner.naming import environment_schema
-from runner.plan import Action, Plan, make_plan
-from runner.project import Project
-from runner.state import StateStore
+from runner.plan.builder import make_plan
+from runner.plan.definition import Action, Plan
+from runner.project.config import PRODUCTION, check_environment_name
+from runner.project.nodes import Project
+from runner.state.store import StateStore
 
 
 @dataclass

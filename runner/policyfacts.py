@@ -4,8 +4,8 @@ which pii-tagged columns reach each model through column lineage (runner → pol
 from __future__ import annotations
 
 from policies import ColumnFacts, ModelFacts, ProjectFacts
-from runner.project import Project
-from runner.trace import Lineages, downstream_columns
+from runner.lineage.project import Lineages, downstream_columns
+from runner.project.nodes import Project
 
 
 def project_facts(project: Project) -> ProjectFacts:

@@ -12,7 +12,7 @@ from collections.abc import Callable, Mapping
 from sqlglot import exp
 
 from runner.naming import PHYSICAL_PREFIX, table
-from runner.parsing import parse_canonical, table_references
+from runner.project.parsing import parse_canonical, table_references
 
 
 def physical_query(canonical: str, dialect: str, resolve: Callable[[tuple[str, ...]], str | None],

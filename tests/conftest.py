@@ -18,13 +18,14 @@ import pytest
 from engines import fresh_database
 
 from runner.engines.base import Engine
-from runner.project import Project, load_project
-from runner.state import StateStore
+from runner.project.loader import load_project
+from runner.project.nodes import Project
+from runner.state.store import StateStore
 
 pytest_plugins = ["fakeforge", "engines"]  # fake_gitlab / fake_github servers
 
 REPO = Path(__file__).resolve().parents[1]
-DEMO = REPO / "runner" / "demo_project"
+DEMO = REPO / "bot" / "demo" / "project"
 
 GIT_ENV = {
     "GIT_AUTHOR_NAME": "Sluice Tests", "GIT_AUTHOR_EMAIL": "tests@sluice.test",
@@ -82,7 +83,7 @@ def edit_model(root: Path, rel: str, old: str, new: str) -> None:
 
 @pytest.fixture
 def shop(tmp_path: Path) -> Shop:
-    """A fresh copy of runner/demo_project."""
+    """A fresh copy of bot/demo/project."""
     root = tmp_path / "shop"
     shutil.copytree(DEMO, root)
     return Shop(root)

@@ -15,9 +15,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repo root ho
 
 from runner.engines.duckdb import DuckDBEngine
 from runner.pipeline import run_pipeline
-from runner.plan import PlannedNode
-from runner.project import load_project
-from runner.state import StateStore
+from runner.plan.definition import PlannedNode
+from runner.project.loader import load_project
+from runner.state.store import StateStore
 
 
 def main(project: str, state_url: str, warehouse: str, environment: str, model: str,

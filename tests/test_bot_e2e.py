@@ -26,12 +26,12 @@ from bot.app import create_app
 from bot.config import RepositoryConfig, ServerConfig
 from bot.forges.base import Role
 from bot.logs import JsonFormatter, Redactor, _RedactingFilter, log_context, secrets_of
+from bot.records.inbox import Inbox
+from bot.records.runs import RunLog
 from bot.worker import WorkerProcess
-from runner.inbox import Inbox
-from runner.runlog import RunLog
-from runner.state import StateStore
+from runner.state.store import StateStore
 
-DEMO = Path(__file__).resolve().parent.parent / "runner" / "demo_project"
+DEMO = Path(__file__).resolve().parent.parent / "bot" / "demo" / "project"
 MARKER = "<!-- sluice-report -->"
 GIT_ENV = {"GIT_AUTHOR_NAME": "Dev", "GIT_AUTHOR_EMAIL": "dev@shop.test", "GIT_COMMITTER_NAME": "Dev",
            "GIT_COMMITTER_EMAIL": "dev@shop.test", "PATH": os.environ.get("PATH", "/usr/bin:/bin")}

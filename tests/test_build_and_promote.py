@@ -25,10 +25,10 @@ from conftest import REPO, Shop, env_views, physical_objects, rows
 
 from runner.engines.base import Engine
 from runner.engines.duckdb import DuckDBEngine
-from runner.environment import drop, promote, rollback
+from runner.environments import drop, promote, rollback
 from runner.errors import EnvError, SluiceError
 from runner.pipeline import RunResult, plan_environment, run_pipeline
-from runner.state import StateStore
+from runner.state.store import StateStore
 
 ORDERS = "models/marts/orders.sql"
 CUSTOMERS = "models/marts/customers.sql"

@@ -14,7 +14,7 @@ from click.testing import CliRunner, Result
 
 from bot.cli import default_environment, main
 
-DEMO = Path(__file__).resolve().parent.parent / "runner" / "demo_project"
+DEMO = Path(__file__).resolve().parent.parent / "bot" / "demo" / "project"
 
 
 def sluice(*args: str) -> Result:

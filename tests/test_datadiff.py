@@ -13,11 +13,11 @@ from typing import Any
 
 import pytest
 
-from runner.datadiff import DataDiff, DiffCaps, diff_relations
 from runner.engines.duckdb import DuckDBEngine
 from runner.errors import SluiceError
 from runner.naming import table
-from runner.predicate import parse_predicate
+from runner.review.datadiff import DataDiff, DiffCaps, diff_relations
+from runner.review.predicate import parse_predicate
 
 BEFORE = table("prod", "orders")
 AFTER = table("mr", "orders")

@@ -105,7 +105,7 @@ class _IdleDispatcher:
 def url_map() -> Map:
     """The routes of the real app, built with an insecure test configuration."""
     from bot.app import create_app
-    from runner.state import StateStore
+    from runner.state.store import StateStore
 
     with tempfile.TemporaryDirectory() as tmp:
         config = server_config.ServerConfig(

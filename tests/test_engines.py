@@ -33,18 +33,18 @@ from engines import (
     view_reads,
 )
 
-from runner.datadiff import DataDiff, DiffCaps, diff_relations
 from runner.engines import open_engine
 from runner.engines.base import Engine
 from runner.engines.duckdb import DuckDBEngine
 from runner.engines.postgres import PostgresEngine
-from runner.environment import promote, rollback
+from runner.environments import promote, rollback
 from runner.errors import SluiceError, WarehouseError
 from runner.janitor import run_janitor
 from runner.naming import table
 from runner.pipeline import RunResult, run_pipeline
-from runner.predicate import parse_predicate
-from runner.state import StateStore
+from runner.review.datadiff import DataDiff, DiffCaps, diff_relations
+from runner.review.predicate import parse_predicate
+from runner.state.store import StateStore
 
 pytest_plugins = ["engines"]
 

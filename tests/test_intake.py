@@ -35,9 +35,10 @@ from bot.config import ConfigError, GitHubConfig, GitLabConfig, RepositoryConfig
 from bot.events import CommentEvent, MergeRequestEvent, MRAction, from_json
 from bot.intake import BodyTooLarge, read_body
 from bot.metrics import record_job
+from bot.records.inbox import Inbox
+from bot.records.schema import events
 from bot.sweeper import start_sweeper, sweep
-from runner.inbox import Inbox
-from runner.state import StateStore, events
+from runner.state.store import StateStore
 
 FIXTURES = Path(__file__).resolve().parents[2] / "shared" / "fixtures"  # shared/ sits beside the repo
 REDIS_DB = 13  # this file's own Redis database, flushed around each test
@@ -476,7 +477,7 @@ import sys
 from bot.app import create_app
 from bot.broker import DramatiqDispatcher, declare_actor, make_broker
 from bot.config import GitHubConfig, ServerConfig
-from runner.state import StateStore
+from runner.state.store import StateStore
 from bot.metrics import record_job
 
 if sys.argv[1] == "worker":
@@ -571,8 +572,8 @@ def test_concurrent_deliveries_of_one_event_store_it_once(client: FlaskClient, s
 def test_finished_events_are_forgotten_after_the_janitor_ttl(tmp_path):
     import time as _time
 
-    from runner.inbox import Inbox
-    from runner.state import StateStore
+    from bot.records.inbox import Inbox
+    from runner.state.store import StateStore
 
     state = StateStore(f"sqlite:///{tmp_path / 'prune.db'}")
     inbox = Inbox(state)

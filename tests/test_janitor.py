@@ -14,11 +14,11 @@ import pytest
 from conftest import Shop, env_views, physical_objects, rows, views_sql
 
 from runner.engines.base import Engine
-from runner.environment import promote, rollback
+from runner.environments import promote, rollback
 from runner.errors import EnvError, SluiceError
 from runner.janitor import parse_duration, run_janitor
 from runner.pipeline import run_pipeline
-from runner.state import StateStore
+from runner.state.store import StateStore
 
 DAY = 86400.0
 WEEK = 7 * DAY

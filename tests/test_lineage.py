@@ -7,8 +7,8 @@ unaffected by a change, so whenever lineage cannot be traced it must answer cons
 
 from __future__ import annotations
 
-from runner.lineage import ALL, ColumnLineage, model_lineage
-from runner.parsing import parse_query
+from runner.lineage.model import ALL, ColumnLineage, model_lineage
+from runner.project.parsing import parse_query
 
 ORDERS = "raw.orders"
 CUSTOMERS = "raw.customers"

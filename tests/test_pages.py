@@ -14,8 +14,8 @@ from bot.app import create_app
 from bot.broker import DramatiqDispatcher, declare_actor, make_broker
 from bot.config import GitHubConfig, GitLabConfig, ServerConfig
 from bot.pages import render_report
-from runner.runlog import RunLog
-from runner.state import StateStore
+from bot.records.runs import RunLog
+from runner.state.store import StateStore
 
 GOLDEN = Path(__file__).resolve().parent / "golden" / "report_breaking.md"
 SCRIPT = "<script>alert('report')</script>"

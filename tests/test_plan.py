@@ -20,8 +20,9 @@ from runner.engines.base import Engine
 from runner.errors import PlanError
 from runner.naming import physical_name
 from runner.pipeline import RunResult, plan_environment, run_pipeline
-from runner.plan import Action, Change, make_plan
-from runner.state import StateStore
+from runner.plan.builder import make_plan
+from runner.plan.definition import Action, Change
+from runner.state.store import StateStore
 
 ORDERS = "models/marts/orders.sql"
 CUSTOMERS = "models/marts/customers.sql"

@@ -14,7 +14,7 @@ from fakeforge import FakeGitLab
 from test_bot_e2e import ORDERS, Bot, Forge, Origin, build_production, redis_db, server_config
 
 from bot.forges.base import Role
-from runner.audit import AuditLog
+from bot.records.audit import AuditLog
 
 PATH = "/webhooks/gitlab"
 

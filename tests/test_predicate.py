@@ -12,7 +12,7 @@ from sqlglot import exp
 
 from runner.engines.duckdb import DuckDBEngine
 from runner.naming import table
-from runner.predicate import PredicateError, parse_predicate
+from runner.review.predicate import PredicateError, parse_predicate
 
 COLUMNS = ("id", "status", "amount", "ordered_on", "Email")
 

@@ -15,9 +15,10 @@ from pathlib import Path
 import pytest
 
 from runner.errors import ProjectError
-from runner.project import Project, load_project
+from runner.project.loader import load_project
+from runner.project.nodes import Project
 
-DEMO = Path(__file__).resolve().parents[1] / "runner" / "demo_project"
+DEMO = Path(__file__).resolve().parents[1] / "bot" / "demo" / "project"
 ORDERS_SQL = "models/marts/orders.sql"
 SCHEMA_YML = "models/schema.yml"
 
@@ -1149,7 +1150,7 @@ def test_a_comment_after_the_final_semicolon_is_not_a_second_statement(tmp_path)
     import shutil as _shutil
 
     root = tmp_path / "shop"
-    _shutil.copytree(Path(__file__).resolve().parent.parent / "runner" / "demo_project", root)
+    _shutil.copytree(Path(__file__).resolve().parent.parent / "bot" / "demo" / "project", root)
     path = root / "models" / "marts" / "orders.sql"
     path.write_text(path.read_text() + ";\n-- reviewed by the finance team\n")
     assert "marts.orders" in load_project(root).models
@@ -1164,7 +1165,7 @@ def test_identifiers_with_quotes_semicolons_or_comments_are_refused(tmp_path, sq
     import shutil as _shutil
 
     root = tmp_path / "shop"
-    _shutil.copytree(Path(__file__).resolve().parent.parent / "runner" / "demo_project", root)
+    _shutil.copytree(Path(__file__).resolve().parent.parent / "bot" / "demo" / "project", root)
     (root / "models" / "marts" / "odd.sql").write_text(sql + "\n")
     with pytest.raises(ProjectError) as error:
         load_project(root)

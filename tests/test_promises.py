@@ -19,9 +19,9 @@ from test_bot_e2e import ORDERS, Forge, Origin, free_port, redis_db, start_redis
 from bot.app import broker_dispatcher, create_app
 from bot.config import load_config
 from bot.forges.base import Role
-from runner.inbox import Inbox
-from runner.runlog import RunLog
-from runner.state import StateStore
+from bot.records.inbox import Inbox
+from bot.records.runs import RunLog
+from runner.state.store import StateStore
 
 pytestmark = pytest.mark.promises
 ROOT = Path(__file__).resolve().parent.parent

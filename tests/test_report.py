@@ -17,12 +17,12 @@ import pytest
 from bot.report import GITHUB_LIMIT, render_markdown
 from runner.engines.duckdb import DuckDBEngine
 from runner.pipeline import RunResult, run_pipeline
-from runner.plan import make_plan
-from runner.project import load_project
-from runner.review import review
-from runner.state import StateStore
+from runner.plan.builder import make_plan
+from runner.project.loader import load_project
+from runner.review.summary import review
+from runner.state.store import StateStore
 
-DEMO = Path(__file__).resolve().parent.parent / "runner" / "demo_project"
+DEMO = Path(__file__).resolve().parent.parent / "bot" / "demo" / "project"
 GOLDEN = Path(__file__).resolve().parent / "golden"
 GITLAB_LIMIT = 1_000_000
 RUN_URL = "https://sluice.example/runs/1"

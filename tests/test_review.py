@@ -10,9 +10,9 @@ import pytest
 from bot.report import render_markdown
 from runner.engines.duckdb import DuckDBEngine
 from runner.pipeline import run_pipeline
-from runner.project import load_project
-from runner.review import review
-from runner.state import StateStore
+from runner.project.loader import load_project
+from runner.review.summary import review
+from runner.state.store import StateStore
 
 MODEL = "select id, amount * {factor} as amount from raw.events\n"
 

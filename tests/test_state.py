@@ -12,9 +12,12 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
+from bot.records.runs import RunLog
 from runner.engines.duckdb import DuckDBEngine
 from runner.errors import EnvError, SluiceError, StateError
-from runner.state import MIGRATIONS, SnapshotRecord, StateStore, schema_version
+from runner.state.records import SnapshotRecord
+from runner.state.schema import MIGRATIONS, schema_version
+from runner.state.store import StateStore
 
 TABLES = {"sluice_schema_version", "sluice_snapshots", "sluice_environments",
           "sluice_environment_models", "sluice_environment_history"}
@@ -236,17 +239,21 @@ def test_processes_starting_together_migrate_once(backend: str, tmp_path, reques
 
 @pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
 def test_an_older_store_is_upgraded_in_place(backend: str, tmp_path, request):
-    """A store made before the run policy column existed gains it, keeping its rows."""
+    """A store made before the run policy column existed (and before the service's records had a
+    version table of their own) gains the column, keeping its rows."""
     url = request.getfixturevalue("pg_url") if backend == "postgresql" else f"sqlite:///{tmp_path / 'o.db'}"
     store = StateStore(url)
+    RunLog(store)
     with store.engine.begin() as conn:
         conn.execute(sa.text("ALTER TABLE sluice_runs DROP COLUMN policy"))
         conn.execute(sa.text("DELETE FROM sluice_schema_version WHERE version = 4"))
+        conn.execute(sa.text("DROP TABLE sluice_records_version"))
         conn.execute(sa.text("INSERT INTO sluice_runs (forge, repository, number, kind, status, summary, "
                              "report, log, created_at) VALUES ('gitlab', 'a/b', 1, 'pipeline', 'success', "
                              "'', '', '', 0)"))
     store.close()
     upgraded = StateStore(url)
+    RunLog(upgraded)
     assert upgraded.version == len(MIGRATIONS)
     with upgraded.engine.connect() as conn:
         assert conn.execute(sa.text("SELECT count(*), max(policy) FROM sluice_runs")).one() == (1, None)

@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 from runner.errors import SluiceError
-from runner.project import load_project
-from runner.trace import resolve_target, trace
+from runner.lineage.project import resolve_target, trace
+from runner.project.loader import load_project
 
 MODELS = {
     # seeds: raw.orders(id, customer_id, amount, status), raw.refunds(id, order_id, amount)

@@ -7,9 +7,9 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from runner.lineage import ALL
-from runner.plan import Action, Change, Plan
-from runner.project import Exposure, Project
+from runner.lineage.model import ALL
+from runner.plan.definition import Action, Change, Plan
+from runner.project.nodes import Exposure, Project
 
 
 @dataclass(frozen=True)

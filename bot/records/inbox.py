@@ -13,7 +13,8 @@ from dataclasses import dataclass
 import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError
 
-from runner.state import StateStore, events
+from bot.records.schema import RECORDS, events
+from runner.state.store import StateStore
 
 
 @dataclass(frozen=True)
@@ -33,6 +34,7 @@ class StoredEvent:
 
 class Inbox:
     def __init__(self, state: StateStore):
+        state.ensure(RECORDS)
         self.state = state
 
     def store(self, forge: str, delivery_id: str, kind: str, repository: str | None,

@@ -9,20 +9,21 @@ from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
 from runner.build import SourceStates, direct_sources
-from runner.categorize import ColumnChange
-from runner.config import DiffSettings
 from runner.engines.base import Engine
 from runner.errors import SluiceError
-from runner.impact import Impact, impact
 from runner.naming import physical_name, physical_schema, table
-from runner.plan import Action, Change, Plan, PlannedNode
-from runner.project import Project
+from runner.plan.categorize import ColumnChange
+from runner.plan.definition import Action, Change, Plan, PlannedNode
+from runner.project.config import DiffSettings
+from runner.project.nodes import Project
+from runner.review.impact import Impact, impact
+from runner.review.sqldiff import SqlDiff, sql_diff
 from runner.rewrite import physical_query
-from runner.sqldiff import SqlDiff, sql_diff
-from runner.state import SnapshotRecord, StateStore
+from runner.state.records import SnapshotRecord
+from runner.state.store import StateStore
 
 if TYPE_CHECKING:
-    from runner.datadiff import DataDiff
+    from runner.review.datadiff import DataDiff
 
 
 @dataclass(frozen=True)
@@ -149,7 +150,7 @@ def _diff_against_rebuilt(engine: Engine, project: Project, state: StateStore, n
 
 def _data_diff(engine: Engine, project: Project, node: PlannedNode, before: SnapshotRecord,
                settings: DiffSettings) -> tuple[DataDiff | None, str]:
-    from runner.datadiff import DiffCaps, diff_relations
+    from runner.review.datadiff import DiffCaps, diff_relations
 
     caps = DiffCaps(max_rows=settings.max_rows, seconds=settings.seconds, samples=settings.samples)
     try:

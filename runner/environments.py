@@ -11,11 +11,12 @@ from dataclasses import dataclass
 
 from sqlglot import exp
 
-from runner.config import PRODUCTION, check_environment_name
 from runner.engines.base import Engine
 from runner.errors import EnvError
 from runner.naming import environment_schema, table
-from runner.state import SnapshotRecord, StateStore
+from runner.project.config import PRODUCTION, check_environment_name
+from runner.state.records import SnapshotRecord
+from runner.state.store import StateStore
 
 
 @dataclass(frozen=True)

@@ -1,8 +1,7 @@
 """The state store: snapshots, environments and their history (SQLAlchemy Core).
 
 A SQLite file by default, a PostgreSQL URL for a server. It is the source of truth for what exists
-in the warehouse and which environment points where. The schema is versioned: each migration is a
-step in `MIGRATIONS`, applied once, in order.
+in the warehouse and which environment points where. Its tables and migrations are in `schema`.
 """
 
 from __future__ import annotations
@@ -11,7 +10,6 @@ import json
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -20,213 +18,18 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.exc import SQLAlchemyError
 
 from runner.errors import EnvError, StateError
-
-metadata = sa.MetaData()
-
-schema_version = sa.Table(
-    "sluice_schema_version", metadata,
-    sa.Column("version", sa.Integer, primary_key=True),
-    sa.Column("applied_at", sa.Float, nullable=False),
+from runner.state.records import EnvironmentRecord, HistoryEntry, SnapshotRecord
+from runner.state.schema import (
+    STATE,
+    Schema,
+    environment_history,
+    environment_models,
+    environments,
+    migrate,
+    schema_version,
+    snapshots,
+    source_states,
 )
-
-snapshots = sa.Table(
-    "sluice_snapshots", metadata,
-    sa.Column("fingerprint", sa.String(64), primary_key=True),
-    sa.Column("name", sa.String(255), nullable=False, index=True),
-    sa.Column("kind", sa.String(16), nullable=False),
-    sa.Column("physical_schema", sa.String(255), nullable=False),
-    sa.Column("physical_table", sa.String(255), nullable=False),
-    sa.Column("materialized", sa.String(16), nullable=False),
-    sa.Column("data_version", sa.String(64), nullable=False),
-    sa.Column("canonical", sa.Text, nullable=False),
-    sa.Column("parents", sa.Text, nullable=False),
-    sa.Column("columns", sa.Text, nullable=False),
-    sa.Column("reads_physical", sa.Text, nullable=False),
-    sa.Column("reused_from", sa.String(64)),
-    sa.Column("created_at", sa.Float, nullable=False),
-    sa.Column("build_seconds", sa.Float, nullable=False, default=0.0),
-    sa.Column("last_referenced_at", sa.Float, nullable=False),
-    sa.Column("dropped_at", sa.Float),
-)
-
-environments = sa.Table(
-    "sluice_environments", metadata,
-    sa.Column("name", sa.String(64), primary_key=True),
-    sa.Column("created_at", sa.Float, nullable=False),
-    sa.Column("updated_at", sa.Float, nullable=False),
-    sa.Column("expires_at", sa.Float),
-)
-
-environment_models = sa.Table(
-    "sluice_environment_models", metadata,
-    sa.Column("environment", sa.String(64), primary_key=True),
-    sa.Column("name", sa.String(255), primary_key=True),
-    sa.Column("fingerprint", sa.String(64), nullable=False, index=True),
-)
-
-environment_history = sa.Table(
-    "sluice_environment_history", metadata,
-    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
-    sa.Column("environment", sa.String(64), nullable=False, index=True),
-    sa.Column("action", sa.String(16), nullable=False),  # plan | promote | rollback | drop
-    sa.Column("source", sa.String(64)),
-    sa.Column("created_at", sa.Float, nullable=False),
-    sa.Column("before", sa.Text, nullable=False),
-    sa.Column("after", sa.Text, nullable=False),
-    sa.Column("rolled_back", sa.Boolean, nullable=False, default=False),
-)
-
-# The bot's durable work: deliveries received, runs, locks and each MR's report comment.
-events = sa.Table(
-    "sluice_events", metadata,
-    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
-    sa.Column("forge", sa.String(16), nullable=False),
-    sa.Column("delivery_id", sa.String(128), nullable=False),
-    sa.Column("kind", sa.String(64), nullable=False),
-    sa.Column("repository", sa.String(255)),
-    sa.Column("number", sa.Integer),
-    sa.Column("event", sa.Text),  # the normalised event (bot.events JSON); NULL when ignored
-    sa.Column("received_at", sa.Float, nullable=False),
-    sa.Column("dispatched_at", sa.Float),  # handed to the broker
-    sa.Column("done_at", sa.Float),  # a worker finished with it
-    sa.Column("attempts", sa.Integer, nullable=False, default=0),
-    sa.UniqueConstraint("forge", "delivery_id", name="uq_sluice_events_delivery"),
-)
-
-runs = sa.Table(
-    "sluice_runs", metadata,
-    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
-    sa.Column("event_id", sa.Integer),
-    sa.Column("forge", sa.String(16), nullable=False),
-    sa.Column("repository", sa.String(255), nullable=False),
-    sa.Column("number", sa.Integer, nullable=False),
-    sa.Column("sha", sa.String(64)),
-    sa.Column("kind", sa.String(32), nullable=False),  # pipeline | promote | drop | command
-    sa.Column("environment", sa.String(64)),
-    sa.Column("status", sa.String(16), nullable=False),  # queued running success failed superseded error
-    sa.Column("summary", sa.Text, nullable=False, default=""),
-    sa.Column("report", sa.Text, nullable=False, default=""),
-    sa.Column("log", sa.Text, nullable=False, default=""),
-    sa.Column("created_at", sa.Float, nullable=False),
-    sa.Column("started_at", sa.Float),
-    sa.Column("finished_at", sa.Float),
-    sa.Column("policy", sa.Text),  # the effective policy of the run (JSON); added by migration 4
-    sa.Index("ix_sluice_runs_mr", "forge", "repository", "number"),
-)
-
-locks = sa.Table(
-    "sluice_locks", metadata,
-    sa.Column("name", sa.String(255), primary_key=True),
-    sa.Column("holder", sa.String(255), nullable=False),
-    sa.Column("note", sa.String(255), nullable=False, default=""),
-    sa.Column("since", sa.Float, nullable=False),
-    sa.Column("expires_at", sa.Float),  # NULL: held until released
-)
-
-comments = sa.Table(
-    "sluice_comments", metadata,
-    sa.Column("forge", sa.String(16), primary_key=True),
-    sa.Column("repository", sa.String(255), primary_key=True),
-    sa.Column("number", sa.Integer, primary_key=True),
-    sa.Column("comment_id", sa.BigInteger, nullable=False),
-    sa.Column("history", sa.Text, nullable=False, default=""),  # one line per run
-)
-
-# What each source looked like when a snapshot reading it was built: the report's drift check.
-source_states = sa.Table(
-    "sluice_source_states", metadata,
-    sa.Column("fingerprint", sa.String(64), primary_key=True),
-    sa.Column("source", sa.String(255), primary_key=True),
-    sa.Column("state", sa.String(128), nullable=False),
-    sa.Column("observed_at", sa.Float, nullable=False),
-)
-
-# Who did what, when: promotions, approvals, overrides, locks (see runner/audit.py).
-audit = sa.Table(
-    "sluice_audit", metadata,
-    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
-    sa.Column("at", sa.Float, nullable=False),
-    sa.Column("actor", sa.String(255), nullable=False),
-    sa.Column("action", sa.String(32), nullable=False),
-    sa.Column("forge", sa.String(16)),
-    sa.Column("repository", sa.String(255)),
-    sa.Column("number", sa.Integer),
-    sa.Column("sha", sa.String(64)),
-    sa.Column("environment", sa.String(64)),
-    sa.Column("detail", sa.Text, nullable=False, default="{}"),
-    sa.Index("ix_sluice_audit_mr", "forge", "repository", "number"),
-)
-
-MIGRATION_LOCK = 7_215_813_001  # PostgreSQL advisory lock key held while migrating
-
-# Each migration creates what it introduced; later issues append steps here.
-MIGRATIONS: list[Callable[[Connection], None]] = [
-    lambda conn: metadata.create_all(
-        conn, tables=[snapshots, environments, environment_models, environment_history]),
-    lambda conn: metadata.create_all(conn, tables=[events, runs, locks, comments]),
-    lambda conn: metadata.create_all(conn, tables=[source_states]),
-    lambda conn: _migration_4(conn),
-]
-
-
-def _migration_4(conn: Connection) -> None:
-    metadata.create_all(conn, tables=[audit])
-    _add_column(conn, runs, "policy")
-
-
-def _add_column(conn: Connection, table: sa.Table, name: str) -> None:
-    """Add a column a later version introduced (a store created since already has it)."""
-    column = table.c[name]
-    try:
-        with conn.begin_nested():
-            conn.execute(sa.text(f"ALTER TABLE {table.name} ADD COLUMN {name} "
-                                 f"{column.type.compile(dialect=conn.dialect)}"))
-    except SQLAlchemyError:
-        pass  # already there
-
-
-@dataclass(frozen=True)
-class SnapshotRecord:
-    fingerprint: str
-    name: str
-    kind: str
-    physical_schema: str
-    physical_table: str
-    materialized: str
-    data_version: str
-    canonical: str
-    parents: Mapping[str, str]
-    columns: tuple[str, ...]
-    reads_physical: tuple[str, ...] = ()
-    reused_from: str | None = None
-    created_at: float = 0.0
-    build_seconds: float = 0.0
-    last_referenced_at: float = 0.0
-
-    @property
-    def physical(self) -> str:
-        return f"{self.physical_schema}.{self.physical_table}"
-
-
-@dataclass(frozen=True)
-class EnvironmentRecord:
-    name: str
-    created_at: float
-    updated_at: float
-    expires_at: float | None
-    models: Mapping[str, str] = field(default_factory=dict)  # model name -> fingerprint
-
-
-@dataclass(frozen=True)
-class HistoryEntry:
-    id: int
-    environment: str
-    action: str
-    source: str | None
-    created_at: float
-    before: Mapping[str, str]
-    after: Mapping[str, str]
-    rolled_back: bool
 
 
 class StateStore:
@@ -252,7 +55,7 @@ class StateStore:
                 sa.event.listen(self.engine, "connect", _sqlite_pragmas)
             elif namespace:
                 with self.engine.begin() as conn:
-                    conn.execute(sa.text("SELECT pg_advisory_xact_lock(:key)"), {"key": MIGRATION_LOCK})
+                    conn.execute(sa.text("SELECT pg_advisory_xact_lock(:key)"), {"key": STATE.lock_key})
                     conn.execute(sa.schema.CreateSchema(namespace, if_not_exists=True))
                 self.engine = self.engine.execution_options(schema_translate_map={None: namespace})
             self._migrate()
@@ -267,21 +70,22 @@ class StateStore:
     # -- schema ---------------------------------------------------------------------------------
 
     def _migrate(self) -> None:
-        """Bring the schema up to date. Processes starting together (gunicorn workers, several
-        workers) take turns: an advisory lock on PostgreSQL, the database lock on SQLite."""
         with self.engine.begin() as conn:
-            if conn.dialect.name == "postgresql":
-                conn.execute(sa.text("SELECT pg_advisory_xact_lock(:key)"), {"key": MIGRATION_LOCK})
-            elif conn.dialect.name == "sqlite":
-                conn.exec_driver_sql("BEGIN IMMEDIATE")
-            schema_version.create(conn, checkfirst=True)
-            current = conn.execute(sa.select(sa.func.max(schema_version.c.version))).scalar() or 0
-            if current > len(MIGRATIONS):
-                raise StateError(f"the state store is at schema version {current}, newer than this "
-                                 f"Sluice understands ({len(MIGRATIONS)}); upgrade Sluice")
-            for version in range(current + 1, len(MIGRATIONS) + 1):
-                MIGRATIONS[version - 1](conn)
-                conn.execute(schema_version.insert().values(version=version, applied_at=time.time()))
+            migrate(conn, STATE)
+        self._schemas = {STATE.name}
+
+    def ensure(self, schema: Schema) -> None:
+        """Create or upgrade another family of tables in this store (once per store object)."""
+        if schema.name in self._schemas:
+            return
+        try:
+            with self.engine.begin() as conn:
+                migrate(conn, schema)
+        except SQLAlchemyError as exc:
+            detail = (str(exc).strip().splitlines() or [""])[0]
+            raise StateError(f"cannot migrate the state store's {schema.name} tables: "
+                             f"{exc.__class__.__name__}: {detail}") from None
+        self._schemas.add(schema.name)
 
     @property
     def version(self) -> int:

@@ -19,15 +19,15 @@ from rich.console import Console
 from rich.table import Table
 
 from bot.report import render_markdown
-from runner import environment as environments
-from runner.config import PRODUCTION
+from runner import environments
 from runner.engines import open_engine
 from runner.errors import SluiceError
 from runner.pipeline import RunResult, run_pipeline
-from runner.project import load_project
-from runner.review import review
+from runner.project.config import PRODUCTION
+from runner.project.loader import load_project
+from runner.review.summary import review
 from runner.settings import local_settings
-from runner.state import StateStore
+from runner.state.store import StateStore
 
 BRANCH = "orders-exclude-coupons"
 MR_ENV = "mr_1"
@@ -42,7 +42,7 @@ EDITS = {
 
 
 def sample_project(target: Path) -> None:
-    source = resources.files("runner") / "demo_project"
+    source = resources.files("bot.demo") / "project"
     with resources.as_file(source) as path:
         shutil.copytree(path, target, dirs_exist_ok=True,
                         ignore=shutil.ignore_patterns(".sluice", "__pycache__"))

@@ -17,7 +17,7 @@ from sqlglot.errors import OptimizeError, SqlglotError
 from sqlglot.optimizer.qualify import qualify
 from sqlglot.optimizer.scope import Scope, traverse_scope
 
-from runner.parsing import parse_canonical, table_references
+from runner.project.parsing import parse_canonical, table_references
 
 Ref = tuple[str, str]  # (upstream table's logical name, column)
 ALL = "*"  # a column name meaning "every column of that table"

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from runner.errors import ProjectError
-from runner.yamlfile import Mapping, load_yaml, parse_yaml
+from runner.project.yamlfile import YamlMapping, load_yaml, parse_yaml
 
 CONFIG_FILE = "sluice.yml"
 PRODUCTION = "prod"
@@ -46,14 +46,14 @@ class ProjectConfig:
     threads: int = 4
     test_changed_only: bool = True
     diff: DiffSettings = field(default_factory=lambda: DiffSettings())
-    policies: Mapping | None = None  # the `policies:` section as written (read by `policies`)
+    policies: YamlMapping | None = None  # the `policies:` section as written (read by `policies`)
     environments: dict[str, EnvironmentConfig] = field(default_factory=dict)
 
     def environment(self, name: str) -> EnvironmentConfig:
         return self.environments.get(name, EnvironmentConfig(name, protected=name == PRODUCTION))
 
 
-def check_identifier(value: str, what: str, where: Mapping | None = None, key: str | None = None,
+def check_identifier(value: str, what: str, where: YamlMapping | None = None, key: str | None = None,
                      file: str | None = None) -> str:
     """Schema, model and seed names become SQL identifiers: keep them plain and free of `__`."""
     if not IDENTIFIER.match(value) or "__" in value or value.startswith("sluice"):
@@ -75,7 +75,7 @@ def check_environment_name(name: str) -> str:
     return name
 
 
-def load_config(root: Path) -> ProjectConfig:
+def load_project_config(root: Path) -> ProjectConfig:
     path = root / CONFIG_FILE
     if not path.is_file():
         raise ProjectError(
@@ -84,12 +84,12 @@ def load_config(root: Path) -> ProjectConfig:
     return config_from(load_yaml(path, CONFIG_FILE))
 
 
-def parse_config(text: str) -> ProjectConfig:
+def parse_project_config(text: str) -> ProjectConfig:
     """A sluice.yml read from somewhere else than a checkout (e.g. a branch's head in git)."""
     return config_from(parse_yaml(text, CONFIG_FILE))
 
 
-def config_from(data: Mapping) -> ProjectConfig:
+def config_from(data: YamlMapping) -> ProjectConfig:
     data.check_keys(
         {"name", "dialect", "warehouse", "paths", "seeds", "default_schema", "environments",
          "build", "tests", "policies", "diff"},
@@ -123,8 +123,8 @@ def config_from(data: Mapping) -> ProjectConfig:
         if not ENV_NAME.match(env_name) or "__" in env_name:
             raise envs.error(env_name, f"environment name {env_name!r} is not valid")
         if env_data is None:
-            env_data = Mapping({}, {}, CONFIG_FILE, envs.line_of(env_name))
-        if not isinstance(env_data, Mapping):
+            env_data = YamlMapping({}, {}, CONFIG_FILE, envs.line_of(env_name))
+        if not isinstance(env_data, YamlMapping):
             raise envs.error(env_name, f"environment {env_name!r} must be a mapping")
         env_data.check_keys({"protected"}, f"environment {env_name!r}")
         protected = env_data.get("protected", env_name == PRODUCTION)
@@ -153,7 +153,7 @@ def config_from(data: Mapping) -> ProjectConfig:
     )
 
 
-def _diff_settings(section: Mapping) -> DiffSettings:
+def _diff_settings(section: YamlMapping) -> DiffSettings:
     section.check_keys({"max_rows", "seconds", "samples", "max_models", "baseline"}, "'diff'")
     values: dict[str, object] = {}
     for key, kind, low, high in (("max_rows", int, 1, 10**12), ("seconds", float, 0.1, 86400.0),

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from sqlglot import diff as ast_diff
 from sqlglot.diff import Keep
 
-from runner.parsing import parse_canonical
+from runner.project.parsing import parse_canonical
 
 
 @dataclass(frozen=True)

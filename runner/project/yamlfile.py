@@ -1,6 +1,6 @@
 """Read YAML with ruamel.yaml into plain values that remember the line of every mapping key.
 
-Errors about a key must name the file and the line, so mappings come back as `Mapping` objects: a
+Errors about a key must name the file and the line, so mappings come back as `YamlMapping` objects: a
 dict plus the line each key sits on. Everything else is plain `list`, `str`, `int`, … .
 """
 
@@ -17,7 +17,7 @@ from ruamel.yaml.error import MarkedYAMLError, YAMLError
 from runner.errors import ProjectError
 
 
-class Mapping(dict[str, Any]):
+class YamlMapping(dict[str, Any]):
     """A YAML mapping with the 1-based line of each key and of the mapping itself."""
 
     def __init__(self, items: dict[str, Any], lines: dict[str, int], file: str, line: int):
@@ -46,11 +46,11 @@ class Mapping(dict[str, Any]):
             raise self.error(key, f"{key!r} must be a string, got {type(value).__name__}")
         return value
 
-    def get_mapping(self, key: str) -> Mapping:
+    def get_mapping(self, key: str) -> YamlMapping:
         value = self.get(key)
         if value is None:
-            return Mapping({}, {}, self.file, self.line_of(key))
-        if not isinstance(value, Mapping):
+            return YamlMapping({}, {}, self.file, self.line_of(key))
+        if not isinstance(value, YamlMapping):
             raise self.error(key, f"{key!r} must be a mapping")
         return value
 
@@ -62,9 +62,9 @@ class Mapping(dict[str, Any]):
             raise self.error(key, f"{key!r} must be a list")
         return value
 
-    def mappings(self, key: str) -> Iterator[Mapping]:
+    def mappings(self, key: str) -> Iterator[YamlMapping]:
         for item in self.get_list(key):
-            if not isinstance(item, Mapping):
+            if not isinstance(item, YamlMapping):
                 raise self.error(key, f"every entry of {key!r} must be a mapping")
             yield item
 
@@ -79,13 +79,13 @@ def _convert(node: Any, file: str) -> Any:
                 raise ProjectError(f"mapping keys must be strings, got {key!r}", file=file, line=line)
             lines[key] = line
             items[key] = _convert(node[key], file)
-        return Mapping(items, lines, file, node.lc.line + 1)
+        return YamlMapping(items, lines, file, node.lc.line + 1)
     if isinstance(node, CommentedSeq):
         return [_convert(item, file) for item in node]
     return node
 
 
-def load_yaml(path: Path, display: str | None = None) -> Mapping:
+def load_yaml(path: Path, display: str | None = None) -> YamlMapping:
     """Parse one YAML file whose top level must be a mapping (an empty file is an empty mapping)."""
     name = display or str(path)
     try:
@@ -95,7 +95,7 @@ def load_yaml(path: Path, display: str | None = None) -> Mapping:
     return parse_yaml(text, name)
 
 
-def parse_yaml(text: str, name: str) -> Mapping:
+def parse_yaml(text: str, name: str) -> YamlMapping:
     yaml = YAML(typ="rt")
     yaml.allow_duplicate_keys = False
     try:
@@ -109,9 +109,9 @@ def parse_yaml(text: str, name: str) -> Mapping:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else "invalid YAML"
         raise ProjectError(f"invalid YAML: {first}", file=name) from None
     if data is None:
-        return Mapping({}, {}, name, 1)
+        return YamlMapping({}, {}, name, 1)
     if not isinstance(data, CommentedMap):
         raise ProjectError("the top level must be a mapping", file=name, line=1)
     converted = _convert(data, name)
-    assert isinstance(converted, Mapping)
+    assert isinstance(converted, YamlMapping)
     return converted

@@ -7,8 +7,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from runner.errors import SluiceError
-from runner.lineage import ALL, ColumnLineage, model_lineage
-from runner.project import Project
+from runner.lineage.model import ALL, ColumnLineage, model_lineage
+from runner.project.nodes import Project
 
 
 @dataclass(frozen=True)

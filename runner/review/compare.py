@@ -6,14 +6,14 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from runner.datadiff import DataDiff, DiffCaps, diff_relations
 from runner.engines.base import Engine
 from runner.errors import EnvError, SluiceError
 from runner.naming import table
-from runner.predicate import parse_predicate
-from runner.project import Project
-from runner.review import pii_columns, unique_key
-from runner.state import StateStore
+from runner.project.nodes import Project
+from runner.review.datadiff import DataDiff, DiffCaps, diff_relations
+from runner.review.predicate import parse_predicate
+from runner.review.summary import pii_columns, unique_key
+from runner.state.store import StateStore
 
 
 @dataclass(frozen=True)

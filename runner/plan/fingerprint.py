@@ -11,7 +11,7 @@ import hashlib
 import json
 from collections.abc import Mapping
 
-from runner.project import Model, Seed
+from runner.project.nodes import Model, Seed
 
 FINGERPRINT_VERSION = 1  # bump when the recipe changes, so old snapshots are not mistaken for new
 

@@ -8,191 +8,37 @@ from __future__ import annotations
 
 import csv
 import hashlib
-import json
 import re
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from runner.config import ProjectConfig, check_identifier, load_config
-from runner.dag import DAG, Cycle
 from runner.errors import ProjectError
-from runner.parsing import ParsedQuery, TableRef, parse_query
-from runner.yamlfile import Mapping, load_yaml
-
-MATERIALIZATIONS = ("table", "view")
-COLUMN_TESTS = ("not_null", "unique", "accepted_values", "relationships")
-
-
-@dataclass(frozen=True)
-class DataTest:
-    """One data test: a column test from YAML (dbt semantics) or a singular SQL test file."""
-
-    kind: str  # not_null | unique | accepted_values | relationships | singular
-    model: str | None
-    column: str | None
-    file: str
-    line: int | None
-    values: tuple[Any, ...] = ()
-    to: str | None = None  # relationships: the model or seed the column must point into
-    field: str | None = None
-    sql: str | None = None  # singular: canonical query returning the failing rows
-    depends_on: tuple[str, ...] = ()
-
-    @property
-    def name(self) -> str:
-        if self.kind == "singular":
-            return Path(self.file).stem
-        return f"{self.kind}({self.model}.{self.column})"
-
-
-@dataclass(frozen=True)
-class Column:
-    name: str
-    description: str = ""
-    tags: tuple[str, ...] = ()
-
-
-@dataclass(frozen=True)
-class Model:
-    name: str  # schema.table
-    schema: str
-    table: str
-    path: str  # relative to the project root
-    canonical: str
-    depends_on: tuple[str, ...]
-    refs: tuple[TableRef, ...]
-    materialized: str = "table"
-    unique_key: tuple[str, ...] = ()
-    description: str = ""
-    tags: tuple[str, ...] = ()
-    columns: tuple[Column, ...] = ()
-
-
-@dataclass(frozen=True)
-class Seed:
-    name: str
-    schema: str
-    table: str
-    path: str
-    content_hash: str
-    columns: tuple[str, ...]
-
-
-@dataclass(frozen=True)
-class Source:
-    name: str
-    schema: str
-    table: str
-    columns: tuple[str, ...] | None  # None: not declared, so unknown until the warehouse is asked
-    file: str
-
-
-@dataclass(frozen=True)
-class Exposure:
-    """Something outside the project that reads it: a dashboard, a reverse-ETL sync, an ML feature."""
-
-    name: str
-    type: str
-    depends_on: tuple[str, ...]
-    owner: str = ""
-    url: str = ""
-    description: str = ""
-    file: str = ""
-    line: int | None = None
-
-
-EXPOSURE_TYPES = ("dashboard", "notebook", "analysis", "ml", "application", "reverse_etl")
-
-
-@dataclass(frozen=True)
-class Project:
-    root: Path
-    config: ProjectConfig
-    models: dict[str, Model]
-    seeds: dict[str, Seed]
-    sources: dict[str, Source]
-    tests: tuple[DataTest, ...]
-    dag: DAG = field(repr=False)
-    names: _Names = field(repr=False)
-    exposures: tuple[Exposure, ...] = ()
-
-    def node(self, name: str) -> Model | Seed:
-        return self.models.get(name) or self.seeds[name]
-
-    def resolve(self, parts: tuple[str, ...]) -> str | None:
-        """The model, seed or source a table reference names, or None."""
-        return _resolve(parts, self.names)
-
-
-@dataclass(frozen=True)
-class _Names:
-    full: dict[str, str]  # "schema.table" -> kind
-    short: dict[str, list[str]]  # "table" -> ["schema.table", ...]
-
-    @classmethod
-    def of(cls, models: dict[str, Any], seeds: dict[str, Any], sources: dict[str, Any]) -> _Names:
-        full: dict[str, str] = {}
-        short: dict[str, list[str]] = {}
-        for kind, names in (("model", models), ("seed", seeds), ("source", sources)):
-            for name in names:
-                full[name] = kind
-                short.setdefault(name.split(".", 1)[1], []).append(name)
-        return cls(full, short)
-
-
-def _resolve(parts: tuple[str, ...], names: _Names) -> str | None:
-    if len(parts) == 2:
-        name = ".".join(parts)
-        return name if name in names.full else None
-    if len(parts) == 1:
-        candidates = names.short.get(parts[0], [])
-        return candidates[0] if len(candidates) == 1 else None
-    return None
-
-
-class ParseCache:
-    """Canonical SQL and table references by file-content hash, so an unchanged file is not parsed.
-
-    The cache is JSON (never pickle): it may sit next to untrusted checkouts.
-    """
-
-    def __init__(self, path: Path | None):
-        self.path = path
-        self.entries: dict[str, Any] = {}
-        self.dirty = False
-        if path is not None and path.is_file():
-            try:
-                entries = json.loads(path.read_text())
-            except (OSError, ValueError):
-                entries = {}
-            self.entries = entries if isinstance(entries, dict) else {}
-
-    def parse(self, sql: str, dialect: str, file: str) -> ParsedQuery:
-        key = hashlib.sha256(f"{dialect}\0{sql}".encode()).hexdigest()
-        hit = self.entries.get(key)
-        if hit is not None:
-            return ParsedQuery(hit[0], tuple(TableRef(tuple(p), line) for p, line in hit[1]))
-        parsed = parse_query(sql, dialect, file)
-        self.entries[key] = [parsed.canonical, [[list(r.parts), r.line] for r in parsed.refs]]
-        self.dirty = True
-        return parsed
-
-    def save(self) -> None:
-        if self.path is None or not self.dirty:
-            return
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(self.entries))
-        tmp.replace(self.path)
-        self.dirty = False
+from runner.project.cache import ParseCache
+from runner.project.config import ProjectConfig, check_identifier, load_project_config
+from runner.project.dag import DAG, Cycle
+from runner.project.nodes import (
+    COLUMN_TESTS,
+    EXPOSURE_TYPES,
+    MATERIALIZATIONS,
+    Column,
+    DataTest,
+    Exposure,
+    Model,
+    Names,
+    Project,
+    Seed,
+    Source,
+    resolve_name,
+)
+from runner.project.parsing import ParsedQuery, TableRef
+from runner.project.yamlfile import YamlMapping, load_yaml
 
 
 def load_project(root: Path | str, cache_dir: Path | None = None) -> Project:
     """Read and check the whole project under `root`."""
     root = Path(root).resolve()
-    config = load_config(root)
+    config = load_project_config(root)
     cache = ParseCache(cache_dir / "parse-cache.json" if cache_dir else None)
     models_dir = root / config.models_path
 
@@ -220,7 +66,7 @@ def load_project(root: Path | str, cache_dir: Path | None = None) -> Project:
             )
 
     sources: dict[str, Source] = {}
-    entries: dict[str, Mapping] = {}
+    entries: dict[str, YamlMapping] = {}
     yaml_files = [p for p in _files(models_dir, (".yml", ".yaml"))]
     docs = [(path, load_yaml(path, _rel(root, path))) for path in yaml_files]
     for _, doc in docs:
@@ -231,14 +77,14 @@ def load_project(root: Path | str, cache_dir: Path | None = None) -> Project:
                                 "or has the name of a model or seed")
             sources[source.name] = source
 
-    names = _Names.of(dict.fromkeys(parsed), seeds, sources)
+    names = Names.of(dict.fromkeys(parsed), seeds, sources)
     for _, doc in docs:
         for entry in doc.mappings("models"):
             entry_name = entry.get_str("name")
             if not entry_name:
                 raise entry.error(None, "a models entry needs a 'name'")
             parts = tuple(entry_name.lower().split("."))
-            target = _resolve(parts, names)
+            target = resolve_name(parts, names)
             candidates = [n for n in names.short.get(parts[-1], []) if n in parsed]
             if target is None and len(parts) == 1 and len(candidates) > 1:
                 raise entry.error("name", f"models entry {entry_name!r} is ambiguous: write one of "
@@ -317,8 +163,8 @@ def _model_name(models_dir: Path, path: Path, config: ProjectConfig, rel: str) -
     return schema, table
 
 
-def _resolve_ref(ref: TableRef, names: _Names, file: str) -> str:
-    target = _resolve(ref.parts, names)
+def _resolve_ref(ref: TableRef, names: Names, file: str) -> str:
+    target = resolve_name(ref.parts, names)
     if target is not None:
         return target
     if len(ref.parts) == 1 and len(names.short.get(ref.parts[0], [])) > 1:
@@ -355,7 +201,7 @@ def _load_seeds(root: Path, config: ProjectConfig) -> dict[str, Seed]:
     return seeds
 
 
-def _load_sources(doc: Mapping, config: ProjectConfig) -> Iterator[Source]:
+def _load_sources(doc: YamlMapping, config: ProjectConfig) -> Iterator[Source]:
     for entry in doc.mappings("sources"):
         entry.check_keys({"name", "schema", "database", "description", "tables", "loader", "meta"},
                          "a sources entry")
@@ -378,7 +224,7 @@ def _load_sources(doc: Mapping, config: ProjectConfig) -> Iterator[Source]:
                          columns=columns, file=doc.file)
 
 
-def _load_exposures(doc: Mapping, names: _Names) -> Iterator[Exposure]:
+def _load_exposures(doc: YamlMapping, names: Names) -> Iterator[Exposure]:
     for entry in doc.mappings("exposures"):
         entry.check_keys({"name", "type", "owner", "url", "description", "depends_on", "label",
                           "maturity", "meta", "tags"}, "an exposures entry")
@@ -389,7 +235,7 @@ def _load_exposures(doc: Mapping, names: _Names) -> Iterator[Exposure]:
         if kind not in EXPOSURE_TYPES:
             raise entry.error("type", f"exposure {name!r}: type must be one of {', '.join(EXPOSURE_TYPES)}")
         owner = entry.get("owner")
-        if isinstance(owner, Mapping):
+        if isinstance(owner, YamlMapping):
             owner_text = " ".join(str(owner.get(k)) for k in ("name", "email") if owner.get(k))
         else:
             owner_text = str(owner or "")
@@ -397,7 +243,7 @@ def _load_exposures(doc: Mapping, names: _Names) -> Iterator[Exposure]:
         for item in entry.get_list("depends_on"):
             text = str(item).strip()
             ref = re.fullmatch(r"ref\(\s*['\"]([\w.]+)['\"]\s*\)", text)
-            target = _resolve(tuple((ref.group(1) if ref else text).lower().split(".")), names)
+            target = resolve_name(tuple((ref.group(1) if ref else text).lower().split(".")), names)
             if target is None:
                 raise entry.error("depends_on", f"exposure {name!r} depends on {text!r}, which is not "
                                   "a model, a seed or a declared source")
@@ -410,7 +256,7 @@ def _load_exposures(doc: Mapping, names: _Names) -> Iterator[Exposure]:
 
 
 def _model_meta(
-    entry: Mapping, name: str, names: _Names
+    entry: YamlMapping, name: str, names: Names
 ) -> tuple[str, tuple[str, ...], str, tuple[str, ...], tuple[Column, ...], list[DataTest]]:
     entry.check_keys({"name", "description", "materialized", "unique_key", "tags", "columns",
                       "config", "tests", "data_tests", "meta"}, f"model {name!r}")
@@ -452,15 +298,15 @@ def _model_meta(
             tests)
 
 
-def _column_test(item: Any, col: Mapping, key: str, model: str, column: str,
-                 names: _Names) -> DataTest:
+def _column_test(item: Any, col: YamlMapping, key: str, model: str, column: str,
+                 names: Names) -> DataTest:
     line = col.line_of(key)
     if isinstance(item, str):
-        kind, params = item, Mapping({}, {}, col.file, line)
-    elif isinstance(item, Mapping) and len(item) == 1:
+        kind, params = item, YamlMapping({}, {}, col.file, line)
+    elif isinstance(item, YamlMapping) and len(item) == 1:
         kind = next(iter(item))
         line = item.line_of(kind)
-        if not isinstance(item[kind], Mapping):
+        if not isinstance(item[kind], YamlMapping):
             raise item.error(kind, f"test {kind!r} needs a mapping of arguments")
         params = item[kind]
     else:
@@ -477,7 +323,7 @@ def _column_test(item: Any, col: Mapping, key: str, model: str, column: str,
     if kind == "relationships":
         params.check_keys({"to", "field"}, "relationships")
         to_text = params.get_str("to") or ""
-        to = _resolve(tuple(to_text.lower().split(".")), names) if to_text else None
+        to = resolve_name(tuple(to_text.lower().split(".")), names) if to_text else None
         field_name = (params.get_str("field") or "").lower()
         if to_text and to is None:
             raise params.error("to", f"relationships on {model}.{column}: {to_text!r} is not a model, "
@@ -493,7 +339,7 @@ def _column_test(item: Any, col: Mapping, key: str, model: str, column: str,
 
 
 def _load_singular_tests(root: Path, config: ProjectConfig, cache: ParseCache,
-                         names: _Names) -> list[DataTest]:
+                         names: Names) -> list[DataTest]:
     tests = []
     for path in _files(root / config.tests_path, (".sql",)):
         rel = _rel(root, path)

@@ -17,7 +17,8 @@ from dataclasses import dataclass
 import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError
 
-from runner.state import StateStore, locks
+from runner.state.schema import locks
+from runner.state.store import StateStore
 
 
 @dataclass(frozen=True)

@@ -11,7 +11,8 @@ from dataclasses import dataclass
 
 import sqlalchemy as sa
 
-from runner.state import StateStore, comments, runs
+from bot.records.schema import RECORDS, runs
+from runner.state.store import StateStore
 
 FINAL = ("success", "failed", "superseded", "error")
 
@@ -44,6 +45,7 @@ class RunLog:
     """`redact` is applied to everything written (log lines, summaries, reports)."""
 
     def __init__(self, state: StateStore, redact: Callable[[str], str] = lambda text: text):
+        state.ensure(RECORDS)
         self.state = state
         self.redact = redact
 
@@ -105,24 +107,6 @@ class RunLog:
     def _update(self, run_id: int, **values: object) -> None:
         with self.state.engine.begin() as conn:
             conn.execute(runs.update().where(runs.c.id == run_id).values(**values))
-
-    # -- the sticky report comment -------------------------------------------------------------
-
-    def comment(self, forge: str, repository: str, number: int) -> tuple[int, str] | None:
-        with self.state.engine.connect() as conn:
-            row = conn.execute(sa.select(comments).where(
-                comments.c.forge == forge, comments.c.repository == repository,
-                comments.c.number == number)).first()
-        return (int(row.comment_id), row.history) if row is not None else None
-
-    def save_comment(self, forge: str, repository: str, number: int, comment_id: int,
-                     history: str) -> None:
-        with self.state.engine.begin() as conn:
-            conn.execute(comments.delete().where(
-                comments.c.forge == forge, comments.c.repository == repository,
-                comments.c.number == number))
-            conn.execute(comments.insert().values(forge=forge, repository=repository, number=number,
-                                                  comment_id=comment_id, history=history))
 
 
 def _run(row: sa.Row) -> Run:

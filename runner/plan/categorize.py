@@ -12,8 +12,8 @@ from dataclasses import dataclass
 
 from sqlglot import exp
 
-from runner.lineage import ALL
-from runner.parsing import parse_canonical
+from runner.lineage.model import ALL
+from runner.project.parsing import parse_canonical
 
 
 @dataclass(frozen=True)

@@ -10,7 +10,8 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from runner.state import StateStore, audit
+from bot.records.schema import RECORDS, audit
+from runner.state.store import StateStore
 
 
 @dataclass(frozen=True)
@@ -29,6 +30,7 @@ class AuditEntry:
 
 class AuditLog:
     def __init__(self, state: StateStore):
+        state.ensure(RECORDS)
         self.state = state
 
     def record(self, actor: str, action: str, *, forge: str | None = None, repository: str | None = None,

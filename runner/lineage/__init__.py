@@ -1,0 +1,1 @@
+"""Column lineage: of one model (`model`), and across the whole project (`project`)."""

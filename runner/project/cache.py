@@ -1,0 +1,49 @@
+"""The parse cache: canonical SQL and table references by file-content hash, so an unchanged
+model file is not parsed again."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any
+
+from runner.project.parsing import ParsedQuery, TableRef, parse_query
+
+
+class ParseCache:
+    """Canonical SQL and table references by file-content hash, so an unchanged file is not parsed.
+
+    The cache is JSON (never pickle): it may sit next to untrusted checkouts.
+    """
+
+    def __init__(self, path: Path | None):
+        self.path = path
+        self.entries: dict[str, Any] = {}
+        self.dirty = False
+        if path is not None and path.is_file():
+            try:
+                entries = json.loads(path.read_text())
+            except (OSError, ValueError):
+                entries = {}
+            self.entries = entries if isinstance(entries, dict) else {}
+
+    def parse(self, sql: str, dialect: str, file: str) -> ParsedQuery:
+        key = hashlib.sha256(f"{dialect}\0{sql}".encode()).hexdigest()
+        hit = self.entries.get(key)
+        if hit is not None:
+            return ParsedQuery(hit[0], tuple(TableRef(tuple(p), line) for p, line in hit[1]))
+        parsed = parse_query(sql, dialect, file)
+        self.entries[key] = [parsed.canonical, [[list(r.parts), r.line] for r in parsed.refs]]
+        self.dirty = True
+        return parsed
+
+    def save(self) -> None:
+        if self.path is None or not self.dirty:
+            return
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(self.entries))
+        tmp.replace(self.path)
+        self.dirty = False
+

@@ -1,0 +1,143 @@
+"""What a loaded project is made of: models, seeds, sources, tests and exposures, and the names
+a table reference can resolve to. Plain frozen values; `loader.load_project` makes them."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from runner.project.config import ProjectConfig
+from runner.project.dag import DAG
+from runner.project.parsing import TableRef
+
+MATERIALIZATIONS = ("table", "view")
+COLUMN_TESTS = ("not_null", "unique", "accepted_values", "relationships")
+
+
+@dataclass(frozen=True)
+class DataTest:
+    """One data test: a column test from YAML (dbt semantics) or a singular SQL test file."""
+
+    kind: str  # not_null | unique | accepted_values | relationships | singular
+    model: str | None
+    column: str | None
+    file: str
+    line: int | None
+    values: tuple[Any, ...] = ()
+    to: str | None = None  # relationships: the model or seed the column must point into
+    field: str | None = None
+    sql: str | None = None  # singular: canonical query returning the failing rows
+    depends_on: tuple[str, ...] = ()
+
+    @property
+    def name(self) -> str:
+        if self.kind == "singular":
+            return Path(self.file).stem
+        return f"{self.kind}({self.model}.{self.column})"
+
+
+@dataclass(frozen=True)
+class Column:
+    name: str
+    description: str = ""
+    tags: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Model:
+    name: str  # schema.table
+    schema: str
+    table: str
+    path: str  # relative to the project root
+    canonical: str
+    depends_on: tuple[str, ...]
+    refs: tuple[TableRef, ...]
+    materialized: str = "table"
+    unique_key: tuple[str, ...] = ()
+    description: str = ""
+    tags: tuple[str, ...] = ()
+    columns: tuple[Column, ...] = ()
+
+
+@dataclass(frozen=True)
+class Seed:
+    name: str
+    schema: str
+    table: str
+    path: str
+    content_hash: str
+    columns: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Source:
+    name: str
+    schema: str
+    table: str
+    columns: tuple[str, ...] | None  # None: not declared, so unknown until the warehouse is asked
+    file: str
+
+
+@dataclass(frozen=True)
+class Exposure:
+    """Something outside the project that reads it: a dashboard, a reverse-ETL sync, an ML feature."""
+
+    name: str
+    type: str
+    depends_on: tuple[str, ...]
+    owner: str = ""
+    url: str = ""
+    description: str = ""
+    file: str = ""
+    line: int | None = None
+
+
+EXPOSURE_TYPES = ("dashboard", "notebook", "analysis", "ml", "application", "reverse_etl")
+
+
+@dataclass(frozen=True)
+class Project:
+    root: Path
+    config: ProjectConfig
+    models: dict[str, Model]
+    seeds: dict[str, Seed]
+    sources: dict[str, Source]
+    tests: tuple[DataTest, ...]
+    dag: DAG = field(repr=False)
+    names: Names = field(repr=False)
+    exposures: tuple[Exposure, ...] = ()
+
+    def node(self, name: str) -> Model | Seed:
+        return self.models.get(name) or self.seeds[name]
+
+    def resolve(self, parts: tuple[str, ...]) -> str | None:
+        """The model, seed or source a table reference names, or None."""
+        return resolve_name(parts, self.names)
+
+
+@dataclass(frozen=True)
+class Names:
+    full: dict[str, str]  # "schema.table" -> kind
+    short: dict[str, list[str]]  # "table" -> ["schema.table", ...]
+
+    @classmethod
+    def of(cls, models: dict[str, Any], seeds: dict[str, Any], sources: dict[str, Any]) -> Names:
+        full: dict[str, str] = {}
+        short: dict[str, list[str]] = {}
+        for kind, names in (("model", models), ("seed", seeds), ("source", sources)):
+            for name in names:
+                full[name] = kind
+                short.setdefault(name.split(".", 1)[1], []).append(name)
+        return cls(full, short)
+
+
+def resolve_name(parts: tuple[str, ...], names: Names) -> str | None:
+    if len(parts) == 2:
+        name = ".".join(parts)
+        return name if name in names.full else None
+    if len(parts) == 1:
+        candidates = names.short.get(parts[0], [])
+        return candidates[0] if len(candidates) == 1 else None
+    return None
+
