@@ -14,7 +14,7 @@ from flask import Flask, current_app
 from jinja2 import StrictUndefined
 
 from bot.broker import Dispatcher, DramatiqDispatcher, declare_actor, make_broker
-from bot.config import ServerConfig, load_config
+from bot.config import ServerConfig, load_server_config
 from bot.forges.base import Forge
 from bot.intake import Intake
 from bot.metrics import AppMetrics, make_app_metrics
@@ -91,5 +91,5 @@ def _processed_by_the_worker(event_id: int) -> None:
 
 def app_from_environment() -> Flask:
     """For gunicorn: `gunicorn 'bot.app:app_from_environment()'`, configured by SLUICE_CONFIG and
-    SLUICE_* variables (see bot.config.load_config)."""
-    return create_app(load_config(None))
+    SLUICE_* variables (see bot.config.load_server_config)."""
+    return create_app(load_server_config(None))

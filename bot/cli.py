@@ -30,8 +30,8 @@ from runner.datatests import run_tests, select_tests
 from runner.engines import Engine, open_engine
 from runner.errors import SluiceError
 from runner.janitor import parse_duration, run_janitor
+from runner.naming import check_environment_name
 from runner.pipeline import RunResult, execute, plan_environment
-from runner.project.config import check_environment_name
 from runner.project.loader import load_project
 from runner.project.nodes import Project
 from runner.review.summary import review
@@ -458,9 +458,9 @@ def lineage(target: str, project_dir: Path, fmt: str) -> None:
 
 
 def _server_config(config_path: Path | None) -> ServerConfig:
-    from bot.config import load_config
+    from bot.config import load_server_config
 
-    return load_config(config_path)
+    return load_server_config(config_path)
 
 
 @main.command()

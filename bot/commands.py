@@ -11,7 +11,7 @@ import re
 import shlex
 from dataclasses import dataclass
 
-from runner.project.config import ENV_NAME
+from runner.naming import is_environment_name
 
 NAMES = ("plan", "test", "deploy", "unlock", "destroy", "diff", "lineage", "approve", "rollback", "help")
 MODEL = re.compile(r"^[a-z_][a-z0-9_]*(\.[a-z_][a-z0-9_]*){0,2}$")  # [schema.]model[.column]
@@ -107,7 +107,7 @@ def _check(command: Command) -> Command | BadCommand:
     if name in ("deploy", "unlock", "rollback"):
         if len(args) != 1:
             return BadCommand(line, f"`/{name}` needs one environment name, e.g. `/{name} staging`")
-        if not ENV_NAME.match(args[0]) or "__" in args[0]:
+        if not is_environment_name(args[0]):
             return BadCommand(line, f"{args[0]!r} is not an environment name")
     if name in ("diff", "lineage"):
         if len(args) != 1 or not MODEL.match(args[0].lower()):

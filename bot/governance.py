@@ -30,8 +30,9 @@ from policies import (
 )
 from runner.checkout import Mirrors
 from runner.errors import SluiceError
+from runner.naming import PRODUCTION
 from runner.policyfacts import project_facts
-from runner.project.config import PRODUCTION, ProjectConfig, parse_project_config
+from runner.project.config import ProjectConfig, parse_project_config
 from runner.project.nodes import Project
 
 

@@ -8,9 +8,9 @@ from bot.report import render_data_diff
 from runner.engines.base import Engine
 from runner.lineage.model import ALL
 from runner.lineage.project import resolve_target, trace
+from runner.naming import PRODUCTION
 from runner.pipeline import plan_environment
 from runner.plan.definition import Change
-from runner.project.config import PRODUCTION
 from runner.project.nodes import Project
 from runner.review.compare import compare
 from runner.state.store import StateStore

@@ -84,7 +84,7 @@ class Intake:
             return Answer(413, {"error": f"body larger than {self.config.max_body_bytes} bytes"})
 
         forge = self.forges.get(forge_name)
-        forge_config = {"gitlab": self.config.gitlab, "github": self.config.github}.get(forge_name)
+        forge_config = self.config.forge(forge_name)
         if forge is None or forge_config is None:
             return Answer(404, {"error": f"{forge_name} is not configured on this server"})
 

@@ -36,10 +36,10 @@ from policies import Finding, check_write_scope
 from runner import environments
 from runner.checkout import CheckoutError, Mirrors, redact
 from runner.datatests import run_tests, select_tests
-from runner.engines import Engine, open_engine
+from runner.engines import Engine, engine_class, open_engine
 from runner.errors import SluiceError
+from runner.naming import PRODUCTION
 from runner.pipeline import RunResult, execute, plan_environment, run_pipeline, written_schemas
-from runner.project.config import PRODUCTION
 from runner.project.loader import load_project
 from runner.project.nodes import Project
 from runner.review.summary import review
@@ -74,11 +74,7 @@ class Services:
         from bot.forges import make_forge
 
         if forges is None:
-            forges = {}
-            if config.gitlab is not None:
-                forges["gitlab"] = make_forge("gitlab", config)
-            if config.github is not None:
-                forges["github"] = make_forge("github", config)
+            forges = {name: make_forge(name, config) for name in config.forges}
         redact = Redactor(secrets_of(config))
         forges = {name: RedactingForge(forge, redact) for name, forge in forges.items()}
         return cls(config=config, state=state or StateStore(config.state_url), forges=forges,
@@ -333,7 +329,7 @@ class Jobs:
 
     @contextmanager
     def warehouse_lock(self, url: str, who: str) -> Iterator[None]:
-        if not url.startswith("duckdb"):
+        if not engine_class(url).single_writer:
             yield  # server warehouses take concurrent builds
             return
         name = f"warehouse:{url}"

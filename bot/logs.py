@@ -36,13 +36,8 @@ def log_context(**values: Any) -> Iterator[None]:
 def secrets_of(config: ServerConfig) -> list[str]:
     """The values that must never appear in a log, a run log or a comment."""
     found: list[str] = []
-    for forge in (config.gitlab, config.github):
-        if forge is None:
-            continue
-        for name in ("token", "webhook_secret"):
-            value = getattr(forge, name, None)
-            if value:
-                found.append(value)
+    for forge in config.forges.values():
+        found.extend(forge.secrets())
     for url in (config.state_url, config.broker_url, *config.warehouses.values()):
         try:
             password = make_url(url).password

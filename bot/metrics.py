@@ -20,7 +20,8 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, H
 from prometheus_client.metrics_core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-FORGE_NAMES = ("gitlab", "github")
+from bot.forges import FORGES
+
 REJECT_REASONS = ("signature", "too_large", "malformed")
 JOB_BUCKETS = (1.0, 5.0, 15.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1200.0, 1800.0, 3600.0, float("inf"))
 
@@ -53,7 +54,7 @@ class IntakeMetrics:
         self.dispatched = counter("sluice_events_dispatched_total", "Stored events handed to the broker")
         self.dispatch_failed = counter("sluice_events_dispatch_failed_total",
                                        "Stored events the broker refused (the sweeper sends them later)")
-        for forge in FORGE_NAMES:  # show zeros from the start, so rates and alerts work at once
+        for forge in FORGES:  # show zeros from the start, so rates and alerts work at once
             for family in (self.received, self.duplicate, self.ignored, self.dispatched,
                            self.dispatch_failed):
                 family.labels(forge)

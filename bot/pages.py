@@ -15,6 +15,7 @@ from markupsafe import Markup
 
 from bot.app import sluice
 from bot.config import ServerConfig
+from bot.forges import FORGES
 from bot.records.runs import Run
 
 pages = Blueprint("pages", __name__)
@@ -100,6 +101,7 @@ class RunView:
 
 def run_view(run: Run, config: ServerConfig, now: float | None = None) -> RunView:
     now = time.time() if now is None else now
+    forge = FORGES.get(run.forge)
     live = run.status in ("queued", "running")
     waited = _duration((run.started_at if run.started_at is not None else now) - run.created_at) \
         if run.started_at is not None or live else None
@@ -108,8 +110,8 @@ def run_view(run: Run, config: ServerConfig, now: float | None = None) -> RunVie
         took = _duration((run.finished_at if run.finished_at is not None else now) - run.started_at)
     return RunView(
         run=run,
-        forge_label={"gitlab": "GitLab", "github": "GitHub"}.get(run.forge, run.forge),
-        merge_request=f"!{run.number}" if run.forge == "gitlab" else f"#{run.number}",
+        forge_label=forge.title if forge else run.forge,
+        merge_request=forge.mr_label(run.number) if forge else f"#{run.number}",
         merge_request_url=_merge_request_url(run, config),
         created=_stamp(run.created_at) or "", started=_stamp(run.started_at),
         finished=_stamp(run.finished_at),
@@ -142,13 +144,10 @@ def _secure(response: Response) -> Response:
 
 
 def _merge_request_url(run: Run, config: ServerConfig) -> str | None:
-    if run.forge == "gitlab" and config.gitlab is not None:
-        return f"{config.gitlab.url.rstrip('/')}/{run.repository}/-/merge_requests/{run.number}"
-    if run.forge == "github" and config.github is not None:
-        api = config.github.api_url.rstrip("/")
-        web = "https://github.com" if api == "https://api.github.com" else api.removesuffix("/api/v3")
-        return f"{web}/{run.repository}/pull/{run.number}"
-    return None
+    forge, section = FORGES.get(run.forge), config.forge(run.forge)
+    if forge is None or section is None:
+        return None
+    return forge.merge_request_url(section, run.repository, run.number)
 
 
 def _stamp(when: float | None) -> str | None:

@@ -28,7 +28,7 @@ class RequestHeaders(Mapping[str, str]):
         return len(self._headers)
 
 
-@webhooks.post("/webhooks/<any(gitlab, github):forge>")
+@webhooks.post("/webhooks/<forge>")
 def receive(forge: str) -> tuple[Response, int]:
     answer = sluice().intake.receive(forge, RequestHeaders(request.headers), request.stream,
                                      request.content_length, source=request.remote_addr or "-")

@@ -13,8 +13,7 @@ from sqlglot import exp
 
 from runner.engines.base import Engine
 from runner.errors import EnvError
-from runner.naming import environment_schema, table
-from runner.project.config import PRODUCTION, check_environment_name
+from runner.naming import PRODUCTION, check_environment_name, environment_schema, table
 from runner.state.records import SnapshotRecord
 from runner.state.store import StateStore
 

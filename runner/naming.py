@@ -1,4 +1,5 @@
-"""Where things live in the warehouse: physical snapshot tables and environment views.
+"""Where things live in the warehouse, and what may be called what: physical snapshot tables,
+environment views and the environment-name rule.
 
 - physical layer: `sluice__<schema>.<name>__<fingerprint prefix>`;
 - production views: `<schema>.<name>`; other environments: `<schema>__<env>.<name>`.
@@ -6,13 +7,31 @@
 
 from __future__ import annotations
 
+import re
+
 from sqlglot import exp
 
-from runner.project.config import PRODUCTION
+from runner.errors import ProjectError
+
+PRODUCTION = "prod"
+ENV_NAME = re.compile(r"^[a-z][a-z0-9_]{0,39}$")  # and no `__`: it separates schema and environment
 
 PHYSICAL_PREFIX = "sluice__"
 FINGERPRINT_CHARS = 10
 TEMP_MARK = "__tmp_"
+
+
+def is_environment_name(name: str) -> bool:
+    return bool(ENV_NAME.match(name)) and "__" not in name
+
+
+def check_environment_name(name: str) -> str:
+    if not is_environment_name(name):
+        raise ProjectError(
+            f"environment name {name!r} is not valid: use 1-40 lower-case letters, digits and single "
+            "underscores, starting with a letter"
+        )
+    return name
 
 
 def physical_schema(schema: str) -> str:

@@ -12,10 +12,9 @@ from runner.build import BuildResult, Progress, build
 from runner.datatests import TestResult, TestRun, run_tests, select_tests
 from runner.engines.base import Engine
 from runner.environments import Repoint, point
-from runner.naming import environment_schema
+from runner.naming import PRODUCTION, check_environment_name, environment_schema
 from runner.plan.builder import make_plan
 from runner.plan.definition import Action, Plan
-from runner.project.config import PRODUCTION, check_environment_name
 from runner.project.nodes import Project
 from runner.state.store import StateStore
 

@@ -55,8 +55,9 @@ from typing import Any, Self
 
 import pytest
 
-from bot.config import GitHubConfig, GitLabConfig
 from bot.forges.base import Role
+from bot.forges.github import GitHubConfig
+from bot.forges.gitlab import GitLabConfig
 
 # shared/ sits beside the repository's root, in a session's checkout and in CI's clone alike.
 _SHARED_FIXTURES = Path(__file__).resolve().parents[2] / "shared" / "fixtures"

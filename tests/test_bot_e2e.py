@@ -179,8 +179,7 @@ def server_config(tmp_path: Path, forge: Forge, origin: Origin,
         state_url=f"sqlite:///{tmp_path / 'state.db'}",
         broker_url=broker_url or f"redis://127.0.0.1:6379/{redis_db()}",
         public_url="http://sluice.test", work_dir=tmp_path / "work",
-        gitlab=forge_config if forge.name == "gitlab" else None,  # type: ignore[arg-type]
-        github=forge_config if forge.name == "github" else None,  # type: ignore[arg-type]
+        forges={forge.name: forge_config},
         warehouses={"default": f"duckdb:///{tmp_path / 'warehouse.duckdb'}"},
         repositories=(RepositoryConfig(forge.name, forge.repo, ("default",), clone_url=str(origin.bare)),),
         allow_local_clones=True, sweep_after=0.2)

@@ -9,14 +9,11 @@ problems it found, and `test_a_mistake_is_caught` edits copies of the files to p
 
 from __future__ import annotations
 
-import ast
-import inspect
 import json
 import re
 import shlex
 import shutil
 import tempfile
-import textwrap
 from collections.abc import Iterator
 from functools import cache
 from pathlib import Path
@@ -31,6 +28,8 @@ from werkzeug.routing import Map, RequestRedirect
 
 import bot.config as server_config
 from bot.cli import main
+from bot.forges import FORGES
+from bot.forges.gitlab import GitLabConfig
 from policies import load_policy
 from runner.janitor import parse_duration
 
@@ -51,28 +50,13 @@ def load_yaml_docs(path: Path) -> list[Any]:
 # -- what the code accepts, derived from the code -------------------------------------------------
 
 
-def load_config_tree() -> ast.AST:
-    return ast.parse(textwrap.dedent(inspect.getsource(server_config.load_config)))
-
-
 def known_env_vars() -> set[str]:
-    """Every SLUICE_* variable `load_config` reads, from its source: the names it spells out
-    (f"{ENV_PREFIX}GITLAB_TOKEN") and SLUICE_<KEY> for each `setting("key")` given no other name;
-    plus the envvars of the options of `sluice serve` and `sluice worker` (SLUICE_CONFIG)."""
-    source = inspect.getsource(server_config.load_config)
-    assert "{ENV_PREFIX}{key.upper()}" in source, "load_config no longer names variables SLUICE_<KEY>"
-    prefix = server_config.ENV_PREFIX
-    names: set[str] = set()
-    for node in ast.walk(load_config_tree()):
-        if isinstance(node, ast.JoinedStr) and len(node.values) == 2:
-            head, tail = node.values
-            if (isinstance(head, ast.FormattedValue) and isinstance(head.value, ast.Name)
-                    and head.value.id == "ENV_PREFIX" and isinstance(tail, ast.Constant)):
-                names.add(prefix + str(tail.value))
-        if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == "setting":
-            named = len(node.args) >= 4 or any(k.arg == "env" for k in node.keywords)
-            if not named and node.args and isinstance(node.args[0], ast.Constant):
-                names.add(prefix + str(node.args[0].value).upper())
+    """Every SLUICE_* variable the server configuration reads: each declared key's variable (the
+    top level's and each forge section's), SLUICE_CONFIG, and the envvars of the options of
+    `sluice serve` and `sluice worker`."""
+    names = {key.variable() for key in server_config.TOP_KEYS} | {server_config.CONFIG_VARIABLE}
+    for name, forge in FORGES.items():
+        names |= {key.variable(name) for key in forge.config_type.KEYS}
     for command in SERVER_COMMANDS:
         for param in main.commands[command].params:
             envvars = param.envvar if isinstance(param.envvar, list | tuple) else [param.envvar]
@@ -81,12 +65,11 @@ def known_env_vars() -> set[str]:
 
 
 def config_keys() -> set[str]:
-    """Every key `load_config` accepts anywhere (the sets it passes to `check_keys`)."""
-    keys: set[str] = set()
-    for node in ast.walk(load_config_tree()):
-        if (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)
-                and node.func.attr == "check_keys" and node.args and isinstance(node.args[0], ast.Set)):
-            keys.update(str(e.value) for e in node.args[0].elts if isinstance(e, ast.Constant))
+    """Every key the server configuration accepts anywhere."""
+    keys = {key.name for key in server_config.TOP_KEYS} | set(FORGES) | {"warehouses", "repositories"}
+    keys |= set(server_config.REPOSITORY_KEYS)
+    for forge in FORGES.values():
+        keys |= {key.name for key in forge.config_type.KEYS}
     return keys
 
 
@@ -110,7 +93,7 @@ def url_map() -> Map:
     with tempfile.TemporaryDirectory() as tmp:
         config = server_config.ServerConfig(
             state_url=f"sqlite:///{tmp}/state.db", work_dir=Path(tmp), insecure=True,
-            gitlab=server_config.GitLabConfig())
+            forges={"gitlab": GitLabConfig()})
         state = StateStore(config.state_url)
         try:
             app = create_app(config, state=state, dispatcher=_IdleDispatcher())
@@ -406,16 +389,16 @@ def examples_check(deploy: Path) -> list[str]:
                         policies.append(named)
         for where, path in configs:
             try:
-                config = server_config.load_config(path, SECRETS)
+                config = server_config.load_server_config(path, SECRETS)
                 config.check_secrets()
             except Exception as exc:
-                problems.append(f"{where}: load_config fails: {exc}")
+                problems.append(f"{where}: load_server_config fails: {exc}")
                 continue
             if config.policy_file is None or config.policy_file.name != "policy.yml":
                 problems.append(f"{where}: policy_file should be the mounted policy.yml")
             if not config.repositories:
                 problems.append(f"{where}: no repositories (the allowlist)")
-            try:  # load_config keeps the text; the worker's janitor parses it
+            try:  # load_server_config keeps the text; the worker's janitor parses it
                 parse_duration(config.janitor_ttl)
             except Exception as exc:
                 problems.append(f"{where}: janitor_ttl: {exc}")
@@ -444,14 +427,14 @@ def test_deploy_files(check: str):
 
 
 def test_the_derived_names_are_the_real_ones():
-    """The code reading above found what load_config reads, not an empty set that passes anything."""
+    """The code reading above found what load_server_config reads, not an empty set that passes anything."""
     assert {"SLUICE_CONFIG", "SLUICE_STATE_URL", "SLUICE_BROKER_URL", "SLUICE_WORK_DIR",
             "SLUICE_GITLAB_TOKEN", "SLUICE_GITLAB_WEBHOOK_SECRET", "SLUICE_GITHUB_PRIVATE_KEY_PATH",
             "SLUICE_POLICY_FILE", "SLUICE_SWEEP_AFTER"} <= known_env_vars()
     assert "SLUICE_WAREHOUSE_URL" not in known_env_vars()  # the laptop CLI's, not the server's
     assert {"state_url", "webhook_secret", "private_key_path", "clone_url",
             "production_branch"} <= config_keys()
-    config = server_config.load_config(None, {"SLUICE_SWEEP_AFTER": "7", "SLUICE_WORK_DIR": "/srv/x"})
+    config = server_config.load_server_config(None, {"SLUICE_SWEEP_AFTER": "7", "SLUICE_WORK_DIR": "/srv/x"})
     assert config.sweep_after == 7 and config.work_dir == Path("/srv/x")
 
 
@@ -469,12 +452,12 @@ def test_every_yaml_file_parses():
 
 
 def test_the_example_server_config_is_what_the_deployments_expect():
-    config = server_config.load_config(DEPLOY / "server.example.yml", SECRETS)
+    config = server_config.load_server_config(DEPLOY / "server.example.yml", SECRETS)
     assert config.work_dir == Path(WORK_DIR)
     assert config.policy_file == Path(CONFIG_PATH).with_name("policy.yml")
-    assert config.gitlab is not None and config.gitlab.token == SECRETS["SLUICE_GITLAB_TOKEN"]
-    assert config.github is not None
-    assert config.github.webhook_secret == SECRETS["SLUICE_GITHUB_WEBHOOK_SECRET"]
+    gitlab, github = config.forge("gitlab"), config.forge("github")
+    assert isinstance(gitlab, GitLabConfig) and gitlab.token == SECRETS["SLUICE_GITLAB_TOKEN"]
+    assert github is not None and github.webhook_secret == SECRETS["SLUICE_GITHUB_WEBHOOK_SECRET"]
     assert not config.insecure
     text = (DEPLOY / "server.example.yml").read_text(encoding="utf-8")
     for secret in ("token", "webhook_secret", "private_key"):  # secrets stay in the environment

@@ -19,12 +19,13 @@ from typing import Any
 import pytest
 from fakeforge import FIXTURES, FakeForge, FakeGitHub, FakeGitLab, fixture
 
-from bot.config import ConfigError, GitHubConfig, GitLabConfig, ServerConfig
+from bot.config import ServerConfig
+from bot.configkeys import ConfigError
 from bot.events import CommentEvent, MergeRequestEvent, MRAction, Repository, from_json, to_json
 from bot.forges import FORGES, make_forge
 from bot.forges.base import CommitState, Forge, ForgeError, Role, WebhookError
-from bot.forges.github import GitHub
-from bot.forges.gitlab import GitLab
+from bot.forges.github import GitHub, GitHubConfig
+from bot.forges.gitlab import GitLab, GitLabConfig
 
 GITHUB_VECTOR = fixture("github_webhooks/github_webhook_headers.json")["hmac_test_vector_from_docs"]
 
@@ -713,13 +714,13 @@ def test_clone_urls_carry_credentials_only_to_the_forge_over_https() -> None:
 
 
 def test_make_forge() -> None:
-    config = ServerConfig(gitlab=GitLabConfig(token="t"), github=GitHubConfig(token="t"))
+    config = ServerConfig(forges={"gitlab": GitLabConfig(token="t"), "github": GitHubConfig(token="t")})
     assert isinstance(make_forge("gitlab", config), GitLab)
     assert isinstance(make_forge("github", config), GitHub)
     assert dict(FORGES) == {"gitlab": GitLab, "github": GitHub}
     assert (GitLab.comment_limit, GitHub.comment_limit) == (1_000_000, 65536)
     with pytest.raises(ConfigError, match="github is not configured"):
-        make_forge("github", ServerConfig(gitlab=GitLabConfig(token="t")))
+        make_forge("github", ServerConfig(forges={"gitlab": GitLabConfig(token="t")}))
     with pytest.raises(ConfigError, match="unknown forge 'bitbucket'"):
         make_forge("bitbucket", config)
     with pytest.raises(ConfigError, match="token"):

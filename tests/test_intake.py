@@ -31,8 +31,11 @@ from werkzeug.serving import make_server
 
 from bot.app import create_app
 from bot.broker import DramatiqDispatcher, declare_actor, make_broker
-from bot.config import ConfigError, GitHubConfig, GitLabConfig, RepositoryConfig, ServerConfig
+from bot.config import RepositoryConfig, ServerConfig
+from bot.configkeys import ConfigError
 from bot.events import CommentEvent, MergeRequestEvent, MRAction, from_json
+from bot.forges.github import GitHubConfig
+from bot.forges.gitlab import GitLabConfig
 from bot.intake import BodyTooLarge, read_body
 from bot.metrics import record_job
 from bot.records.inbox import Inbox
@@ -83,8 +86,8 @@ def gitlab_delivery(fixture: str, event: str, *, token: str | None = GITLAB_SECR
 def server_config(state_url: str, **changes: Any) -> ServerConfig:
     values: dict[str, Any] = dict(
         state_url=state_url, broker_url=REDIS_URL,
-        gitlab=GitLabConfig(token="gl-api-token", webhook_secret=GITLAB_SECRET),
-        github=GitHubConfig(token="gh-api-token", webhook_secret=GITHUB_SECRET),
+        forges={"gitlab": GitLabConfig(token="gl-api-token", webhook_secret=GITLAB_SECRET),
+                 "github": GitHubConfig(token="gh-api-token", webhook_secret=GITHUB_SECRET)},
         repositories=(RepositoryConfig("github", GITHUB_REPO), RepositoryConfig("gitlab", GITLAB_REPO),
                       RepositoryConfig("gitlab", GITLAB_NOTE_REPO)))
     values.update(changes)
@@ -290,7 +293,7 @@ def test_read_body_caps_what_actually_arrives() -> None:
 
 def test_a_forge_that_is_not_configured_is_not_found(state: StateStore,
                                                      redis_dispatcher: DramatiqDispatcher) -> None:
-    config = server_config(state.url, gitlab=None)
+    config = server_config(state.url, forges={"github": GitHubConfig(token="t", webhook_secret="s")})
     client = create_app(config, state=state, dispatcher=redis_dispatcher).test_client()
     body, headers = gitlab_delivery("gitlab_merge_request_open", "Merge Request Hook")
     assert client.post("/webhooks/gitlab", data=body, headers=headers).status_code == 404
@@ -476,7 +479,8 @@ SCRAPE_IN_ANOTHER_PROCESS = """
 import sys
 from bot.app import create_app
 from bot.broker import DramatiqDispatcher, declare_actor, make_broker
-from bot.config import GitHubConfig, ServerConfig
+from bot.config import ServerConfig
+from bot.forges.github import GitHubConfig
 from runner.state.store import StateStore
 from bot.metrics import record_job
 
@@ -485,7 +489,8 @@ if sys.argv[1] == "worker":
     record_job("pipeline", "failed", 3.0)
 else:
     broker = make_broker(sys.argv[3])
-    config = ServerConfig(state_url=sys.argv[2], github=GitHubConfig(token="t", webhook_secret="s"))
+    config = ServerConfig(state_url=sys.argv[2],
+                          forges={"github": GitHubConfig(token="t", webhook_secret="s")})
     app = create_app(config, state=StateStore(sys.argv[2]),
                      dispatcher=DramatiqDispatcher(broker, declare_actor(broker, print)))
     if sys.argv[1] == "web":
@@ -528,11 +533,13 @@ def test_multiprocess_mode_adds_up_the_worker_and_web_processes(
 
 def test_create_app_refuses_a_forge_without_a_webhook_secret_unless_insecure(
         state: StateStore, redis_dispatcher: DramatiqDispatcher) -> None:
-    config = server_config(state.url, github=GitHubConfig(token="gh-api-token"))
+    forges = {"gitlab": GitLabConfig(token="gl-api-token", webhook_secret=GITLAB_SECRET),
+              "github": GitHubConfig(token="gh-api-token")}
+    config = server_config(state.url, forges=forges)
     with pytest.raises(ConfigError, match="github has no webhook_secret"):
         create_app(config, state=state, dispatcher=redis_dispatcher)
 
-    insecure = server_config(state.url, github=GitHubConfig(token="gh-api-token"), insecure=True)
+    insecure = server_config(state.url, forges=forges, insecure=True)
     client = create_app(insecure, state=state, dispatcher=redis_dispatcher).test_client()
     body, headers = github_delivery("github_pull_request_opened", "pull_request", secret=None)
     assert client.post("/webhooks/github", data=body, headers=headers).status_code == 202

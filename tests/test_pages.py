@@ -12,7 +12,9 @@ from flask.testing import FlaskClient
 
 from bot.app import create_app
 from bot.broker import DramatiqDispatcher, declare_actor, make_broker
-from bot.config import GitHubConfig, GitLabConfig, ServerConfig
+from bot.config import ServerConfig
+from bot.forges.github import GitHubConfig
+from bot.forges.gitlab import GitLabConfig
 from bot.pages import render_report
 from bot.records.runs import RunLog
 from runner.state.store import StateStore
@@ -33,8 +35,9 @@ def state(tmp_path: Path) -> Iterator[StateStore]:
 @pytest.fixture
 def client(state: StateStore) -> FlaskClient:
     config = ServerConfig(state_url=state.url, public_url="https://sluice.example",
-                          gitlab=GitLabConfig(url="https://gitlab.example.com", webhook_secret="s"),
-                          github=GitHubConfig(token="t", webhook_secret="s"))
+                          forges={"gitlab": GitLabConfig(url="https://gitlab.example.com",
+                                                         webhook_secret="s"),
+                                  "github": GitHubConfig(token="t", webhook_secret="s")})
     broker = make_broker("redis://127.0.0.1:6379/13")  # never contacted by these pages
     dispatcher = DramatiqDispatcher(broker, declare_actor(broker, lambda event_id: None))
     return create_app(config, state=state, dispatcher=dispatcher).test_client()

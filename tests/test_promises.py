@@ -17,7 +17,7 @@ from fakeforge import FakeGitLab
 from test_bot_e2e import ORDERS, Forge, Origin, free_port, redis_db, start_redis
 
 from bot.app import broker_dispatcher, create_app
-from bot.config import load_config
+from bot.config import load_server_config
 from bot.forges.base import Role
 from bot.records.inbox import Inbox
 from bot.records.runs import RunLog
@@ -50,7 +50,7 @@ class Deployment:
             f"repositories:\n  - forge: gitlab\n    name: {forge.repo}\n    clone_url: {origin.bare}\n"
             "allow_local_clones: true\nsweep_after: 0.3\njob_lease: 3\njanitor_interval: 0\n")
         redis.Redis(db=self.db).flushdb()
-        self.config = load_config(self.config_path, {})
+        self.config = load_server_config(self.config_path, {})
         self.state = StateStore(self.config.state_url)
         self.app = create_app(self.config, state=self.state,
                               dispatcher=broker_dispatcher(self.config.broker_url))
@@ -184,7 +184,7 @@ def test_no_event_is_lost_or_doubled_while_workers_die_and_redis_restarts(tmp_pa
     text = deployment.config_path.read_text().replace(f"redis://127.0.0.1:6379/{deployment.db}",
                                                       f"redis://127.0.0.1:{port}/0")
     deployment.config_path.write_text(text)
-    deployment.config = load_config(deployment.config_path, {})
+    deployment.config = load_server_config(deployment.config_path, {})
     deployment.app = create_app(deployment.config, state=deployment.state,
                                 dispatcher=broker_dispatcher(deployment.config.broker_url))
     deployment.client = deployment.app.test_client()

@@ -8,7 +8,8 @@ import pytest
 from click.testing import CliRunner
 
 from bot.cli import main
-from bot.config import ConfigError, load_config
+from bot.config import load_server_config
+from bot.configkeys import ConfigError
 from runner.errors import ProjectError
 
 
@@ -23,10 +24,10 @@ def test_file_and_environment(tmp_path: Path):
                            "gitlab:\n  url: https://gitlab.example.com\n  token: from-file\n"
                            "warehouses:\n  default: duckdb:////srv/w.duckdb\n"
                            "repositories:\n  - forge: gitlab\n    name: data/shop\n")
-    config = load_config(path, {"SLUICE_GITLAB_TOKEN": "from-env", "SLUICE_GITLAB_WEBHOOK_SECRET": "s",
+    config = load_server_config(path, {"SLUICE_GITLAB_TOKEN": "from-env", "SLUICE_GITLAB_WEBHOOK_SECRET": "s",
                                 "SLUICE_STATE_URL": "postgresql+psycopg://db/sluice"})
-    assert config.gitlab is not None and config.gitlab.token == "from-env"
-    assert config.gitlab.webhook_secret == "s"
+    assert config.forge("gitlab") is not None and config.forge("gitlab").token == "from-env"
+    assert config.forge("gitlab").webhook_secret == "s"
     assert config.state_url == "postgresql+psycopg://db/sluice"
     assert config.broker_url == "redis://10.0.0.1:6379/0"
     assert config.repository("gitlab", "Data/Shop") is not None
@@ -37,7 +38,7 @@ def test_file_and_environment(tmp_path: Path):
 def test_unknown_key_names_file_and_line(tmp_path: Path):
     path = write(tmp_path, "state_url: sqlite:///x.db\nbrokr_url: redis://x\n")
     with pytest.raises(ProjectError) as error:
-        load_config(path, {})
+        load_server_config(path, {})
     assert str(error.value).startswith(f"{path}:2: unknown key 'brokr_url'")
 
 
@@ -45,14 +46,14 @@ def test_repository_may_only_name_defined_warehouses(tmp_path: Path):
     path = write(tmp_path, "gitlab:\n  token: t\nwarehouses:\n  default: duckdb:///w.duckdb\n"
                            "repositories:\n  - forge: gitlab\n    name: a/b\n    warehouses: [prod_pg]\n")
     with pytest.raises(ProjectError, match="unknown warehouse connection 'prod_pg'"):
-        load_config(path, {})
+        load_server_config(path, {})
 
 
 def test_a_forge_without_a_secret_is_refused_unless_insecure(tmp_path: Path):
-    config = load_config(write(tmp_path, "github:\n  token: t\n"), {})
+    config = load_server_config(write(tmp_path, "github:\n  token: t\n"), {})
     with pytest.raises(ConfigError, match="SLUICE_GITHUB_WEBHOOK_SECRET"):
         config.check_secrets()
-    load_config(write(tmp_path, "github:\n  token: t\ninsecure: true\n"), {}).check_secrets()
+    load_server_config(write(tmp_path, "github:\n  token: t\ninsecure: true\n"), {}).check_secrets()
 
 
 def test_serve_refuses_to_start_without_a_secret(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
@@ -67,4 +68,4 @@ def test_serve_refuses_to_start_without_a_secret(tmp_path: Path, monkeypatch: py
 
 def test_github_needs_a_token_or_an_app(tmp_path: Path):
     with pytest.raises(ProjectError, match="github needs a token, or an app_id with a private key"):
-        load_config(write(tmp_path, "github:\n  webhook_secret: s\n"), {})
+        load_server_config(write(tmp_path, "github:\n  webhook_secret: s\n"), {})

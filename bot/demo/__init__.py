@@ -22,8 +22,8 @@ from bot.report import render_markdown
 from runner import environments
 from runner.engines import open_engine
 from runner.errors import SluiceError
+from runner.naming import PRODUCTION
 from runner.pipeline import RunResult, run_pipeline
-from runner.project.config import PRODUCTION
 from runner.project.loader import load_project
 from runner.review.summary import review
 from runner.settings import local_settings

@@ -1,23 +1,26 @@
-"""The forges Sluice talks to, by the name the server configuration and the webhook routes use."""
+"""The forges Sluice talks to: the one registry of forge names. The server configuration's
+sections, the webhook routes, metrics labels, pages and the worker all ask it."""
 
 from __future__ import annotations
 
-from bot.config import ConfigError, ServerConfig
+from typing import TYPE_CHECKING
+
+from bot.configkeys import ConfigError
 from bot.forges.base import Forge
 from bot.forges.github import GitHub
 from bot.forges.gitlab import GitLab
 
-FORGES: dict[str, type[Forge]] = {"gitlab": GitLab, "github": GitHub}
+if TYPE_CHECKING:
+    from bot.config import ServerConfig
+
+FORGES: dict[str, type[Forge]] = {forge.name: forge for forge in (GitLab, GitHub)}
 
 
 def make_forge(name: str, config: ServerConfig) -> Forge:
     """The API client for forge `name`, from its section of the server configuration."""
-    if name == "gitlab":
-        if config.gitlab is None:
-            raise ConfigError("gitlab is not configured: add a 'gitlab' section")
-        return GitLab(config.gitlab)
-    if name == "github":
-        if config.github is None:
-            raise ConfigError("github is not configured: add a 'github' section")
-        return GitHub(config.github)
-    raise ConfigError(f"unknown forge {name!r}: expected one of {', '.join(sorted(FORGES))}")
+    if name not in FORGES:
+        raise ConfigError(f"unknown forge {name!r}: expected one of {', '.join(sorted(FORGES))}")
+    section = config.forge(name)
+    if section is None:
+        raise ConfigError(f"{name} is not configured: add a '{name}' section")
+    return FORGES[name](section)  # type: ignore[call-arg]

@@ -10,8 +10,11 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from enum import IntEnum, StrEnum
+from typing import Any, ClassVar
 
+from bot.configkeys import Key
 from bot.events import Event
+from runner.project.yamlfile import YamlMapping
 
 
 class Role(IntEnum):
@@ -65,9 +68,42 @@ class WebhookError(Exception):
     """A delivery that is not what the forge sends: bad JSON, missing fields. Answered 400."""
 
 
+@dataclass(frozen=True)
+class ForgeConfig:
+    """A forge's section of the server configuration. Each forge module subclasses it with its own
+    fields and declares the section's keys."""
+
+    webhook_secret: str | None = None
+
+    KEYS: ClassVar[tuple[Key, ...]] = (Key("webhook_secret"),)
+    # Keys whose variable alone configures the forge, without a section in the file.
+    TRIGGERS: ClassVar[tuple[str, ...]] = ()
+
+    @classmethod
+    def from_values(cls, values: dict[str, Any], section: YamlMapping) -> ForgeConfig:
+        """The section's object from the values read for its keys (`section` names lines)."""
+        return cls(**values)
+
+    def secrets(self) -> tuple[str, ...]:
+        """Values that must never appear in a log, a run log or a comment."""
+        return tuple(s for s in (self.webhook_secret,) if s)
+
+
 class Forge(ABC):
-    name: str  # "gitlab" | "github"
-    comment_limit: int  # longest comment body the forge accepts, in characters
+    name: ClassVar[str]  # the key in server.yml, the webhook route and every record
+    title: ClassVar[str]  # how people write it: "GitLab"
+    mr_prefix: ClassVar[str]  # how it refers to a merge request: "!" (!42) or "#" (#42)
+    comment_limit: ClassVar[int]  # longest comment body the forge accepts, in characters
+    config_type: ClassVar[type[ForgeConfig]]
+
+    @classmethod
+    def mr_label(cls, number: int) -> str:
+        return f"{cls.mr_prefix}{number}"
+
+    @staticmethod
+    @abstractmethod
+    def merge_request_url(config: ForgeConfig, repository: str, number: int) -> str:
+        """The merge request's page on the forge's website."""
 
     # -- webhooks (no network) -----------------------------------------------------------------
 
@@ -122,8 +158,18 @@ class RedactingForge(Forge):
     def __init__(self, inner: Forge, redact: Callable[[str], str]):
         self.inner = inner
         self.redact = redact
-        self.name = inner.name
-        self.comment_limit = inner.comment_limit
+        # Instance attributes shadowing the ClassVars: this wrapper speaks for `inner`'s forge.
+        self.name = inner.name  # type: ignore[misc]
+        self.title = inner.title  # type: ignore[misc]
+        self.mr_prefix = inner.mr_prefix  # type: ignore[misc]
+        self.comment_limit = inner.comment_limit  # type: ignore[misc]
+
+    def mr_label(self, number: int) -> str:  # type: ignore[override]
+        return self.inner.mr_label(number)
+
+    def merge_request_url(self, config: ForgeConfig, repository: str,  # type: ignore[override]
+                          number: int) -> str:
+        return type(self.inner).merge_request_url(config, repository, number)
 
     # Webhooks are read by the adapter classes at intake; this wrapper only speaks.
     @staticmethod

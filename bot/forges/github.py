@@ -10,24 +10,67 @@ import threading
 import urllib.parse
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
-from typing import Any
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, ClassVar
 
 from github import Auth, Github, GithubException, GithubIntegration, RateLimitExceededException
 
-from bot.config import ConfigError, GitHubConfig
+from bot.configkeys import ConfigError, Key
 from bot.events import CommentEvent, MergeRequestEvent, MRAction, Repository
 from bot.forges._common import field, header, load, reason, requests_errors, transient, with_credentials
 from bot.forges.base import (
     CommitState,
     Forge,
+    ForgeConfig,
     ForgeError,
     MergeRequestInfo,
     Role,
     Webhook,
     WebhookError,
 )
+from runner.project.yamlfile import YamlMapping
 
 TIMEOUT = 10  # seconds; the job queue retries, so fail fast rather than hang a worker
+PUBLIC_API = "https://api.github.com"
+
+
+@dataclass(frozen=True)
+class GitHubConfig(ForgeConfig):
+    api_url: str = PUBLIC_API  # GitHub Enterprise: https://host/api/v3
+    token: str | None = None
+    app_id: int | None = None  # or a GitHub App: its id and private key
+    private_key: str | None = None  # PEM text of the GitHub App's key
+
+    KEYS: ClassVar[tuple[Key, ...]] = (
+        Key("api_url"), Key("token"), Key("app_id"), Key("private_key"), Key("private_key_path", "path"),
+        Key("webhook_secret"))
+    TRIGGERS: ClassVar[tuple[str, ...]] = ("token", "app_id")
+
+    @classmethod
+    def from_values(cls, values: dict[str, Any], section: YamlMapping) -> GitHubConfig:
+        key_path = values.pop("private_key_path", None)
+        if values.get("private_key") is None and key_path:
+            try:
+                values["private_key"] = Path(key_path).read_text()
+            except OSError as exc:
+                raise section.error("private_key_path", f"cannot read the GitHub App key: {exc}") from None
+        app_id = values.get("app_id")
+        if app_id is not None:
+            if not str(app_id).isdigit():
+                raise section.error("app_id", "'app_id' must be the GitHub App's numeric id")
+            values["app_id"] = int(app_id)
+        config = cls(**values)
+        if config.token is None and (config.app_id is None or config.private_key is None):
+            raise section.error(None, "github needs a token, or an app_id with a private key")
+        return config
+
+    def secrets(self) -> tuple[str, ...]:
+        return tuple(s for s in (self.token, self.webhook_secret) if s)
+
+    def web_url(self) -> str:
+        api = self.api_url.rstrip("/")
+        return "https://github.com" if api == PUBLIC_API else api.removesuffix("/api/v3")
 
 _PR_ACTIONS = {
     "opened": MRAction.OPENED,
@@ -50,7 +93,10 @@ _ROLES = {"admin": Role.OWNER, "maintain": Role.MAINTAINER, "write": Role.DEVELO
 
 class GitHub(Forge):
     name = "github"
+    title = "GitHub"
+    mr_prefix = "#"
     comment_limit = 65536
+    config_type = GitHubConfig
 
     def __init__(self, config: GitHubConfig, timeout: int = TIMEOUT):
         self.config = config
@@ -75,6 +121,11 @@ class GitHub(Forge):
             self._token_client = Github(auth=Auth.Token(config.token), lazy=True, **self._options)
         else:
             raise ConfigError("github needs a token, or an app_id with a private key")
+
+    @staticmethod
+    def merge_request_url(config: ForgeConfig, repository: str, number: int) -> str:
+        assert isinstance(config, GitHubConfig)
+        return f"{config.web_url()}/{repository}/pull/{number}"
 
     # -- webhooks -------------------------------------------------------------------------------
 

@@ -10,18 +10,20 @@ import re
 import urllib.parse
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, ClassVar
 
 import gitlab
 import requests
 from gitlab.exceptions import GitlabError
 
-from bot.config import GitLabConfig
+from bot.configkeys import Key
 from bot.events import CommentEvent, MergeRequestEvent, MRAction, Repository
 from bot.forges._common import field, header, load, reason, requests_errors, transient, with_credentials
 from bot.forges.base import (
     CommitState,
     Forge,
+    ForgeConfig,
     ForgeError,
     MergeRequestInfo,
     Role,
@@ -30,6 +32,18 @@ from bot.forges.base import (
 )
 
 TIMEOUT = 10.0  # seconds; the job queue retries, so fail fast rather than hang a worker
+
+
+@dataclass(frozen=True)
+class GitLabConfig(ForgeConfig):
+    url: str = "https://gitlab.com"
+    token: str | None = None  # api scope; a project or group bot's token
+
+    KEYS: ClassVar[tuple[Key, ...]] = (Key("url"), Key("token"), Key("webhook_secret"))
+    TRIGGERS: ClassVar[tuple[str, ...]] = ("token",)
+
+    def secrets(self) -> tuple[str, ...]:
+        return tuple(s for s in (self.token, self.webhook_secret) if s)
 
 _MR_ACTIONS = {
     "open": MRAction.OPENED,
@@ -82,13 +96,21 @@ class _Client(gitlab.Gitlab):
 
 class GitLab(Forge):
     name = "gitlab"
+    title = "GitLab"
+    mr_prefix = "!"
     comment_limit = 1_000_000
+    config_type = GitLabConfig
 
     def __init__(self, config: GitLabConfig, timeout: float = TIMEOUT):
         self.config = config
         self._client = _Client(config.url, private_token=config.token, timeout=timeout,
                                retry_transient_errors=False)
         self._username: str | None = None
+
+    @staticmethod
+    def merge_request_url(config: ForgeConfig, repository: str, number: int) -> str:
+        assert isinstance(config, GitLabConfig)
+        return f"{config.url.rstrip('/')}/{repository}/-/merge_requests/{number}"
 
     # -- webhooks -------------------------------------------------------------------------------
 

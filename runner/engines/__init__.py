@@ -1,24 +1,59 @@
-"""Warehouse engines: one small interface (`base.Engine`) and one module per warehouse."""
+"""Warehouse engines: one small interface (`base.Engine`) and one module per warehouse, found here
+by the scheme of a warehouse URL.
+
+This registry is the one place that knows which warehouses exist. The engine modules are imported
+only when a URL asks for them (a DuckDB laptop never pays for psycopg's import).
+"""
 
 from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass
 
 from runner.engines.base import Engine
 from runner.errors import SluiceError
 
 
+@dataclass(frozen=True)
+class EngineEntry:
+    module: str
+    cls: str
+    schemes: tuple[str, ...]  # URL schemes that open it
+    dialect: str  # the sqlglot dialect a project writes for it (its class's `dialect`)
+
+
+ENGINES: tuple[EngineEntry, ...] = (
+    EngineEntry("runner.engines.duckdb", "DuckDBEngine", ("duckdb",), "duckdb"),
+    EngineEntry("runner.engines.postgres", "PostgresEngine",
+                ("postgresql", "postgresql+psycopg", "postgres"), "postgres"),
+)
+SCHEMES = tuple(scheme for entry in ENGINES for scheme in entry.schemes)
+DIALECTS = tuple(sorted({entry.dialect for entry in ENGINES}))
+
+
+def scheme_of(url: str) -> str:
+    return url.split("://", 1)[0].lower()
+
+
+def entry_for(url: str) -> EngineEntry:
+    scheme = scheme_of(url)
+    for entry in ENGINES:
+        if scheme in entry.schemes:
+            return entry
+    raise SluiceError(f"unsupported warehouse URL scheme {scheme!r}; supported: {', '.join(SCHEMES)}")
+
+
+def engine_class(url: str) -> type[Engine]:
+    """The engine class a URL opens, for its capability flags, without connecting."""
+    entry = entry_for(url)
+    engine: type[Engine] = getattr(importlib.import_module(entry.module), entry.cls)
+    return engine
+
+
 def open_engine(url: str) -> Engine:
-    """Open a warehouse from a URL: `duckdb:///path/to/file.duckdb` (or `duckdb://:memory:`), or
+    """Open a warehouse from a URL: `duckdb:///path/to/file.duckdb` (or `duckdb://` in memory), or
     `postgresql://user@host:5432/db` (also `postgresql+psycopg://`; see `PostgresEngine`)."""
-    scheme = url.split("://", 1)[0]
-    if scheme == "duckdb":
-        from runner.engines.duckdb import DuckDBEngine
-
-        return DuckDBEngine.from_url(url)
-    if scheme in ("postgresql", "postgresql+psycopg", "postgres"):
-        from runner.engines.postgres import PostgresEngine
-
-        return PostgresEngine.from_url(url)
-    raise SluiceError(f"unsupported warehouse URL scheme {scheme!r}; supported: duckdb, postgresql")
+    return engine_class(url).from_url(url)
 
 
-__all__ = ["Engine", "open_engine"]
+__all__ = ["DIALECTS", "ENGINES", "SCHEMES", "Engine", "engine_class", "open_engine"]

@@ -44,7 +44,23 @@ class TimeLimit:
 
 
 class Engine(ABC):
-    dialect: ClassVar[str]
+    """Callers ask the capability flags, never the engine's name."""
+
+    dialect: ClassVar[str]  # sqlglot's name for the SQL it speaks
+    # One writing process at a time (a DuckDB file): jobs on it take turns through a lock.
+    single_writer: ClassVar[bool] = False
+    # Has list values and functions (`array_agg`, `list_distinct`, `min(x, n)`): the keyed data diff
+    # answers in one pass with them, with standard aggregates otherwise.
+    list_types: ClassVar[bool] = False
+    # Can copy a table without reading it (zero-copy clones); none of today's engines can.
+    can_clone: ClassVar[bool] = False
+    # DDL inside a transaction commits or rolls back with it: promotion moves every view at once.
+    transactional_ddl: ClassVar[bool] = True
+
+    @classmethod
+    @abstractmethod
+    def from_url(cls, url: str) -> Engine:
+        """Open the warehouse a URL of one of this engine's schemes names."""
 
     # -- what each engine provides -------------------------------------------------------------
 

@@ -41,6 +41,8 @@ def _first_line(exc: Exception) -> str:
 
 class DuckDBEngine(Engine):
     dialect = "duckdb"
+    single_writer = True
+    list_types = True
 
     def __init__(self, path: Path | str):
         self.path = str(path)

@@ -24,10 +24,11 @@ import psycopg
 from psycopg import pq
 from sqlglot import exp
 
+from runner.engines import ENGINES
 from runner.engines.base import Cursor, Engine, TimeLimit, WarehouseObject, temporary
 from runner.errors import SluiceError, WarehouseError
 
-SCHEMES = ("postgresql", "postgresql+psycopg", "postgres")
+_SCHEMES = next(entry.schemes for entry in ENGINES if entry.module == __name__)
 DEFAULT_POOL_SIZE = 8
 POOL_WAIT_SECONDS = 60.0
 # Serialises schema creation across processes: concurrent `CREATE SCHEMA IF NOT EXISTS` race.
@@ -479,7 +480,7 @@ class PostgresEngine(Engine):
 def _parse_url(url: str) -> tuple[str, dict[str, float], str]:
     """(libpq URL, Sluice's own parameters, the server as errors name it: no password)."""
     parts = urlsplit(url)
-    if parts.scheme not in SCHEMES:
+    if parts.scheme not in _SCHEMES:
         raise SluiceError(f"not a PostgreSQL URL: {parts.scheme}://…; write postgresql://user@host/db")
     own: dict[str, float] = {}
     passed = []

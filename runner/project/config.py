@@ -6,14 +6,13 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from runner.engines import DIALECTS
 from runner.errors import ProjectError
+from runner.naming import PRODUCTION, is_environment_name
 from runner.project.yamlfile import YamlMapping, load_yaml, parse_yaml
 
 CONFIG_FILE = "sluice.yml"
-PRODUCTION = "prod"
 IDENTIFIER = re.compile(r"^[a-z_][a-z0-9_]*$")
-ENV_NAME = re.compile(r"^[a-z][a-z0-9_]{0,39}$")
-SUPPORTED_DIALECTS = {"duckdb", "postgres"}
 
 
 @dataclass(frozen=True)
@@ -66,15 +65,6 @@ def check_identifier(value: str, what: str, where: YamlMapping | None = None, ke
     return value
 
 
-def check_environment_name(name: str) -> str:
-    if not ENV_NAME.match(name) or "__" in name:
-        raise ProjectError(
-            f"environment name {name!r} is not valid: use 1-40 lower-case letters, digits and single "
-            "underscores, starting with a letter"
-        )
-    return name
-
-
 def load_project_config(root: Path) -> ProjectConfig:
     path = root / CONFIG_FILE
     if not path.is_file():
@@ -99,9 +89,9 @@ def config_from(data: YamlMapping) -> ProjectConfig:
     if not name:
         raise data.error(None, "'name' is required: the project's name")
     dialect = (data.get_str("dialect") or "duckdb").lower()
-    if dialect not in SUPPORTED_DIALECTS:
+    if dialect not in DIALECTS:
         raise data.error("dialect", f"dialect {dialect!r} is not supported; use one of: "
-                         f"{', '.join(sorted(SUPPORTED_DIALECTS))}")
+                         f"{', '.join(sorted(DIALECTS))}")
     paths = data.get_mapping("paths")
     paths.check_keys({"models", "seeds", "tests"}, "'paths'")
     seeds = data.get_mapping("seeds")
@@ -120,7 +110,7 @@ def config_from(data: YamlMapping) -> ProjectConfig:
     environments: dict[str, EnvironmentConfig] = {}
     envs = data.get_mapping("environments")
     for env_name, env_data in envs.items():
-        if not ENV_NAME.match(env_name) or "__" in env_name:
+        if not is_environment_name(env_name):
             raise envs.error(env_name, f"environment name {env_name!r} is not valid")
         if env_data is None:
             env_data = YamlMapping({}, {}, CONFIG_FILE, envs.line_of(env_name))

@@ -35,9 +35,6 @@ from runner.engines.base import Cursor, Engine, TimeLimit
 from runner.errors import SluiceError, WarehouseError
 
 MASK = "***"
-# Warehouses whose lists (`array_agg`, `list_distinct`, `min(x, n)`) the keyed diff uses: one
-# pass, fastest there. Elsewhere the same answers come from standard SQL aggregates.
-LIST_DIALECTS = frozenset({"duckdb"})
 
 
 @dataclass(frozen=True)
@@ -331,7 +328,7 @@ class _Diff:
         counted.update({f"changed_{i}": _count(exp.and_(matched, d)) for i, d in enumerate(differs)})
         inner = [exp.alias_(e, name) for name, e in counted.items()]
         outer: list[exp.Expr] = [exp.column(name) for name in counted]
-        lists = self.engine.dialect in LIST_DIALECTS
+        lists = self.engine.list_types
         # The unmatched keys, to prove them unique: usually few, at most one side's rows.
         for kind, keys, condition in (("removed", b_keys, removed), ("added", a_keys, added)):
             if lists:  # listed in the join, their repeats counted over the lists
