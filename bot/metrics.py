@@ -15,8 +15,7 @@ import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
-from flask import Blueprint, Response, current_app
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.metrics_core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
@@ -169,12 +168,3 @@ def make_app_metrics(queue_depth: Callable[[], int | None], pending: Callable[[]
         registry.register(_JobCollector())
     registry.register(_ScrapeTimeGauges(queue_depth, pending))
     return AppMetrics(registry, intake)
-
-
-routes = Blueprint("metrics", __name__)
-
-
-@routes.get("/metrics")
-def scrape() -> Response:
-    app_metrics: AppMetrics = current_app.extensions["sluice"].metrics
-    return Response(app_metrics.render(), mimetype=None, content_type=CONTENT_TYPE_LATEST)

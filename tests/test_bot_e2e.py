@@ -22,13 +22,13 @@ import pytest
 import redis
 from fakeforge import FakeGitHub, FakeGitLab
 
-from bot.app import create_app
+from bot.web.app import create_app
 from bot.config import RepositoryConfig, ServerConfig
 from bot.forges.base import Role
 from bot.logs import JsonFormatter, Redactor, _RedactingFilter, log_context, secrets_of
 from bot.records.inbox import Inbox
 from bot.records.runs import RunLog
-from bot.worker import WorkerProcess
+from bot.worker.process import WorkerProcess
 from runner.state.store import StateStore
 
 DEMO = Path(__file__).resolve().parent.parent / "bot" / "demo" / "project"

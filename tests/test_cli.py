@@ -12,7 +12,7 @@ import duckdb
 import pytest
 from click.testing import CliRunner, Result
 
-from bot.cli import default_environment, main
+from bot.cli.main import default_environment, main
 
 DEMO = Path(__file__).resolve().parent.parent / "bot" / "demo" / "project"
 

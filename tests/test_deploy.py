@@ -27,7 +27,7 @@ from werkzeug.exceptions import HTTPException
 from werkzeug.routing import Map, RequestRedirect
 
 import bot.config as server_config
-from bot.cli import main
+from bot.cli.main import main
 from bot.forges import FORGES
 from bot.forges.gitlab import GitLabConfig
 from policies import load_policy
@@ -87,7 +87,7 @@ class _IdleDispatcher:
 @cache
 def url_map() -> Map:
     """The routes of the real app, built with an insecure test configuration."""
-    from bot.app import create_app
+    from bot.web.app import create_app
     from runner.state.store import StateStore
 
     with tempfile.TemporaryDirectory() as tmp:

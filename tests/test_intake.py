@@ -29,18 +29,18 @@ from flask.testing import FlaskClient
 from prometheus_client.parser import text_string_to_metric_families
 from werkzeug.serving import make_server
 
-from bot.app import create_app
+from bot.web.app import create_app
 from bot.broker import DramatiqDispatcher, declare_actor, make_broker
 from bot.config import RepositoryConfig, ServerConfig
 from bot.configkeys import ConfigError
 from bot.events import CommentEvent, MergeRequestEvent, MRAction, from_json
 from bot.forges.github import GitHubConfig
 from bot.forges.gitlab import GitLabConfig
-from bot.intake import BodyTooLarge, read_body
+from bot.web.intake import BodyTooLarge, read_body
 from bot.metrics import record_job
 from bot.records.inbox import Inbox
 from bot.records.schema import events
-from bot.sweeper import start_sweeper, sweep
+from bot.worker.sweeper import start_sweeper, sweep
 from runner.state.store import StateStore
 
 FIXTURES = Path(__file__).resolve().parents[2] / "shared" / "fixtures"  # shared/ sits beside the repo
@@ -477,7 +477,7 @@ def test_each_app_counts_on_its_own_registry(state: StateStore, redis_dispatcher
 
 SCRAPE_IN_ANOTHER_PROCESS = """
 import sys
-from bot.app import create_app
+from bot.web.app import create_app
 from bot.broker import DramatiqDispatcher, declare_actor, make_broker
 from bot.config import ServerConfig
 from bot.forges.github import GitHubConfig

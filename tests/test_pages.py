@@ -10,12 +10,12 @@ from pathlib import Path
 import pytest
 from flask.testing import FlaskClient
 
-from bot.app import create_app
+from bot.web.app import create_app
 from bot.broker import DramatiqDispatcher, declare_actor, make_broker
 from bot.config import ServerConfig
 from bot.forges.github import GitHubConfig
 from bot.forges.gitlab import GitLabConfig
-from bot.pages import render_report
+from bot.web.pages import render_report
 from bot.records.runs import RunLog
 from runner.state.store import StateStore
 

@@ -16,7 +16,7 @@ import redis
 from fakeforge import FakeGitLab
 from test_bot_e2e import ORDERS, Forge, Origin, free_port, redis_db, start_redis
 
-from bot.app import broker_dispatcher, create_app
+from bot.web.app import broker_dispatcher, create_app
 from bot.config import load_server_config
 from bot.forges.base import Role
 from bot.records.inbox import Inbox

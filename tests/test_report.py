@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from bot.report import GITHUB_LIMIT, render_markdown
+from bot.report.markdown import GITHUB_LIMIT, render_markdown
 from runner.engines.duckdb import DuckDBEngine
 from runner.pipeline import RunResult, run_pipeline
 from runner.plan.builder import make_plan

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from bot.report import render_markdown
+from bot.report.markdown import render_markdown
 from runner.engines.duckdb import DuckDBEngine
 from runner.pipeline import run_pipeline
 from runner.project.loader import load_project

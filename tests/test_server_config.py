@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from bot.cli import main
+from bot.cli.main import main
 from bot.config import load_server_config
 from bot.configkeys import ConfigError
 from runner.errors import ProjectError

@@ -18,7 +18,7 @@ import git
 from rich.console import Console
 from rich.table import Table
 
-from bot.report import render_markdown
+from bot.report.markdown import render_markdown
 from runner import environments
 from runner.engines import open_engine
 from runner.errors import SluiceError

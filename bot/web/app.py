@@ -2,44 +2,30 @@
 
 Blueprints group the routes by purpose: webhooks (intake), health (liveness and readiness),
 metrics (Prometheus) and pages (run pages). What they share (configuration, state store,
-dispatcher, intake, metrics) sits on `app.extensions["sluice"]`.
+dispatcher, intake, metrics) sits on `app.extensions["sluice"]` (see `context`); blueprints never
+import this module.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
 
-from flask import Flask, current_app
+from flask import Flask
 from jinja2 import StrictUndefined
 
 from bot.broker import Dispatcher, DramatiqDispatcher, declare_actor, make_broker
 from bot.config import ServerConfig, load_server_config
 from bot.forges.base import Forge
-from bot.intake import Intake
-from bot.metrics import AppMetrics, make_app_metrics
+from bot.metrics import make_app_metrics
 from bot.records.inbox import Inbox
 from bot.records.runs import RunLog
+from bot.web.context import WebContext
+from bot.web.health import health
+from bot.web.intake import Intake
+from bot.web.metrics import routes as metrics_routes
+from bot.web.pages import pages
+from bot.web.webhooks import webhooks
 from runner.state.store import StateStore
-
-
-@dataclass(frozen=True)
-class Sluice:
-    """Everything the routes of one app use."""
-
-    config: ServerConfig
-    state: StateStore
-    dispatcher: Dispatcher
-    inbox: Inbox
-    runs: RunLog
-    intake: Intake
-    metrics: AppMetrics
-
-
-def sluice() -> Sluice:
-    """The current app's Sluice parts (inside a request or an app context)."""
-    parts: Sluice = current_app.extensions["sluice"]
-    return parts
 
 
 def create_app(config: ServerConfig, *, state: StateStore | None = None,
@@ -58,20 +44,14 @@ def create_app(config: ServerConfig, *, state: StateStore | None = None,
     inbox = Inbox(state)
     metrics = make_app_metrics(dispatcher.queue_depth, inbox.pending_count)
 
-    app = Flask(__name__.rsplit(".", 1)[0], template_folder="templates")
+    app = Flask("bot.web", template_folder="templates")
     # Flask autoescapes only *.html; these templates are *.html.j2, and every one of them shows
     # text that came from a merge request.
     app.jinja_env.autoescape = True
     app.jinja_env.undefined = StrictUndefined
-    app.extensions["sluice"] = Sluice(
+    app.extensions["sluice"] = WebContext(
         config=config, state=state, dispatcher=dispatcher, inbox=inbox, runs=RunLog(state),
         intake=Intake(config, inbox, dispatcher, forges, metrics.intake), metrics=metrics)
-
-    # Imported here: the blueprints import `sluice` from this module.
-    from bot.health import health
-    from bot.metrics import routes as metrics_routes
-    from bot.pages import pages
-    from bot.webhooks import webhooks
 
     for blueprint in (webhooks, health, metrics_routes, pages):
         app.register_blueprint(blueprint)

@@ -24,14 +24,14 @@ from bot.commands import USAGE, BadCommand, Command, parse_comment
 from bot.config import ServerConfig
 from bot.events import CommentEvent, Event, MergeRequestEvent, MRAction, Repository, from_json
 from bot.forges.base import CommitState, Forge, ForgeError, MergeRequestInfo, RedactingForge, Role
-from bot.governance import Governance, Governed
 from bot.logs import Redactor, log_context, secrets_of
 from bot.records.audit import AuditLog
 from bot.records.comments import ReportComments
 from bot.records.inbox import Inbox
 from bot.records.runs import RunLog, Superseded
-from bot.report import render_markdown
-from bot.sweeper import event_lease
+from bot.report.markdown import render_markdown
+from bot.worker.governance import Governance, Governed
+from bot.worker.sweeper import event_lease
 from policies import Finding, check_write_scope
 from runner import environments
 from runner.checkout import CheckoutError, Mirrors, redact
@@ -654,7 +654,7 @@ class Jobs:
         info = self.s.forges[repository.forge].merge_request(repository.full_name, number)
         run_id = self.runs.create(repository.forge, repository.full_name, number, "command",
                                   sha=info.head_sha, environment=mr_environment(number))
-        from bot.inspect import describe_diff, describe_lineage
+        from bot.report.answers import describe_diff, describe_lineage
 
         try:
             with self.workspace(repository, info.head_sha, run_id) as (project, state, engine):

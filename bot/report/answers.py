@@ -4,7 +4,7 @@ place in the graph, as Markdown, with the data diff computed in the warehouse.""
 from __future__ import annotations
 
 from bot.commands import Command
-from bot.report import render_data_diff
+from bot.report.markdown import render_data_diff
 from runner.engines.base import Engine
 from runner.lineage.model import ALL
 from runner.lineage.project import resolve_target, trace

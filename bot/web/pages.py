@@ -13,10 +13,10 @@ from flask import Blueprint, Response, render_template
 from markdown_it import MarkdownIt
 from markupsafe import Markup
 
-from bot.app import sluice
 from bot.config import ServerConfig
 from bot.forges import FORGES
 from bot.records.runs import Run
+from bot.web.context import sluice
 
 pages = Blueprint("pages", __name__)
 

@@ -7,7 +7,7 @@ from collections.abc import Iterator, Mapping
 from flask import Blueprint, Response, jsonify, request
 from werkzeug.datastructures import Headers
 
-from bot.app import sluice
+from bot.web.context import sluice
 
 webhooks = Blueprint("webhooks", __name__)
 

@@ -20,7 +20,7 @@ log = logging.getLogger("sluice.serve")
 
 def build_app(config: ServerConfig) -> Flask:
     """The web app with its own state connection and a dispatcher on the configured broker."""
-    from bot.app import broker_dispatcher, create_app
+    from bot.web.app import broker_dispatcher, create_app
     from runner.state.store import StateStore
 
     return create_app(config, state=StateStore(config.state_url),
@@ -66,9 +66,9 @@ def serve_embedded(config: ServerConfig, host: str, port: int, worker_threads: i
     left unfinished are sent again from the inbox at start."""
     from werkzeug.serving import make_server
 
-    from bot.app import create_app
     from bot.records.inbox import Inbox
-    from bot.worker import WorkerProcess
+    from bot.web.app import create_app
+    from bot.worker.process import WorkerProcess
 
     config.check_secrets()
     worker = WorkerProcess(config, threads=worker_threads)

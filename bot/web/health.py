@@ -8,7 +8,7 @@ import logging
 import sqlalchemy as sa
 from flask import Blueprint, Response, jsonify
 
-from bot.app import sluice
+from bot.web.context import sluice
 
 health = Blueprint("health", __name__)
 log = logging.getLogger("sluice.health")

@@ -100,7 +100,7 @@ def _link(url: str) -> str:
 
 
 def _environment() -> Environment:
-    env = Environment(loader=PackageLoader("bot", "templates"), undefined=StrictUndefined,
+    env = Environment(loader=PackageLoader("bot.report", "templates"), undefined=StrictUndefined,
                       trim_blocks=True, lstrip_blocks=True, keep_trailing_newline=True,
                       autoescape=False)
     env.filters.update(cell=_cell, code_safe=_code_safe, why=_why, tick=lambda s: f"`{s}`",

@@ -23,8 +23,8 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from bot import console as out
-from bot.report import render_markdown
+from bot.cli import console as out
+from bot.report.markdown import render_markdown
 from runner import environments
 from runner.datatests import run_tests, select_tests
 from runner.engines import Engine, open_engine
@@ -153,7 +153,7 @@ def main() -> None:
 @handle_errors
 def init(directory: Path, name: str | None) -> None:
     """Start a project in DIRECTORY: a commented sluice.yml and an example model."""
-    from bot.scaffold import write_scaffold
+    from bot.cli.scaffold import write_scaffold
 
     written = write_scaffold(directory, name)
     for path in written:
@@ -376,7 +376,7 @@ def diff(first: str, second: str, model: str | None, project_dir: Path, state_ur
          fmt: str) -> None:
     """Data diff, in the warehouse, of the models whose snapshots differ between environments
     FIRST and SECOND (e.g. `sluice diff prod mr_42`), or of one MODEL."""
-    from bot.report import render_data_diff
+    from bot.report.markdown import render_data_diff
     from runner.lineage.project import resolve_target
     from runner.review.compare import compare
 
@@ -431,7 +431,7 @@ def diff(first: str, second: str, model: str | None, project_dir: Path, state_ur
 def lineage(target: str, project_dir: Path, fmt: str) -> None:
     """Upstream and downstream lineage of TARGET: a model (schema.model) or a column
     (schema.model.column), traced through CTEs, joins, aggregates, windows, unions and `*`."""
-    from bot.inspect import describe_lineage
+    from bot.report.answers import describe_lineage
     from runner.lineage.project import resolve_target, trace
 
     project = load_project(project_dir, cache_dir=local_settings(project_dir).cache_dir)
@@ -483,11 +483,11 @@ def serve(config_path: Path | None, bind: str, workers: int, threads: int, embed
     import dataclasses
 
     from bot.logs import configure_logging
-    from bot.serve import serve_embedded, serve_gunicorn
+    from bot.web.serve import serve_embedded, serve_gunicorn
 
     config = _server_config(config_path)
     configure_logging(config, log_format)
-    from bot.serve import share_metrics
+    from bot.web.serve import share_metrics
 
     share_metrics(config.work_dir)
     if insecure:
@@ -520,8 +520,8 @@ def worker(config_path: Path | None, threads: int, log_format: str) -> None:
     """Run jobs from the broker (plans, builds, reports, promotions), the event sweeper and the
     janitor."""
     from bot.logs import configure_logging
-    from bot.serve import share_metrics
-    from bot.worker import WorkerProcess
+    from bot.web.serve import share_metrics
+    from bot.worker.process import WorkerProcess
 
     config = _server_config(config_path)
     configure_logging(config, log_format)

@@ -1,23 +1,26 @@
-"""The message broker between the web app and the workers: Redis by default, RabbitMQ by URL.
+"""The message broker between the web app and the workers: Redis by default, RabbitMQ by URL, an
+in-process one for a single machine; one module each (`redis`, `rabbitmq`, `stub`), chosen here.
 
 Messages only say "go look at event N"; the event itself is in the state store. dramatiq's own
-middleware does retries (with backoff), time limits and Prometheus metrics.
+middleware does retries (with backoff) and time limits.
 """
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Callable
+from types import ModuleType
 from typing import Any, Protocol
 
 import dramatiq
-from dramatiq.brokers.rabbitmq import RabbitmqBroker
-from dramatiq.brokers.redis import RedisBroker
-from dramatiq.brokers.stub import StubBroker
 from dramatiq.middleware import AgeLimit, Callbacks, Pipelines, Retries, ShutdownNotifications, TimeLimit
 
 QUEUE = "sluice"
 ACTOR = "sluice_process_event"
+GAVE_UP = "sluice_event_gave_up"
 JOB_TIME_LIMIT_MS = 60 * 60 * 1000
+# Each module: SCHEMES (URL prefixes), BROKER (its dramatiq class), make(), ping(), depth().
+_MODULES = ("bot.broker.redis", "bot.broker.rabbitmq", "bot.broker.stub")
 
 
 class DispatchError(Exception):
@@ -32,26 +35,28 @@ class Dispatcher(Protocol):
     def queue_depth(self) -> int | None: ...
 
 
+def _kinds() -> list[ModuleType]:
+    return [importlib.import_module(name) for name in _MODULES]
+
+
+def kind_of(url: str) -> ModuleType:
+    for kind in _kinds():
+        if url.startswith(kind.SCHEMES):
+            return kind
+    raise ValueError(f"unsupported broker URL {url.split('://')[0]!r}: use redis://, amqp:// or stub://")
+
+
+def kind_of_broker(broker: dramatiq.Broker) -> ModuleType | None:
+    return next((kind for kind in _kinds() if isinstance(broker, kind.BROKER)), None)
+
+
 def make_broker(url: str, *, max_retries: int = 5, min_backoff_ms: int = 1000,
                 max_backoff_ms: int = 60_000) -> dramatiq.Broker:
     middleware = [AgeLimit(), TimeLimit(time_limit=JOB_TIME_LIMIT_MS), ShutdownNotifications(),
                   Callbacks(), Pipelines(),
                   Retries(max_retries=max_retries, min_backoff=min_backoff_ms, max_backoff=max_backoff_ms)]
-    broker: dramatiq.Broker
-    if url.startswith(("amqp://", "amqps://")):
-        broker = RabbitmqBroker(url=url, middleware=middleware)
-    elif url.startswith(("redis://", "rediss://", "unix://")):
-        # Short socket timeouts: a broker that drops packets must not hold a webhook answer.
-        broker = RedisBroker(url=url, middleware=middleware, socket_connect_timeout=1.0,
-                             socket_timeout=2.0)
-    elif url == "stub://":  # in-process, for `sluice serve --embedded`: the inbox makes it durable
-        broker = StubBroker(middleware=middleware)
-    else:
-        raise ValueError(f"unsupported broker URL {url.split('://')[0]!r}: use redis://, amqp:// or stub://")
+    broker: dramatiq.Broker = kind_of(url).make(url, middleware)
     return broker
-
-
-GAVE_UP = "sluice_event_gave_up"
 
 
 def declare_actor(broker: dramatiq.Broker, fn: Callable[[int], Any],
@@ -73,6 +78,7 @@ class DramatiqDispatcher:
     def __init__(self, broker: dramatiq.Broker, actor: dramatiq.Actor):
         self.broker = broker
         self.actor = actor
+        self.kind = kind_of_broker(broker)
 
     def send(self, event_id: int) -> None:
         try:
@@ -82,24 +88,14 @@ class DramatiqDispatcher:
 
     def ping(self) -> bool:
         try:
-            if isinstance(self.broker, RedisBroker):
-                return bool(self.broker.client.ping())
-            if isinstance(self.broker, RabbitmqBroker):
-                self.broker.get_queue_message_counts(QUEUE)
-                return True
+            return self.kind is None or bool(self.kind.ping(self.broker))
         except Exception:
             return False
-        return True
 
     def queue_depth(self) -> int | None:
+        if self.kind is None:
+            return None
         try:
-            if isinstance(self.broker, RedisBroker):
-                return int(self.broker.client.llen(f"{self.broker.namespace}:{QUEUE}"))
-            if isinstance(self.broker, RabbitmqBroker):
-                counts = self.broker.get_queue_message_counts(QUEUE)
-                return int(counts[0])
-            if isinstance(self.broker, StubBroker):
-                return int(self.broker.queues[QUEUE].qsize()) if QUEUE in self.broker.queues else 0
+            return int(self.kind.depth(self.broker, QUEUE))
         except Exception:
             return None
-        return None

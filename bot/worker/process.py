@@ -13,8 +13,8 @@ import dramatiq
 
 from bot.broker import DramatiqDispatcher, declare_actor, declare_gave_up, make_broker
 from bot.config import ServerConfig
-from bot.jobs import Jobs, Services
 from bot.records.inbox import Inbox
+from bot.worker.jobs import Jobs, Services
 
 log = logging.getLogger("sluice.worker")
 
@@ -64,7 +64,7 @@ class WorkerProcess:
         return dropped_envs, dropped_objects
 
     def _janitor_loop(self) -> None:
-        from bot.jobs import worker_identity
+        from bot.worker.jobs import worker_identity
         from runner.state.locks import Locks
 
         locks = Locks(self.services.state)
@@ -78,7 +78,7 @@ class WorkerProcess:
                 log.exception("janitor pass failed")
 
     def start(self) -> None:
-        from bot.sweeper import run_sweeper
+        from bot.worker.sweeper import run_sweeper
 
         self.worker.start()
         if self.config.janitor_interval > 0:

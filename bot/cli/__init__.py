@@ -1,0 +1,1 @@
+"""The `sluice` command: `main.py` is the group; one module per command family."""

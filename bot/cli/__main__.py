@@ -1,0 +1,5 @@
+"""`python -m bot.cli`: the `sluice` command."""
+
+from bot.cli.main import main
+
+main()

@@ -1,0 +1,1 @@
+"""The web service: the Flask app factory, webhook routes and intake, health, metrics and run pages."""
