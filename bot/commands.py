@@ -1,4 +1,4 @@
-"""Slash commands in merge-request comments: parsing only (what to do is `bot.jobs`' business).
+"""Slash commands in merge-request comments: parsing only (what to do is `bot.worker.commands`').
 
 One command per line, at the start of the line, outside fenced code blocks and quotes. Arguments
 are checked here (environment names, model names, numbers), so nothing unchecked reaches SQL or a
@@ -11,9 +11,9 @@ import re
 import shlex
 from dataclasses import dataclass
 
+from policies.policy import COMMANDS
 from runner.naming import is_environment_name
 
-NAMES = ("plan", "test", "deploy", "unlock", "destroy", "diff", "lineage", "approve", "rollback", "help")
 MODEL = re.compile(r"^[a-z_][a-z0-9_]*(\.[a-z_][a-z0-9_]*){0,2}$")  # [schema.]model[.column]
 RULE = re.compile(r"^[a-z][a-z0-9_-]{0,63}$")
 
@@ -72,7 +72,7 @@ def parse_line(line: str) -> Command | BadCommand:
     except ValueError as exc:
         return BadCommand(line, f"cannot read the arguments: {exc}")
     name = words[0][1:].lower()
-    if name not in NAMES:
+    if name not in COMMANDS:
         return BadCommand(line, f"unknown command `/{name}`")
     args: list[str] = []
     options: list[tuple[str, str]] = []

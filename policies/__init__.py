@@ -6,7 +6,6 @@ project), `authorise` (slash commands), `needs_approval` (untrusted code), `chec
 (protected environments), `check_connection` and `check_write_scope` (environment safety).
 """
 
-from policies.config import CommandPermission, Policy, load_policy
 from policies.cron import FreezeWindow, parse_cron
 from policies.engine import Evaluation, RefusedOverride, evaluate, judge
 from policies.errors import PolicyError
@@ -22,7 +21,8 @@ from policies.inputs import (
     ProjectFacts,
     propagate_pii,
 )
-from policies.roles import ROLES
+from policies.policy import CommandPermission, Policy, load_policy
+from policies.roles import ROLES, Role, role_name, role_names
 from policies.rules.environments import check_connection, check_write_scope
 from policies.rules.permissions import authorise
 from policies.rules.promotion import check_promotion
@@ -31,7 +31,7 @@ from policies.rules.trust import needs_approval
 __all__ = [
     "ROLES", "Approval", "ColumnFacts", "CommandPermission", "CommandRequest", "ConnectionFacts",
     "Evaluation", "Finding", "FreezeWindow", "MergeRequestFacts", "ModelFacts", "Override", "Policy",
-    "PolicyError", "ProjectFacts", "RefusedOverride", "RuleSettings", "authorise", "check_connection",
+    "PolicyError", "ProjectFacts", "RefusedOverride", "Role", "RuleSettings", "authorise", "check_connection",
     "check_promotion", "check_write_scope", "evaluate", "judge", "load_policy", "needs_approval",
-    "parse_cron", "propagate_pii",
+    "parse_cron", "propagate_pii", "role_name", "role_names",
 ]

@@ -14,7 +14,7 @@ from policies.rules.base import ModelRule, ModelView
 from policies.rules.models import MODEL_RULES as BUILTIN_CHECKS
 
 if TYPE_CHECKING:
-    from policies.config import Policy
+    from policies.policy import Policy
 
 
 @dataclass(frozen=True)

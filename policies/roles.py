@@ -1,8 +1,22 @@
-"""Repository roles by name, in the forges' common order (the same numbers as `bot.forges.Role`)."""
+"""Repository roles: the one vocabulary of who may do what, in GitLab's and GitHub's common order.
+The forges map their own levels onto `Role`; policies name roles by these words."""
 
 from __future__ import annotations
 
-ROLES: dict[str, int] = {"none": 0, "read": 10, "developer": 30, "maintainer": 40, "owner": 50}
+from enum import IntEnum
+
+
+class Role(IntEnum):
+    """A user's permission on a repository."""
+
+    NONE = 0
+    READ = 10  # GitLab guest/reporter; GitHub read/triage
+    DEVELOPER = 30  # GitLab developer; GitHub write
+    MAINTAINER = 40  # GitLab maintainer; GitHub maintain
+    OWNER = 50  # GitLab owner; GitHub admin
+
+
+ROLES: dict[str, int] = {role.name.lower(): int(role) for role in Role}
 
 
 def role_name(role: int) -> str:

@@ -49,3 +49,9 @@ class EnvError(SluiceError):
 
 class StateError(SluiceError):
     """The state store is unreachable or holds a schema this version cannot read."""
+
+
+def is_transient(exc: BaseException) -> bool:
+    """The one answer to "is this worth retrying later?": the connection, the forge or the network
+    failed, not the user's change. Errors that can be either carry a `transient` flag."""
+    return bool(getattr(exc, "transient", False))

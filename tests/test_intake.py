@@ -29,17 +29,17 @@ from flask.testing import FlaskClient
 from prometheus_client.parser import text_string_to_metric_families
 from werkzeug.serving import make_server
 
-from bot.web.app import create_app
 from bot.broker import DramatiqDispatcher, declare_actor, make_broker
 from bot.config import RepositoryConfig, ServerConfig
 from bot.configkeys import ConfigError
 from bot.events import CommentEvent, MergeRequestEvent, MRAction, from_json
 from bot.forges.github import GitHubConfig
 from bot.forges.gitlab import GitLabConfig
-from bot.web.intake import BodyTooLarge, read_body
 from bot.metrics import record_job
 from bot.records.inbox import Inbox
 from bot.records.schema import events
+from bot.web.app import create_app
+from bot.web.intake import BodyTooLarge, read_body
 from bot.worker.sweeper import start_sweeper, sweep
 from runner.state.store import StateStore
 

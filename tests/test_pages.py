@@ -10,13 +10,13 @@ from pathlib import Path
 import pytest
 from flask.testing import FlaskClient
 
-from bot.web.app import create_app
 from bot.broker import DramatiqDispatcher, declare_actor, make_broker
 from bot.config import ServerConfig
 from bot.forges.github import GitHubConfig
 from bot.forges.gitlab import GitLabConfig
+from bot.records.runs import RunLog, RunStatus
+from bot.web.app import create_app
 from bot.web.pages import render_report
-from bot.records.runs import RunLog
 from runner.state.store import StateStore
 
 GOLDEN = Path(__file__).resolve().parent / "golden" / "report_breaking.md"
@@ -50,7 +50,7 @@ def finished_run(state: StateStore, report: str, forge: str = "gitlab") -> int:
     runs.start(run_id)
     runs.append_log(run_id, "planning against prod")
     runs.append_log(run_id, f"model marts.orders: {LOG_SCRIPT} & more")
-    runs.finish(run_id, "success", summary="2 modified · 3 built", report=report)
+    runs.finish(run_id, RunStatus.SUCCESS, summary="2 modified · 3 built", report=report)
     return run_id
 
 

@@ -16,11 +16,11 @@ import redis
 from fakeforge import FakeGitLab
 from test_bot_e2e import ORDERS, Forge, Origin, free_port, redis_db, start_redis
 
-from bot.web.app import broker_dispatcher, create_app
 from bot.config import load_server_config
 from bot.forges.base import Role
 from bot.records.inbox import Inbox
 from bot.records.runs import RunLog
+from bot.web.app import broker_dispatcher, create_app
 from runner.state.store import StateStore
 
 pytestmark = pytest.mark.promises

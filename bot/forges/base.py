@@ -9,22 +9,16 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from enum import IntEnum, StrEnum
+from enum import StrEnum
 from typing import Any, ClassVar
 
 from bot.configkeys import Key
 from bot.events import Event
+from policies.roles import Role
 from runner.project.yamlfile import YamlMapping
 
-
-class Role(IntEnum):
-    """A user's permission on a repository, in GitLab's and GitHub's common order."""
-
-    NONE = 0
-    READ = 10  # GitLab guest/reporter; GitHub read/triage
-    DEVELOPER = 30  # GitLab developer; GitHub write
-    MAINTAINER = 40  # GitLab maintainer; GitHub maintain
-    OWNER = 50  # GitLab owner; GitHub admin
+__all__ = ["CommitState", "Forge", "ForgeConfig", "ForgeError", "MergeRequestInfo", "RedactingForge",
+           "Role", "Webhook", "WebhookError"]
 
 
 class CommitState(StrEnum):

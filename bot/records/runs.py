@@ -8,13 +8,26 @@ import json
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from enum import StrEnum
 
 import sqlalchemy as sa
 
 from bot.records.schema import RECORDS, runs
 from runner.state.store import StateStore
 
-FINAL = ("success", "failed", "superseded", "error")
+
+class RunStatus(StrEnum):
+    QUEUED = "queued"
+    RUNNING = "running"
+    WAITING = "waiting"  # for approval: nothing from the commit runs until someone trusts it
+    SUCCESS = "success"
+    FAILED = "failed"
+    SUPERSEDED = "superseded"
+    ERROR = "error"
+
+
+LIVE = frozenset({RunStatus.QUEUED, RunStatus.RUNNING})
+FINAL = frozenset(RunStatus) - LIVE
 
 
 @dataclass(frozen=True)
@@ -27,7 +40,7 @@ class Run:
     sha: str | None
     kind: str
     environment: str | None
-    status: str
+    status: RunStatus
     summary: str
     report: str
     log: str
@@ -54,8 +67,8 @@ class RunLog:
         with self.state.engine.begin() as conn:
             result = conn.execute(runs.insert().values(
                 event_id=event_id, forge=forge, repository=repository, number=number, sha=sha,
-                kind=kind, environment=environment, status="queued", summary="", report="", log="",
-                created_at=time.time()))
+                kind=kind, environment=environment, status=RunStatus.QUEUED.value, summary="",
+                report="", log="", created_at=time.time()))
             key = result.inserted_primary_key
             return int(key[0]) if key else 0
 
@@ -77,7 +90,7 @@ class RunLog:
             return [_run(r) for r in rows]
 
     def start(self, run_id: int) -> None:
-        self._update(run_id, status="running", started_at=time.time())
+        self._update(run_id, status=RunStatus.RUNNING.value, started_at=time.time())
 
     def append_log(self, run_id: int, line: str) -> None:
         stamp = time.strftime("%H:%M:%S")
@@ -85,9 +98,9 @@ class RunLog:
             conn.execute(runs.update().where(runs.c.id == run_id)
                          .values(log=runs.c.log + f"{stamp} {self.redact(line)}\n"))
 
-    def finish(self, run_id: int, status: str, summary: str = "", report: str = "") -> None:
+    def finish(self, run_id: int, status: RunStatus, summary: str = "", report: str = "") -> None:
         assert status in FINAL, status
-        self._update(run_id, status=status, summary=self.redact(summary), report=self.redact(report),
+        self._update(run_id, status=status.value, summary=self.redact(summary), report=self.redact(report),
                      finished_at=time.time())
 
     def set_policy(self, run_id: int, outcome: dict[str, object]) -> None:
@@ -111,5 +124,5 @@ class RunLog:
 
 def _run(row: sa.Row) -> Run:
     return Run(row.id, row.event_id, row.forge, row.repository, row.number, row.sha, row.kind,
-               row.environment, row.status, row.summary, row.report, row.log, row.created_at,
+               row.environment, RunStatus(row.status), row.summary, row.report, row.log, row.created_at,
                row.started_at, row.finished_at, row.policy)

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 from jinja2 import Environment, PackageLoader, StrictUndefined
 
+from policies.roles import role_names
 from runner.lineage.model import ALL
 from runner.pipeline import RunResult
 from runner.plan.categorize import ColumnChange
@@ -61,11 +62,6 @@ def _column_parts(change: ColumnChange) -> list[str]:
             shown = "every column" if ALL in columns else ", ".join(f"`{c}`" for c in sorted(columns))
             parts.append(f"{label} {shown}")
     return parts
-
-
-def _role_names(roles: tuple[int, ...]) -> str:
-    names = {0: "anyone", 10: "reporter", 30: "developer", 40: "maintainer", 50: "owner"}
-    return ", ".join(names.get(r, str(r)) for r in roles) or "nobody"
 
 
 def _number(value: int) -> str:
@@ -148,7 +144,7 @@ def _render(result: RunResult, run_url: str | None, review: Review | None, level
         "verdict": verdict(result, policy),
         "policy": policy,
         "notes": list(notes),
-        "role_names": _role_names,
+        "role_names": role_names,
         "counts": {
             "modified": sum(1 for n in changes if n.change in (Change.DIRECT, Change.ADDED, Change.REMOVED)),
             "built": result.built,

@@ -1,5 +1,5 @@
-"""The worker process: dramatiq workers that run `Jobs.process` for each message, and the sweeper
-that re-sends stored events the broker never got."""
+"""The worker process: dramatiq workers that route each message's event to its handler
+(`routing.process`), the sweeper that re-sends stored events, and the janitor loop."""
 
 from __future__ import annotations
 
@@ -14,7 +14,8 @@ import dramatiq
 from bot.broker import DramatiqDispatcher, declare_actor, declare_gave_up, make_broker
 from bot.config import ServerConfig
 from bot.records.inbox import Inbox
-from bot.worker.jobs import Jobs, Services
+from bot.worker.context import JobContext, Services
+from bot.worker.routing import gave_up, process
 
 log = logging.getLogger("sluice.worker")
 
@@ -29,11 +30,19 @@ class WorkerProcess:
         self.config = config
         self.services = services or Services.build(config)
         self.services.record_job = self.services.record_job or record_job
-        self.jobs = Jobs(self.services)
+        self.jobs = JobContext(self.services)
+        jobs = self.jobs
+
+        def process_event(event_id: int) -> None:
+            process(jobs, event_id)
+
+        def event_gave_up(message: dict[str, Any], retries: dict[str, Any]) -> None:
+            gave_up(jobs, message, retries)
+
         self.broker = broker or make_broker(config.broker_url, max_retries=config.job_retries,
                                             min_backoff_ms=config.retry_backoff_ms)
-        self.actor = declare_actor(self.broker, self.jobs.process, max_retries=config.job_retries)
-        declare_gave_up(self.broker, self.jobs.gave_up)
+        self.actor = declare_actor(self.broker, process_event, max_retries=config.job_retries)
+        declare_gave_up(self.broker, event_gave_up)
         self.dispatcher = DramatiqDispatcher(self.broker, self.actor)
         self.worker = dramatiq.Worker(self.broker, worker_threads=threads, worker_timeout=100)
         self._stop = threading.Event()
@@ -64,14 +73,14 @@ class WorkerProcess:
         return dropped_envs, dropped_objects
 
     def _janitor_loop(self) -> None:
-        from bot.worker.jobs import worker_identity
+        from bot.worker.keys import JANITOR_LOCK, worker_identity
         from runner.state.locks import Locks
 
         locks = Locks(self.services.state)
         while not self._stop.wait(self.config.janitor_interval):
             try:
                 # One pass at a time across all workers; a dead worker's hold expires.
-                with locks.hold("sluice:janitor", worker_identity(), ttl=600, note="janitor") as held:
+                with locks.hold(JANITOR_LOCK, worker_identity(), ttl=600, note="janitor") as held:
                     if held is not None:
                         self.janitor_pass()
             except Exception:  # a failed pass is logged and tried again next time

@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import os
-import socket
 import threading
 import time
 
@@ -14,19 +12,14 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from bot.broker import Dispatcher, DispatchError
 from bot.records.inbox import Inbox, StoredEvent
+from bot.worker.keys import SWEEPER_LOCK, event_lease, worker_identity
 from runner.errors import StateError
 from runner.state.locks import Locks
 from runner.state.store import StateStore
 
 log = logging.getLogger("sluice.sweeper")
 
-LOCK = "sluice:sweeper"
 BATCH = 100
-
-
-def event_lease(event_id: int) -> str:
-    """The lock a worker holds while it works on an event (it expires if the worker dies)."""
-    return f"event:{event_id}"
 
 
 def sweep(state: StateStore, dispatcher: Dispatcher, older_than_seconds: float,
@@ -74,11 +67,11 @@ def run_sweeper(stop: threading.Event, state: StateStore, dispatcher: Dispatcher
     """Sweep every `interval_seconds` until `stop` is set. With several worker processes, one
     sweeps at a time (a lock in the state store that expires if its holder dies), so an event is
     not sent twice by two sweepers."""
-    holder = holder or f"{socket.gethostname()}:{os.getpid()}:{threading.get_ident()}"
+    holder = holder or worker_identity()
     locks = Locks(state)
     while not stop.is_set():
         try:
-            if locks.acquire(LOCK, holder, note="sweeper", ttl=max(3 * interval_seconds, 1.0)):
+            if locks.acquire(SWEEPER_LOCK, holder, note="sweeper", ttl=max(3 * interval_seconds, 1.0)):
                 sweep(state, dispatcher, older_than_seconds, stalled_after_seconds)
         except (SQLAlchemyError, StateError) as exc:
             log.warning("sweeper: state store unavailable: %s", type(exc).__name__)
@@ -86,7 +79,7 @@ def run_sweeper(stop: threading.Event, state: StateStore, dispatcher: Dispatcher
             log.exception("sweeper: round failed")
         stop.wait(interval_seconds)
     with contextlib.suppress(SQLAlchemyError, StateError):
-        locks.release(LOCK, holder)
+        locks.release(SWEEPER_LOCK, holder)
 
 
 def start_sweeper(state: StateStore, dispatcher: Dispatcher, *, older_than_seconds: float = 30.0,

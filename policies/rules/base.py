@@ -13,7 +13,7 @@ from policies.inputs import ModelFacts, ProjectFacts
 from policies.sql import Parsed, line_of, parse
 
 if TYPE_CHECKING:
-    from policies.config import Policy
+    from policies.policy import Policy
 
 
 @dataclass(frozen=True)

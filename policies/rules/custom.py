@@ -19,7 +19,7 @@ from policies.rules.base import ModelRule, ModelView
 from policies.sql import FunctionMatcher, compile_pattern, find_pattern, unfiltered_reads
 
 if TYPE_CHECKING:
-    from policies.config import Policy
+    from policies.policy import Policy
 
 ENTRY_POINT_GROUP = "sluice.policies"
 

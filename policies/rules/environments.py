@@ -9,7 +9,7 @@ from policies.findings import Finding
 from policies.inputs import ConnectionFacts
 
 if TYPE_CHECKING:
-    from policies.config import Policy
+    from policies.policy import Policy
 
 PHYSICAL_PREFIX = "sluice__"
 PRODUCTION = "prod"

@@ -21,7 +21,7 @@ from policies.sql import (
 )
 
 if TYPE_CHECKING:
-    from policies.config import Policy
+    from policies.policy import Policy
 
 
 def single_query(rule: RuleSettings, policy: Policy, model: ModelView) -> Iterator[Finding]:

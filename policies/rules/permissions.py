@@ -9,7 +9,7 @@ from policies.inputs import CommandRequest
 from policies.roles import role_name, role_names
 
 if TYPE_CHECKING:
-    from policies.config import Policy
+    from policies.policy import Policy
 
 # Refusals are not findings one can override: they come from the permissions table.
 _REFUSAL = RuleSettings(id="permission", level="block", override_roles=(),

@@ -10,7 +10,7 @@ from policies.inputs import MergeRequestFacts
 from policies.roles import role_name
 
 if TYPE_CHECKING:
-    from policies.config import Policy
+    from policies.policy import Policy
 
 
 def check_promotion(policy: Policy, mr: MergeRequestFacts, environment: str,

@@ -10,7 +10,7 @@ from policies.inputs import Approval, MergeRequestFacts, Override
 from policies.roles import role_name, role_names
 
 if TYPE_CHECKING:
-    from policies.config import Policy
+    from policies.policy import Policy
 
 
 def is_untrusted(policy: Policy, mr: MergeRequestFacts) -> bool:

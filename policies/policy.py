@@ -43,6 +43,7 @@ from policies.roles import role_name
 from policies.rules.custom import ENTRY_POINT_GROUP, METADATA_NAMES, CustomRule, PythonRule
 from policies.sql import compile_pattern
 
+# The slash commands, each with a permission (bot.commands parses exactly these).
 COMMANDS = ("plan", "test", "deploy", "unlock", "destroy", "diff", "lineage", "approve", "rollback", "help")
 SERVER_ONLY = ("allowed_overrides", "python_rules")
 TOP_KEYS = ("allowed_overrides", "python_rules", "permissions", "rules", "custom")

@@ -1,0 +1,173 @@
+"""What every job handler shares: the worker's services (configuration, state store, forges, git
+mirrors) and the steps several handlers take (the repository's policy, a checkout with its
+warehouse, the warehouse's writer lock, the sticky report comment)."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+
+from bot.config import ServerConfig
+from bot.events import Repository
+from bot.forges.base import Forge, RedactingForge
+from bot.logs import Redactor, secrets_of
+from bot.records.audit import AuditLog
+from bot.records.comments import ReportComments
+from bot.records.inbox import Inbox
+from bot.records.runs import RunLog
+from bot.worker.governance import Governance, Governed
+from bot.worker.keys import namespace, warehouse_lock
+from bot.worker.text import MARKER, fit
+from runner.checkout import Mirrors, redact
+from runner.engines import Engine, engine_class, open_engine
+from runner.errors import SluiceError
+from runner.project.loader import load_project
+from runner.project.nodes import Project
+from runner.state.locks import Locks
+from runner.state.store import StateStore
+
+log = logging.getLogger("sluice.worker")
+WAREHOUSE_WAIT = 300  # seconds a job waits for a single-writer warehouse before it retries later
+
+
+class Transient(Exception):
+    """Worth retrying later: the queue's Retries middleware backs off and tries again."""
+
+
+@dataclass
+class Services:
+    """Everything a job needs, built once per worker process from the server configuration."""
+
+    config: ServerConfig
+    state: StateStore
+    forges: dict[str, Forge]
+    mirrors: Mirrors
+    project_states: dict[str, StateStore] = field(default_factory=dict)
+    record_job: Callable[[str, str, float], None] | None = None
+    redact: Callable[[str], str] = redact
+
+    @classmethod
+    def build(cls, config: ServerConfig, state: StateStore | None = None,
+              forges: dict[str, Forge] | None = None) -> Services:
+        from bot.forges import make_forge  # the forge clients' imports are heavy; only workers pay
+
+        if forges is None:
+            forges = {name: make_forge(name, config) for name in config.forges}
+        redactor = Redactor(secrets_of(config))
+        forges = {name: RedactingForge(forge, redactor) for name, forge in forges.items()}
+        return cls(config=config, state=state or StateStore(config.state_url), forges=forges,
+                   mirrors=Mirrors(config.work_dir, allow_local=config.allow_local_clones),
+                   redact=redactor)
+
+    def project_state(self, repository: Repository) -> StateStore:
+        """Each repository's environments and snapshots live in their own namespace."""
+        key = namespace(repository)
+        if key not in self.project_states:
+            self.project_states[key] = StateStore(self.config.state_url, namespace=key)
+        return self.project_states[key]
+
+
+class JobContext:
+    """The worker's records and the steps its handlers share; one per worker process."""
+
+    def __init__(self, services: Services):
+        self.s = services
+        self.inbox = Inbox(services.state)
+        self.runs = RunLog(services.state, services.redact)
+        self.locks = Locks(services.state)
+        self.audit = AuditLog(services.state)
+        self.comments = ReportComments(services.state)
+        self.governance = Governance(services.config, services.mirrors, self.audit, self.runs)
+
+    def forge(self, repository: Repository) -> Forge:
+        return self.s.forges[repository.forge]
+
+    def governed(self, repository: Repository) -> Governed:
+        return self.governance.governed(self.clone_source(repository), self.production_branch(repository))
+
+    def production_branch(self, repository: Repository) -> str:
+        repo_config = self.s.config.repository(repository.forge, repository.full_name)
+        return (repo_config.production_branch if repo_config and repo_config.production_branch
+                else repository.default_branch)
+
+    def clone_source(self, repository: Repository) -> tuple[str, str]:
+        """The mirror's key and the URL to fetch from (the configured one, else the forge's)."""
+        repo_config = self.s.config.repository(repository.forge, repository.full_name)
+        url = (repo_config.clone_url if repo_config and repo_config.clone_url
+               else self.forge(repository).clone_url(repository.clone_url))
+        return f"{repository.forge}:{repository.full_name}", url
+
+    # -- the warehouse ----------------------------------------------------------------------------
+
+    @contextmanager
+    def workspace(self, repository: Repository, sha: str,
+                  run_id: int) -> Iterator[tuple[Project, StateStore, Engine]]:
+        """Check out `sha`, load the project, open its warehouse, holding the warehouse's lock
+        when it has a single writer."""
+        key, url = self.clone_source(repository)
+        self.runs.append_log(run_id, f"checking out {sha[:12]}")
+        with self.s.mirrors.checkout(key, url, sha) as tree:
+            project = load_project(tree, cache_dir=self.s.config.work_dir / "cache")
+            warehouse = self.warehouse_url(repository, project)
+            state = self.s.project_state(repository)
+            with self.warehouse_lock(warehouse, f"run:{run_id}"):
+                engine = open_engine(warehouse)
+                try:
+                    yield project, state, engine
+                finally:
+                    engine.close()
+
+    def warehouse_url(self, repository: Repository, project: Project) -> str:
+        name = project.config.warehouse
+        repo_config = self.s.config.repository(repository.forge, repository.full_name)
+        allowed = repo_config.warehouses if repo_config else ("default",)
+        if name not in allowed:
+            raise SluiceError(f"this repository may not use warehouse connection {name!r} "
+                              f"(allowed: {', '.join(allowed)})", file="sluice.yml")
+        url = self.s.config.warehouses.get(name)
+        if url is None:
+            raise SluiceError(f"the server defines no warehouse connection {name!r}", file="sluice.yml")
+        return url
+
+    @contextmanager
+    def warehouse_lock(self, url: str, who: str) -> Iterator[None]:
+        if not engine_class(url).single_writer:
+            yield  # server warehouses take concurrent builds
+            return
+        name = warehouse_lock(url)
+        with self.locks.hold(name, who, self.s.config.job_lease, note="one writer at a time",
+                             timeout=WAREHOUSE_WAIT) as lock:
+            if lock is None:
+                raise Transient(f"the warehouse is busy ({name}); retrying later")
+            yield
+
+    @contextmanager
+    def warehouse(self, repository: Repository, who: str) -> Iterator[Engine]:
+        """The repository's warehouse, opened under its lock, for work without a checkout."""
+        repo_config = self.s.config.repository(repository.forge, repository.full_name)
+        url = self.s.config.warehouses[repo_config.warehouses[0] if repo_config else "default"]
+        with self.warehouse_lock(url, who):
+            engine = open_engine(url)
+            try:
+                yield engine
+            finally:
+                engine.close()
+
+    # -- the thread ---------------------------------------------------------------------------------
+
+    def post_report(self, repository: Repository, number: int, run_id: int, sha: str, report: str,
+                    summary: str) -> None:
+        """The one sticky comment per MR, found again by its marker and edited in place."""
+        forge = self.forge(repository)
+        saved = self.comments.get(repository.forge, repository.full_name, number)
+        history = (saved[1] if saved else "")
+        history += f"- run [#{run_id}]({self.s.config.run_url(run_id)}) at `{sha[:8]}`: {summary}\n"
+        body = fit(report, history, forge.comment_limit, self.s.config.run_url(run_id))
+        comment_id = saved[0] if saved else forge.find_comment(repository.full_name, number, MARKER)
+        if comment_id is None:
+            comment_id = forge.post_comment(repository.full_name, number, body)
+        else:
+            forge.edit_comment(repository.full_name, number, comment_id, body)
+        self.comments.save(repository.forge, repository.full_name, number, comment_id, history)

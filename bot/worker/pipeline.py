@@ -1,0 +1,131 @@
+"""The merge-request pipeline as the bot runs it: trust gate, plan against production, build,
+test, review, policies, then one sticky report and a commit status. The runner does the work
+(`runner.pipeline`); this module decides what the thread is told."""
+
+from __future__ import annotations
+
+import logging
+import time
+
+from bot.events import Repository
+from bot.forges.base import CommitState, MergeRequestInfo
+from bot.logs import log_context
+from bot.records.runs import RunStatus, Superseded
+from bot.report.markdown import render_markdown
+from bot.worker.context import JobContext, Transient
+from bot.worker.keys import mr_environment
+from bot.worker.text import HISTORY_ROOM, MARKER, STATUS_CONTEXT, quote, summary
+from policies import Finding, check_write_scope
+from runner.checkout import redact
+from runner.errors import SluiceError, is_transient
+from runner.naming import PRODUCTION
+from runner.pipeline import execute, plan_environment, written_schemas
+from runner.review.summary import review
+
+log = logging.getLogger("sluice.worker")
+
+
+def run_pipeline(ctx: JobContext, repository: Repository, number: int, event_id: int | None) -> int | None:
+    """Plan, build and report the merge request's head; the run's id, or None when it is not open."""
+    forge = ctx.forge(repository)
+    info = forge.merge_request(repository.full_name, number)  # events arrive late and out of order
+    if info.state != "open":
+        log.info("%s%s is %s: nothing to build", repository.full_name, forge.mr_label(number), info.state)
+        return None
+    env = mr_environment(number)
+    run_id = ctx.runs.create(repository.forge, repository.full_name, number, "pipeline",
+                             sha=info.head_sha, environment=env, event_id=event_id)
+    with log_context(run=run_id, sha=info.head_sha[:12]):
+        log.info("planning %s at %s", env, info.head_sha[:12])
+        _pipeline(ctx, repository, number, info, env, run_id)
+        return run_id
+
+
+def _pipeline(ctx: JobContext, repository: Repository, number: int, info: MergeRequestInfo, env: str,
+              run_id: int) -> None:
+    forge = ctx.forge(repository)
+    ctx.runs.start(run_id)
+    url = ctx.s.config.run_url(run_id)
+    forge.set_status(repository.full_name, info.head_sha, CommitState.PENDING,
+                     "Sluice is planning this change", url, STATUS_CONTEXT)
+    try:
+        governed = ctx.governed(repository)
+        facts = ctx.governance.facts(repository, number, info,
+                                     forge.role(repository.full_name, info.author), forge)
+        untrusted = ctx.governance.trust(governed, facts)
+        if untrusted is not None:  # nothing from this commit runs until someone approves it
+            wait_for_approval(ctx, repository, number, run_id, info.head_sha, untrusted, url)
+            return
+        with ctx.workspace(repository, info.head_sha, run_id) as (project, state, engine):
+            ctx.runs.check_current(run_id)
+            clock = time.perf_counter()
+            plan = plan_environment(project, state, env, against=PRODUCTION)
+            outside = check_write_scope(governed.policy, written_schemas(plan), env)
+            if outside:  # cannot happen by construction; refuse rather than trust that
+                raise SluiceError("; ".join(f.message for f in outside))
+            result = execute(plan, project, state, engine, plan_seconds=time.perf_counter() - clock)
+            if result.build.transient:  # not the change's fault: try the whole run again later
+                names = ", ".join(sorted(result.build.transient))
+                raise Transient(f"the warehouse connection was lost while building {names}: "
+                                f"{next(iter(result.build.failed.values()))}")
+            ctx.runs.append_log(run_id, summary(result))
+            ctx.runs.check_current(run_id)
+            the_review = review(result.plan, project, state, engine) if result.build.ok else None
+            rules = ctx.governance.model_rules(governed, project, facts)
+        ctx.runs.check_current(run_id)  # never post over a newer run's result
+        notes = earlier_attempts(ctx, run_id)
+        full = render_markdown(result, run_url=url, review=the_review, policy=rules, notes=notes)
+        report = render_markdown(result, run_url=url, review=the_review, policy=rules, notes=notes,
+                                 limit=forge.comment_limit - HISTORY_ROOM)
+        ok = result.ok and not result.held_back and rules.ok
+        line = summary(result) + ("" if rules.ok else "; blocked by policy")
+        ctx.post_report(repository, number, run_id, info.head_sha, report, line)
+        forge.set_status(repository.full_name, info.head_sha,
+                         CommitState.SUCCESS if ok else CommitState.FAILURE, line[:140], url, STATUS_CONTEXT)
+        ctx.runs.set_policy(run_id, {
+            "policy": governed.policy.describe(), "evaluation": rules.describe(),
+            "tests_passed": result.ok and not result.held_back,
+            "breaking": any(n.category.startswith("breaking") for n in result.plan.nodes),
+            "blocking": list(rules.blocking_labels)})
+        ctx.runs.finish(run_id, RunStatus.SUCCESS if ok else RunStatus.FAILED, line, full)
+    except Superseded as exc:
+        ctx.runs.append_log(run_id, str(exc))
+        ctx.runs.finish(run_id, RunStatus.SUPERSEDED, "superseded by a newer commit")
+    except SluiceError as exc:  # the user's own error: say it in the thread, do not retry
+        if is_transient(exc):
+            ctx.runs.finish(run_id, RunStatus.ERROR, "fetch failed; will retry")
+            raise
+        message = redact(str(exc))
+        report = (f"{MARKER}\n### ❌ Sluice · `{env}` · cannot plan this change\n\n"
+                  f"```\n{message}\n```\n\n[run #{run_id}]({url})\n")
+        ctx.runs.append_log(run_id, message)
+        ctx.post_report(repository, number, run_id, info.head_sha, report, "error: " + message[:80])
+        forge.set_status(repository.full_name, info.head_sha, CommitState.FAILURE, message[:140],
+                         url, STATUS_CONTEXT)
+        ctx.runs.finish(run_id, RunStatus.FAILED, message, report)
+    except Exception as exc:
+        ctx.runs.append_log(run_id, f"{type(exc).__name__}: {redact(str(exc))}")
+        ctx.runs.finish(run_id, RunStatus.ERROR, f"{redact(str(exc)) or type(exc).__name__}; will retry")
+        raise
+
+
+def earlier_attempts(ctx: JobContext, run_id: int) -> list[str]:
+    """What stopped the earlier attempts at this run's event (the report says it retried)."""
+    run = ctx.runs.get(run_id)
+    if run is None or run.event_id is None:
+        return []
+    failed = [r for r in ctx.runs.for_event(run.event_id)
+              if r.id != run_id and r.status is RunStatus.ERROR]
+    return [f"Attempt {i + 2}: attempt {i + 1} stopped — {quote(r.summary)}"
+            for i, r in enumerate(failed)]
+
+
+def wait_for_approval(ctx: JobContext, repository: Repository, number: int, run_id: int, sha: str,
+                      finding: Finding, url: str) -> None:
+    forge = ctx.forge(repository)
+    report = (f"{MARKER}\n### ⏸ Sluice · `{mr_environment(number)}` · waiting for approval\n\n"
+              f"{quote(finding.message)}.\n\n**To build it:** {quote(finding.fix)}\n")
+    ctx.post_report(repository, number, run_id, sha, report, "waiting for /approve")
+    forge.set_status(repository.full_name, sha, CommitState.PENDING,
+                     "waiting for a maintainer's /approve", url, STATUS_CONTEXT)
+    ctx.runs.finish(run_id, RunStatus.WAITING, "waiting for /approve", report)

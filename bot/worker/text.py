@@ -1,0 +1,48 @@
+"""The worker's words in a thread: the report comment's marker and fitting, run summaries, policy
+findings, and text from a merge request made safe to quote inline."""
+
+from __future__ import annotations
+
+from policies import Finding, role_names
+from runner.pipeline import RunResult
+
+MARKER = "<!-- sluice-report -->"
+HISTORY_ROOM = 4_000  # characters kept free in the comment for the run history
+STATUS_CONTEXT = "sluice"
+
+
+def quote(text: str) -> str:
+    """Inline-code-safe and one line: for text that came from a user, a repository or an error."""
+    return text.replace("`", "'").replace("\n", " ")[:200]
+
+
+def findings(found: tuple[Finding, ...]) -> str:
+    return "\n".join(f"- **{f.rule}** ({f.subject}): {quote(f.message)}. Fix: {quote(f.fix)}"
+                     + (f" Override: `/approve {f.rule}` by {role_names(f.override_roles)}."
+                        if f.override_roles else "")
+                     for f in found)
+
+
+def summary(result: RunResult) -> str:
+    if not result.build.ok:
+        return f"build failed ({len(result.build.failed)} models)"
+    verdict = "ready" if result.tests.ok else "tests failing"
+    return (f"{verdict}: {result.built} built, {result.reused} reused, tests "
+            f"{len(result.tests.passed)} passed / {len(result.tests.failed)} failed")
+
+
+def fit(report: str, history: str, limit: int, run_url: str) -> str:
+    """The comment: report plus run history, shortened to the forge's limit with a link."""
+    tail = f"\n<details><summary>Runs</summary>\n\n{history}\n</details>\n"
+    body = report + tail
+    if len(body) <= limit:
+        return body
+    note = f"\n\n… the report was shortened; [read all of it]({run_url}).\n"
+    keep = limit - len(tail) - len(note)
+    if keep < 200:
+        return (report[: limit - len(note)] + note)[:limit]
+    cut = report[:keep]
+    cut = cut[: cut.rfind("\n")] if "\n" in cut else cut
+    if cut.count("<details>") > cut.count("</details>"):
+        cut += "\n</details>"
+    return cut + note + tail
