@@ -12,7 +12,8 @@ import duckdb
 import pytest
 from click.testing import CliRunner, Result
 
-from bot.cli.main import default_environment, main
+from bot.cli.main import main
+from bot.cli.options import default_environment
 
 DEMO = Path(__file__).resolve().parent.parent / "bot" / "demo" / "project"
 

@@ -1,0 +1,85 @@
+"""`sluice serve` and `sluice worker`: the service, from the server configuration."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import click
+
+from bot.cli.options import handle_errors
+from bot.config import ServerConfig
+
+
+def server_config(config_path: Path | None) -> ServerConfig:
+    from bot.config import load_server_config
+
+    return load_server_config(config_path)
+
+
+@click.command()
+@click.option("--config", "config_path", type=click.Path(dir_okay=False, path_type=Path),
+              envvar="SLUICE_CONFIG", help="Server configuration file (YAML); see README.")
+@click.option("--bind", default="127.0.0.1:8000", show_default=True, help="host:port to listen on.")
+@click.option("--workers", default=2, show_default=True, help="gunicorn worker processes.")
+@click.option("--threads", default=4, show_default=True, help="Threads per web worker.")
+@click.option("--embedded", is_flag=True,
+              help="Run the web app and a job worker in one process (single machine; the broker "
+                   "is in-process unless SLUICE_BROKER_URL or broker_url is set).")
+@click.option("--insecure", is_flag=True,
+              help="Accept webhooks from a forge that has no secret configured (development only).")
+@click.option("--log-format", type=click.Choice(["text", "json"]), default="text", show_default=True,
+              envvar="SLUICE_LOG_FORMAT", help="json: one object per line with run, MR and commit.")
+@handle_errors
+def serve(config_path: Path | None, bind: str, workers: int, threads: int, embedded: bool,
+          insecure: bool, log_format: str) -> None:
+    """Serve the webhook endpoints, health checks, metrics and run pages."""
+    import dataclasses
+
+    from bot.logs import configure_logging
+    from bot.web.serve import serve_embedded, serve_gunicorn
+
+    config = server_config(config_path)
+    configure_logging(config, log_format)
+    from bot.web.serve import share_metrics
+
+    share_metrics(config.work_dir)
+    if insecure:
+        config = dataclasses.replace(config, insecure=True)
+    host, _, port = bind.rpartition(":")
+    if embedded:
+        if not os.environ.get("SLUICE_BROKER_URL") and not _broker_configured(config_path):
+            config = dataclasses.replace(config, broker_url="stub://")
+        serve_embedded(config, host or "127.0.0.1", int(port or 8000), threads)
+    else:
+        serve_gunicorn(config, bind, workers, threads)
+
+
+def _broker_configured(config_path: Path | None) -> bool:
+    if config_path is None:
+        return False
+    from runner.project.yamlfile import load_yaml
+
+    return "broker_url" in load_yaml(config_path)
+
+
+@click.command()
+@click.option("--config", "config_path", type=click.Path(dir_okay=False, path_type=Path),
+              envvar="SLUICE_CONFIG", help="Server configuration file (YAML); see README.")
+@click.option("--threads", default=2, show_default=True, help="Jobs run at the same time.")
+@click.option("--log-format", type=click.Choice(["text", "json"]), default="text", show_default=True,
+              envvar="SLUICE_LOG_FORMAT", help="json: one object per line with run, MR and commit.")
+@handle_errors
+def worker(config_path: Path | None, threads: int, log_format: str) -> None:
+    """Run jobs from the broker (plans, builds, reports, promotions), the event sweeper and the
+    janitor."""
+    from bot.logs import configure_logging
+    from bot.web.serve import share_metrics
+    from bot.worker.process import WorkerProcess
+
+    config = server_config(config_path)
+    configure_logging(config, log_format)
+    share_metrics(config.work_dir)
+    WorkerProcess(config, threads=threads).run_forever()
+
+
