@@ -4,7 +4,7 @@ Generates `prod.orders` and `mr.orders` in bench/.work/datadiff/warehouse.duckdb
 rows changed across several columns, NULLs appearing and disappearing, a few rows added and
 removed), then, on the same file and one tool at a time:
 
-- Sluice: `runner.datadiff.diff_relations` with the key `id` and no caps (every row compared,
+- Sluice: `runner.review.datadiff.diff_relations` with the key `id` and no caps (every row compared,
   with key validation, per-column counts and sample rows);
 - reladiff: `diff_tables(..., algorithm="joindiff")` with the same key and columns, run in its own
   virtualenv (bench/.venvs/reladiff) as a subprocess; its time is the diff call inside that process;

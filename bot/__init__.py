@@ -1,1 +1,3 @@
-"""Sluice's edge: the command line today, the webhook service and forge adapters next."""
+"""Sluice's edge: the command line, the webhook service, the worker, the forges and the report.
+
+It may import `runner` and `policies`; neither imports it."""

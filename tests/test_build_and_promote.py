@@ -1,5 +1,5 @@
 """Building snapshots, testing them, and moving environments (`runner.build`, `runner.datatests`,
-`runner.environment`, through `run_pipeline`).
+`runner.environments`, through `run_pipeline`).
 
 - every snapshot is one physical object, `sluice__<schema>.<name>__<10 hex of its fingerprint>`;
 - an environment is a schema of views per model schema (`<schema>` for production,

@@ -1,4 +1,4 @@
-"""The data diff (`runner.datadiff.diff_relations`): what a change does to a table's rows.
+"""The data diff (`runner.review.datadiff.diff_relations`): what a change does to a table's rows.
 
 Each test arranges two versions of a table with known differences in a real DuckDB file and
 asserts the exact counts, per-column statistics, key problems and samples a report would show.

@@ -574,7 +574,7 @@ def test_allowed_overrides_let_a_repository_replace_a_setting(tmp_path: Path) ->
 
 
 def test_line_numbers_from_a_runner_style_mapping_and_explicit_lines() -> None:
-    class Lined(dict[str, Any]):  # like runner.yamlfile.Mapping: a dict with the line of each key
+    class Lined(dict[str, Any]):  # like runner.project.yamlfile.YamlMapping: a dict with the line of each key
         def __init__(self, items: dict[str, Any], lines: dict[str, int], line: int):
             super().__init__(items)
             self.lines, self.line = lines, line

@@ -1,4 +1,4 @@
-"""`/diff --where "<predicate>"` (`runner.predicate.parse_predicate`): the text comes from a merge
+"""`/diff --where "<predicate>"` (`runner.review.predicate.parse_predicate`): the text comes from a merge
 request comment, so only one plain condition over the model's columns may reach the warehouse.
 """
 

@@ -70,6 +70,6 @@ def _processed_by_the_worker(event_id: int) -> None:
 
 
 def app_from_environment() -> Flask:
-    """For gunicorn: `gunicorn 'bot.app:app_from_environment()'`, configured by SLUICE_CONFIG and
+    """For gunicorn: `gunicorn 'bot.web.app:app_from_environment()'`, configured by SLUICE_CONFIG and
     SLUICE_* variables (see bot.config.load_server_config)."""
     return create_app(load_server_config(None))

@@ -1,4 +1,4 @@
-"""Webhook routes: POST /webhooks/gitlab and /webhooks/github, each handed to the intake."""
+"""Webhook routes: POST /webhooks/<forge> (a forge of `bot.forges.FORGES`), handed to the intake."""
 
 from __future__ import annotations
 
