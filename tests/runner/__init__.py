@@ -1,0 +1,1 @@
+"""Tests of the runner: loading, planning, building, promotion, lineage, review, state."""

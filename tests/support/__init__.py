@@ -1,0 +1,1 @@
+"""What tests share: fake forges, warehouse, repository and service helpers, fixture paths."""

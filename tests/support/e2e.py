@@ -1,0 +1,142 @@
+"""The bot end to end, as the e2e tests drive it: a fake forge with one repository and its users,
+the web app and a real worker on Redis, and the changes the tests push."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from bot.config import RepositoryConfig, ServerConfig
+from bot.records.inbox import Inbox
+from bot.web.app import create_app
+from bot.worker.process import WorkerProcess
+from bot.worker.text import MARKER
+from runner.state.store import StateStore
+from tests.support.fakeforge import FakeGitHub, FakeGitLab
+from tests.support.repos import Origin, git
+from tests.support.services import redis_url
+
+ORDERS = {"models/marts/orders.sql": ("p.total_amount as amount",
+                                      "p.total_amount - p.coupon_amount as amount")}
+CUSTOMERS = {"models/marts/customers.sql": (
+    "    c.email,\n", "    c.email,\n    split_part(c.email, '@', 2) as email_domain,\n")}
+SEGMENTS = {"models/marts/customer_segments.sql": ("then 'loyal'", "then 'vip'"),
+            "models/schema.yml": ("values: [loyal, regular", "values: [vip, loyal, regular")}
+
+
+
+@dataclass
+class Forge:
+    """One forge's fake plus how to make its webhooks, so each test runs on GitLab and GitHub."""
+
+    name: str
+    fake: FakeGitLab | FakeGitHub
+    repo: str
+
+    def open(self, number: int, sha: str, branch: str, author: str = "alice") -> tuple[dict[str, str], bytes]:
+        self.fake.add_merge_request(self.repo, number, head_sha=sha, source_branch=branch, author=author)
+        return self.hook(number, "opened")
+
+    def hook(self, number: int, action: str, **kwargs: str) -> tuple[dict[str, str], bytes]:
+        if isinstance(self.fake, FakeGitLab):
+            gitlab_action = {"opened": "open", "synchronize": "update", "closed": "close"}.get(action, action)
+            if action == "closed" and self.fake.merge_request(self.repo, number).state == "merged":
+                gitlab_action = "merge"
+            return self.fake.merge_request_hook(self.repo, number, gitlab_action, **kwargs)
+        return self.fake.pull_request_hook(self.repo, number, action, **kwargs)
+
+    def push(self, number: int, old: str, new: str) -> tuple[dict[str, str], bytes]:
+        self.fake.push(self.repo, number, new)
+        if isinstance(self.fake, FakeGitLab):
+            return self.fake.merge_request_hook(self.repo, number, "update", oldrev=old)
+        return self.fake.pull_request_hook(self.repo, number, "synchronize", before=old)
+
+    def comment(self, number: int, body: str, author: str = "alice") -> tuple[dict[str, str], bytes]:
+        comment = self.fake.add_comment(self.repo, number, body, author=author)
+        if isinstance(self.fake, FakeGitLab):
+            return self.fake.note_hook(self.repo, number, comment.id)
+        return self.fake.issue_comment_hook(self.repo, number, comment.id)
+
+    def comments(self, number: int) -> list[str]:
+        return [c.body for c in self.fake.comments(self.repo, number)]
+
+    def reports(self, number: int) -> list[str]:
+        return [body for body in self.comments(number) if MARKER in body]
+
+    def last_status(self, sha: str) -> str:
+        statuses = self.fake.statuses(self.repo, sha)
+        assert statuses, f"no status for {sha}"
+        state = str(statuses[-1].get("state"))
+        return {"failed": "failure"}.get(state, state)  # GitLab's word for GitHub's "failure"
+
+
+
+class Bot:
+    def __init__(self, config: ServerConfig):
+        self.config = config
+        self.worker = WorkerProcess(config, threads=2)
+        self.app = create_app(config, state=self.worker.services.state, dispatcher=self.worker.dispatcher)
+        self.client = self.app.test_client()
+        self.inbox = Inbox(self.worker.services.state)
+
+    def deliver(self, delivery: tuple[dict[str, str], bytes], path: str) -> int:
+        headers, body = delivery
+        return self.client.post(path, data=body, headers=headers).status_code
+
+    def settle(self, timeout: float = 60.0) -> None:
+        """Wait until every stored event is done."""
+        deadline = time.monotonic() + timeout
+        while self.inbox.pending_count():
+            assert time.monotonic() < deadline, "events still pending"
+            time.sleep(0.05)
+
+    def project_state(self, forge: Forge) -> StateStore:
+        from bot.events import Repository
+
+        return self.worker.services.project_state(Repository(forge.name, forge.repo, ""))
+
+
+
+def server_config(tmp_path: Path, forge: Forge, origin: Origin,
+                  broker_url: str | None = None) -> ServerConfig:
+    forge_config = forge.fake.config()
+    return ServerConfig(
+        state_url=f"sqlite:///{tmp_path / 'state.db'}",
+        broker_url=broker_url or redis_url("e2e"),
+        public_url="http://sluice.test", work_dir=tmp_path / "work",
+        forges={forge.name: forge_config},
+        warehouses={"default": f"duckdb:///{tmp_path / 'warehouse.duckdb'}"},
+        repositories=(RepositoryConfig(forge.name, forge.repo, ("default",), clone_url=str(origin.bare)),),
+        allow_local_clones=True, sweep_after=0.2)
+
+
+
+def build_production(bot: Bot, forge: Forge, origin: Origin) -> None:
+    """What an operator does once: build production from the main branch."""
+    from bot.events import Repository
+    from runner.pipeline import run_pipeline
+
+    repository = Repository(forge.name, forge.repo, str(origin.bare))
+    jobs = bot.worker.jobs
+    run_id = jobs.runs.create(forge.name, forge.repo, 0, "bootstrap")
+    main = git(origin.work, "rev-parse", "main")
+    with jobs.workspace(repository, main, run_id) as (project, state, engine):
+        assert run_pipeline(project, state, engine, "prod").ok
+
+
+def path(forge: Forge) -> str:
+    return f"/webhooks/{forge.name}"
+
+
+def warehouse_tables(tmp_path: Path, bot: Bot) -> set[str]:
+    from runner.engines.duckdb import DuckDBEngine
+
+    with bot.worker.jobs.warehouse_lock(bot.config.warehouses["default"], "test"):
+        engine = DuckDBEngine(tmp_path / "warehouse.duckdb")
+        try:
+            return {f"{o.schema}.{o.name}" for o in engine.objects()}
+        finally:
+            engine.close()
+
+
