@@ -27,7 +27,7 @@ class ModelFacts:
     table: str
     path: str  # relative to the project root
     sql: str
-    dialect: str = "duckdb"
+    dialect: str  # sqlglot's name for the SQL the model is written in
     materialized: str = "table"
     unique_key: tuple[str, ...] = ()
     has_unique_test: bool = False

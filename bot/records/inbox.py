@@ -77,19 +77,17 @@ class Inbox:
 
     def undispatched(self, older_than: float, limit: int = 100) -> list[StoredEvent]:
         """Events to act on that never reached the broker, received before `older_than`."""
-        query = (sa.select(events)
-                 .where(events.c.done_at.is_(None), events.c.dispatched_at.is_(None),
-                        events.c.received_at < older_than)
-                 .order_by(events.c.id).limit(limit))
-        with self.state.engine.connect() as conn:
-            return [_event(row) for row in conn.execute(query)]
+        return self._not_done(events.c.dispatched_at.is_(None), events.c.received_at < older_than,
+                              limit=limit)
 
     def stalled(self, dispatched_before: float, limit: int = 100) -> list[StoredEvent]:
         """Events handed to the broker before `dispatched_before` and still not done: their worker
         may have died mid-job (its lease on the event tells whether someone still works on it)."""
-        query = (sa.select(events)
-                 .where(events.c.done_at.is_(None), events.c.dispatched_at.is_not(None),
-                        events.c.dispatched_at < dispatched_before)
+        return self._not_done(events.c.dispatched_at.is_not(None),
+                              events.c.dispatched_at < dispatched_before, limit=limit)
+
+    def _not_done(self, *conditions: sa.ColumnElement[bool], limit: int) -> list[StoredEvent]:
+        query = (sa.select(events).where(events.c.done_at.is_(None), *conditions)
                  .order_by(events.c.id).limit(limit))
         with self.state.engine.connect() as conn:
             return [_event(row) for row in conn.execute(query)]

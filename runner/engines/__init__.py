@@ -27,6 +27,7 @@ ENGINES: tuple[EngineEntry, ...] = (
     EngineEntry("runner.engines.postgres", "PostgresEngine",
                 ("postgresql", "postgresql+psycopg", "postgres"), "postgres"),
 )
+DEFAULT_DIALECT = ENGINES[0].dialect  # the embedded default warehouse's
 SCHEMES = tuple(scheme for entry in ENGINES for scheme in entry.schemes)
 DIALECTS = tuple(sorted({entry.dialect for entry in ENGINES}))
 
@@ -56,4 +57,4 @@ def open_engine(url: str) -> Engine:
     return engine_class(url).from_url(url)
 
 
-__all__ = ["DIALECTS", "ENGINES", "SCHEMES", "Engine", "engine_class", "open_engine"]
+__all__ = ["DEFAULT_DIALECT", "DIALECTS", "ENGINES", "SCHEMES", "Engine", "engine_class", "open_engine"]

@@ -6,7 +6,7 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from runner.engines import DIALECTS
+from runner.engines import DEFAULT_DIALECT, DIALECTS
 from runner.errors import ProjectError
 from runner.naming import PRODUCTION, is_environment_name
 from runner.project.yamlfile import YamlMapping, load_yaml, parse_yaml
@@ -35,7 +35,7 @@ class DiffSettings:
 @dataclass(frozen=True)
 class ProjectConfig:
     name: str
-    dialect: str = "duckdb"
+    dialect: str = DEFAULT_DIALECT
     warehouse: str = "default"
     models_path: str = "models"
     seeds_path: str = "seeds"
@@ -88,7 +88,7 @@ def config_from(data: YamlMapping) -> ProjectConfig:
     name = data.get_str("name")
     if not name:
         raise data.error(None, "'name' is required: the project's name")
-    dialect = (data.get_str("dialect") or "duckdb").lower()
+    dialect = (data.get_str("dialect") or DEFAULT_DIALECT).lower()
     if dialect not in DIALECTS:
         raise data.error("dialect", f"dialect {dialect!r} is not supported; use one of: "
                          f"{', '.join(sorted(DIALECTS))}")

@@ -49,7 +49,8 @@ def model(sql: str = "select order_id, amount from staging.stg_orders", name: st
           **kw: Any) -> ModelFacts:
     schema, table = name.split(".")
     defaults: dict[str, Any] = dict(name=name, schema=schema, table=table,
-                                    path=f"models/{schema}/{table}.sql", sql=sql, unique_key=("order_id",),
+                                    path=f"models/{schema}/{table}.sql", sql=sql, dialect="duckdb",
+                                    unique_key=("order_id",),
                                     description="One row per order.")
     defaults.update(kw)
     return ModelFacts(**defaults)
