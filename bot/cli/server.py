@@ -4,14 +4,19 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
 from bot.cli.options import handle_errors
-from bot.config import ServerConfig
+
+if TYPE_CHECKING:
+    from bot.config import ServerConfig
 
 
 def server_config(config_path: Path | None) -> ServerConfig:
+    # Deferred: the server configuration imports the forge clients (a fifth of a second), which
+    # `sluice plan` on a laptop never needs.
     from bot.config import load_server_config
 
     return load_server_config(config_path)

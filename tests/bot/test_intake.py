@@ -44,10 +44,9 @@ from bot.worker.sweeper import start_sweeper, sweep
 from runner.state.store import StateStore
 from tests.support.paths import FORGE_FIXTURES as FIXTURES
 from tests.support.paths import REPO
-from tests.support.services import redis_db, redis_url
+from tests.support.services import redis_url
 
-REDIS_DB = redis_db("intake")  # this file's own Redis database, flushed around each test
-REDIS_URL = redis_url("intake")
+REDIS_URL = redis_url("intake")  # this file's own Redis database, flushed around each test
 BROKER_DOWN = "redis://127.0.0.1:1/0"  # nothing listens on port 1
 GITHUB_SECRET = "gh-test-secret-It's a Secret"
 GITLAB_SECRET = "gl-test-token-42"

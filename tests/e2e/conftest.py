@@ -7,13 +7,12 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import redis
 
 from bot.forges.base import Role
 from tests.support.e2e import Bot, Forge, server_config
 from tests.support.fakeforge import FakeGitHub, FakeGitLab
 from tests.support.repos import Origin
-from tests.support.services import redis_db
+from tests.support.services import redis_client
 
 
 @pytest.fixture(params=["gitlab", "github"])
@@ -35,7 +34,7 @@ def origin(tmp_path: Path) -> Origin:
 
 @pytest.fixture
 def bot(tmp_path: Path, forge: Forge, origin: Origin) -> Iterator[Bot]:
-    redis.Redis(db=redis_db("e2e")).flushdb()
+    redis_client("e2e").flushdb()
     instance = Bot(server_config(tmp_path, forge, origin))
     instance.worker.start()
     yield instance

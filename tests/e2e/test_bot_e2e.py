@@ -13,7 +13,6 @@ import time
 from pathlib import Path
 
 import pytest
-import redis
 
 from bot.logs import JsonFormatter, Redactor, _RedactingFilter, log_context, secrets_of
 from bot.records.runs import RunLog
@@ -30,7 +29,7 @@ from tests.support.e2e import (
     warehouse_tables,
 )
 from tests.support.repos import Origin
-from tests.support.services import free_port, redis_db, start_redis
+from tests.support.services import amqp_url, free_port, redis_client, start_redis
 
 
 def test_merge_request_lifecycle(tmp_path: Path, forge: Forge, origin: Origin, bot: Bot):
@@ -222,7 +221,7 @@ def test_redis_down_at_intake_the_event_is_processed_when_it_is_back(tmp_path: P
 def test_rabbitmq_broker_carries_the_work_too(tmp_path: Path, forge: Forge, origin: Origin):
     from bot.broker import QUEUE
 
-    url = "amqp://guest:guest@127.0.0.1:5672/%2F"
+    url = amqp_url()
     bot = Bot(server_config(tmp_path, forge, origin, broker_url=url))
     bot.worker.broker.flush(QUEUE)
     bot.worker.start()
@@ -293,7 +292,7 @@ PASSWORD = "pg-pa55word-XYZ"
 
 @pytest.mark.promises
 def test_no_secret_in_any_output(tmp_path: Path, forge: Forge, origin: Origin):
-    redis.Redis(db=redis_db()).flushdb()
+    redis_client().flushdb()
     config = server_config(tmp_path, forge, origin)
     # A warehouse URL and a state URL that carry a password; the forge has a token and a secret.
     config = dataclasses.replace(config, warehouses={"default": config.warehouses["default"],
@@ -345,7 +344,7 @@ def test_no_secret_in_any_output(tmp_path: Path, forge: Forge, origin: Origin):
 def test_the_worker_runs_the_janitor_periodically(tmp_path: Path, forge: Forge, origin: Origin):
     from bot.metrics import job_metrics
 
-    redis.Redis(db=redis_db()).flushdb()
+    redis_client().flushdb()
     config = dataclasses.replace(server_config(tmp_path, forge, origin), janitor_interval=0.3,
                                  janitor_ttl="0s")
     bot = Bot(config)
@@ -434,7 +433,7 @@ def test_two_merges_at_once_are_promoted_one_after_the_other(tmp_path: Path, for
 @pytest.mark.promises
 @pytest.mark.parametrize("forge", ["gitlab"], indirect=True)
 def test_after_the_retry_budget_the_thread_says_what_failed(tmp_path: Path, forge: Forge, origin: Origin):
-    redis.Redis(db=redis_db()).flushdb()
+    redis_client().flushdb()
     config = dataclasses.replace(server_config(tmp_path, forge, origin), job_retries=1,
                                  retry_backoff_ms=100)
     bot = Bot(config)
@@ -458,7 +457,7 @@ def test_a_lost_warehouse_connection_is_retried_and_the_report_says_so(tmp_path:
                                                                        origin: Origin, pg_url: str):
     import psycopg
 
-    redis.Redis(db=redis_db()).flushdb()
+    redis_client().flushdb()
     config = dataclasses.replace(server_config(tmp_path, forge, origin), warehouses={"default": pg_url},
                                  retry_backoff_ms=200)
     bot = Bot(config)

@@ -9,14 +9,13 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import redis
 
 from bot.forges.base import Role
 from bot.records.audit import AuditLog
 from tests.support.e2e import ORDERS, Bot, Forge, build_production, server_config
 from tests.support.fakeforge import FakeGitLab
 from tests.support.repos import Origin
-from tests.support.services import redis_db
+from tests.support.services import redis_client
 
 PATH = "/webhooks/gitlab"
 
@@ -48,7 +47,7 @@ def start_bot(tmp_path: Path, forge: Forge, origin: Origin, policy: str | None =
 
 @pytest.fixture
 def bot(tmp_path: Path, forge: Forge, origin: Origin) -> Iterator[Bot]:
-    redis.Redis(db=redis_db()).flushdb()
+    redis_client().flushdb()
     instance = start_bot(tmp_path, forge, origin)
     yield instance
     instance.worker.stop()
@@ -103,7 +102,7 @@ def test_merge_with_failing_tests_is_not_promoted(forge: Forge, origin: Origin, 
 
 def test_a_freeze_window_refuses_then_allows_and_overrides_are_audited(tmp_path: Path, forge: Forge,
                                                                        origin: Origin):
-    redis.Redis(db=redis_db()).flushdb()
+    redis_client().flushdb()
     frozen = ("rules:\n  freeze:\n    windows:\n"
               "      - {cron: '* * * * *', timezone: Europe/Berlin, reason: release freeze}\n")
     bot = start_bot(tmp_path, forge, origin, policy=frozen)
@@ -126,7 +125,7 @@ def test_a_freeze_window_refuses_then_allows_and_overrides_are_audited(tmp_path:
         bot.worker.stop()
 
     # The freeze is lifted: the maintainer deploys the merged change.
-    redis.Redis(db=redis_db()).flushdb()
+    redis_client().flushdb()
     bot = start_bot(tmp_path, forge, origin, policy="rules:\n  freeze:\n    windows: []\n")
     try:
         assert bot.deliver(forge.comment(3, "/deploy prod", author="maria"), PATH) == 202

@@ -12,7 +12,6 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import redis
 
 from bot.config import load_server_config
 from bot.forges.base import Role
@@ -24,7 +23,7 @@ from tests.support.e2e import ORDERS, Forge
 from tests.support.fakeforge import FakeGitLab
 from tests.support.paths import REPO
 from tests.support.repos import Origin
-from tests.support.services import free_port, redis_db, start_redis
+from tests.support.services import free_port, redis_client, redis_db, redis_url, start_redis
 
 pytestmark = pytest.mark.promises
 ROOT = REPO
@@ -45,14 +44,14 @@ class Deployment:
         self.config_path = tmp_path / "server.yml"
         self.config_path.write_text(
             f"state_url: sqlite:///{tmp_path / 'state.db'}\n"
-            f"broker_url: redis://127.0.0.1:6379/{self.db}\n"
+            f"broker_url: {redis_url('promises')}\n"
             f"work_dir: {tmp_path / 'work'}\n"
             f"public_url: http://sluice.test\n"
             f"gitlab:\n  url: {gl.url}\n  token: {gl.token}\n  webhook_secret: {gl.webhook_secret}\n"
             f"warehouses:\n  default: duckdb:///{tmp_path / 'warehouse.duckdb'}\n"
             f"repositories:\n  - forge: gitlab\n    name: {forge.repo}\n    clone_url: {origin.bare}\n"
             "allow_local_clones: true\nsweep_after: 0.3\njob_lease: 3\njanitor_interval: 0\n")
-        redis.Redis(db=self.db).flushdb()
+        redis_client("promises").flushdb()
         self.config = load_server_config(self.config_path, {})
         self.state = StateStore(self.config.state_url)
         self.app = create_app(self.config, state=self.state,
@@ -184,7 +183,7 @@ def test_no_event_is_lost_or_doubled_while_workers_die_and_redis_restarts(tmp_pa
     port = free_port()
     broker = start_redis(port)
     deployment = Deployment(tmp_path, forge, origin)
-    text = deployment.config_path.read_text().replace(f"redis://127.0.0.1:6379/{deployment.db}",
+    text = deployment.config_path.read_text().replace(redis_url("promises"),
                                                       f"redis://127.0.0.1:{port}/0")
     deployment.config_path.write_text(text)
     deployment.config = load_server_config(deployment.config_path, {})

@@ -1,8 +1,10 @@
-"""The services tests talk to for real: Redis on 127.0.0.1:6379 (each suite on databases of its
-own), a private Redis a test may kill, free ports.
+"""The services tests talk to for real: Redis on 127.0.0.1 (each suite on databases of its own),
+RabbitMQ, a private Redis a test may kill, free ports.
 
-Databases: SLUICE_TEST_REDIS_DB_BASE (default 8) and the five above it, two per purpose (one per
-xdist worker), so that two checkouts' suites can share the server with different bases.
+Redis: port SLUICE_TEST_REDIS_PORT (default 6379), databases SLUICE_TEST_REDIS_DB_BASE (default 8)
+and the five above it, two per purpose (one per xdist worker). RabbitMQ: the virtual host
+SLUICE_TEST_AMQP_VHOST (default "/"). Two checkouts' suites can run at once on other ports, bases
+or virtual hosts.
 """
 
 from __future__ import annotations
@@ -11,10 +13,13 @@ import os
 import socket
 import subprocess
 import time
+import urllib.parse
 
 import redis
 
 REDIS_PURPOSES = ("e2e", "promises", "intake")
+REDIS_PORT = int(os.environ.get("SLUICE_TEST_REDIS_PORT", "6379"))
+AMQP_VHOST = os.environ.get("SLUICE_TEST_AMQP_VHOST", "/")
 
 
 def redis_db(purpose: str = "e2e") -> int:
@@ -24,7 +29,15 @@ def redis_db(purpose: str = "e2e") -> int:
 
 
 def redis_url(purpose: str = "e2e") -> str:
-    return f"redis://127.0.0.1:6379/{redis_db(purpose)}"
+    return f"redis://127.0.0.1:{REDIS_PORT}/{redis_db(purpose)}"
+
+
+def redis_client(purpose: str = "e2e") -> redis.Redis:
+    return redis.Redis(port=REDIS_PORT, db=redis_db(purpose))
+
+
+def amqp_url() -> str:
+    return f"amqp://guest:guest@127.0.0.1:5672/{urllib.parse.quote(AMQP_VHOST, safe='')}"
 
 
 def free_port() -> int:
