@@ -34,8 +34,7 @@ class CheckoutError(SluiceError):
     """The commit could not be fetched or checked out; `transient` when a retry may help."""
 
     def __init__(self, message: str, transient: bool = False):
-        super().__init__(message)
-        self.transient = transient
+        super().__init__(message, transient=transient)
 
 
 def redact(text: str) -> str:

@@ -1,21 +1,33 @@
 """Environments: schemas of views pointing at snapshots. Pointing, promotion, rollback, dropping.
 
-Every change to an environment is one warehouse transaction run inside one state-store
-transaction: either the views and the record both move, or neither does.
+Every change follows the state store's change protocol (`runner.state.changes`): recorded pending,
+the warehouse's views moved in one warehouse transaction, then marked done. Changes of one
+environment take turns (a short lease in the state store, renewed while its holder lives), and
+each first settles what an earlier, interrupted change left pending from the warehouse's actual
+views. So the views are all-old or all-new, and the state store ends up saying which.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import os
+import socket
+import threading
+import uuid
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 from sqlglot import exp
 
 from runner.engines.base import Engine
-from runner.errors import EnvError
+from runner.errors import EnvError, WarehouseError
 from runner.naming import PRODUCTION, check_environment_name, environment_schema, table
-from runner.state.records import SnapshotRecord
+from runner.state.locks import Locks
+from runner.state.records import HistoryEntry, SnapshotRecord
 from runner.state.store import StateStore
+
+CHANGE_LEASE = 30.0  # seconds a dead changer's turn lasts (renewed every third while it lives)
+CHANGE_WAIT = 120.0  # seconds a change waits for another change of the same environment
 
 
 @dataclass(frozen=True)
@@ -30,31 +42,8 @@ def point(engine: Engine, state: StateStore, environment: str, mapping: Mapping[
           action: str, source: str | None = None) -> Repoint:
     """Make `environment`'s views match `mapping` (model -> fingerprint), in one transaction."""
     check_environment_name(environment)
-    record = state.environment(environment)
-    current = dict(record.models) if record else {}
-    snapshots = state.snapshots(fingerprints=set(mapping.values()) | set(current.values()))
-    missing = sorted(name for name, fp in mapping.items() if fp not in snapshots)
-    if missing:
-        raise EnvError(f"cannot point {environment} at snapshots that no longer exist "
-                       f"({', '.join(missing)}); re-run `sluice plan` to rebuild them")
-    changed = [name for name, fp in mapping.items()
-               if name not in current or current[name] not in snapshots
-               or snapshots[current[name]].physical != snapshots[fp].physical]
-    dropped = [name for name in current if name not in mapping]
-
-    def apply() -> None:
-        with engine.transaction() as cursor:
-            engine.point_views(cursor, [
-                (_view(name, environment), table(snapshots[mapping[name]].physical_schema,
-                                                 snapshots[mapping[name]].physical_table))
-                for name in changed])
-            for name in dropped:
-                engine.drop(cursor, _view(name, environment), "view")
-
-    state.set_environment(environment, mapping, action=action, source=source, apply=apply)
-    if dropped and environment != PRODUCTION:
-        _drop_empty_schemas(engine, {_view(n, environment).db for n in dropped})
-    return Repoint(environment, tuple(changed), tuple(dropped), len(mapping) - len(changed))
+    with changing(engine, state, environment):
+        return _point(engine, state, environment, mapping, action, source)
 
 
 def promote(engine: Engine, state: StateStore, source: str, target: str) -> Repoint:
@@ -68,18 +57,18 @@ def promote(engine: Engine, state: StateStore, source: str, target: str) -> Repo
 
 
 def rollback(engine: Engine, state: StateStore, environment: str) -> Repoint:
-    """Point `environment` back at the snapshots it had before its last change."""
-    for entry in state.history(environment):
-        if entry.action in ("promote", "plan") and not entry.rolled_back:
-            if not entry.before:
-                raise EnvError(f"{environment}'s last change created it: there is nothing to roll "
-                               "back to (drop it with `sluice env drop`)")
-            result = point(engine, state, environment, entry.before, action="rollback",
-                           source=f"#{entry.id}")
-            state.mark_rolled_back(entry.id)
-            return result
-        if entry.action == "drop":
-            break
+    """Point `environment` back at the snapshots it had before its last change: exactly one step."""
+    check_environment_name(environment)
+    with changing(engine, state, environment):
+        for entry in state.history(environment):
+            if entry.action in ("promote", "plan") and not entry.rolled_back:
+                if not entry.before:
+                    raise EnvError(f"{environment}'s last change created it: there is nothing to "
+                                   "roll back to")
+                return _point(engine, state, environment, entry.before, "rollback",
+                              source=f"#{entry.id}", rolls_back=entry.id)
+            if entry.action == "drop":
+                break
     raise EnvError(f"{environment} has no promotion to roll back")
 
 
@@ -87,19 +76,118 @@ def drop(engine: Engine, state: StateStore, environment: str) -> Repoint:
     """Remove the environment's views and schemas; physical tables stay for the janitor."""
     if environment == PRODUCTION:
         raise EnvError("production cannot be dropped")
-    record = state.environment(environment)
-    if record is None:
-        raise EnvError(f"there is no environment {environment!r}; `sluice env list` shows them")
-    names = list(record.models)
-
-    def apply() -> None:
-        with engine.transaction() as cursor:
+    check_environment_name(environment)
+    with changing(engine, state, environment):
+        record = state.environment(environment)
+        if record is None:
+            raise EnvError(f"there is no environment {environment!r}; `sluice env list` shows them")
+        names = list(record.models)
+        change = state.changes.begin(environment, {}, "drop")
+        with _settled_on_failure(state, change), engine.transaction() as cursor:
             for name in names:
                 engine.drop(cursor, _view(name, environment), "view")
-
-    state.delete_environment(environment, apply=apply)
+        state.changes.finish(change.id)
     _drop_empty_schemas(engine, {_view(n, environment).db for n in names})
     return Repoint(environment, (), tuple(names), 0)
+
+
+@contextmanager
+def changing(engine: Engine, state: StateStore, environment: str) -> Iterator[None]:
+    """This environment's turn to change: wait for any other change of it, then settle what an
+    interrupted one left pending."""
+    holder = f"{socket.gethostname()}:{os.getpid()}:{threading.get_ident()}:{uuid.uuid4().hex[:8]}"
+    with Locks(state).hold(change_lock(environment), holder, CHANGE_LEASE, note="changing views",
+                           timeout=CHANGE_WAIT) as turn:
+        if turn is None:
+            raise EnvError(f"another change of {environment} has been running for over "
+                           f"{CHANGE_WAIT:.0f} s; try again later", transient=True)
+        settle(engine, state, environment)
+        yield
+
+
+def change_lock(environment: str) -> str:
+    return f"change:{environment}"
+
+
+def settle(engine: Engine, state: StateStore, environment: str) -> list[HistoryEntry]:
+    """Bring the state store level with the warehouse for every pending change of `environment`
+    (call it holding the environment's turn): done when the views show its `after`, abandoned
+    when they show its `before`, done as the views show it when they show a mix (views changed
+    behind Sluice's back). Returns the changes it settled."""
+    pending = state.changes.pending(environment)
+    for change in pending:
+        models = set(change.before) | set(change.after)
+        snapshots = state.snapshots(fingerprints=set(change.before.values()) | set(change.after.values()))
+        physical = {fp: record.physical for fp, record in snapshots.items()}
+        reads = engine.view_reads(sorted({_view(name, environment).db for name in models}))
+        shown: dict[str, str] = {}  # model -> the fingerprint its view shows
+        telling: dict[str, str] = {}  # models whose two sides differ -> "after" | "before"
+        for name in models:
+            view = _view(name, environment)
+            target = reads.get(f"{view.db}.{view.name}")
+            old, new = change.before.get(name), change.after.get(name)
+            if target is None or len(target) != 1:
+                if (old is None) != (new is None):
+                    telling[name] = "before" if old is None else "after"  # no view: its side
+                continue
+            [read] = target
+            if old is not None and physical.get(old) == read:
+                shown[name] = old  # when both sides read one table, what the store said stands
+                if new is None or physical.get(new) != read:
+                    telling[name] = "before"
+            elif new is not None and physical.get(new) == read:
+                shown[name] = new
+                telling[name] = "after"
+        sides = set(telling.values())
+        if sides <= {"after"}:
+            state.changes.finish(change.id)
+        elif sides == {"before"}:
+            state.changes.abandon(change.id)
+        else:
+            state.changes.finish(change.id, models=shown)
+    return pending
+
+
+def _point(engine: Engine, state: StateStore, environment: str, mapping: Mapping[str, str],
+           action: str, source: str | None = None, rolls_back: int | None = None) -> Repoint:
+    record = state.environment(environment)
+    current = dict(record.models) if record else {}
+    snapshots = state.snapshots(fingerprints=set(mapping.values()) | set(current.values()))
+    missing = sorted(name for name, fp in mapping.items() if fp not in snapshots)
+    if missing:
+        raise EnvError(f"cannot point {environment} at snapshots that no longer exist "
+                       f"({', '.join(missing)}); re-run `sluice plan` to rebuild them")
+    changed = [name for name, fp in mapping.items()
+               if name not in current or current[name] not in snapshots
+               or snapshots[current[name]].physical != snapshots[fp].physical]
+    dropped = [name for name in current if name not in mapping]
+    if record is not None and dict(mapping) == current:
+        return Repoint(environment, (), (), len(mapping))  # already there: nothing to record
+    change = state.changes.begin(environment, mapping, action, source, rolls_back)
+    with _settled_on_failure(state, change), engine.transaction() as cursor:
+        engine.point_views(cursor, [
+            (_view(name, environment), table(snapshots[mapping[name]].physical_schema,
+                                             snapshots[mapping[name]].physical_table))
+            for name in changed])
+        for name in dropped:
+            engine.drop(cursor, _view(name, environment), "view")
+    state.changes.finish(change.id)
+    if dropped and environment != PRODUCTION:
+        _drop_empty_schemas(engine, {_view(n, environment).db for n in dropped})
+    return Repoint(environment, tuple(changed), tuple(dropped), len(mapping) - len(changed))
+
+
+@contextmanager
+def _settled_on_failure(state: StateStore, change: HistoryEntry) -> Iterator[None]:
+    """A warehouse step that failed for sure (the statement was refused, its transaction rolled
+    back) abandons the change; one whose outcome is unknown (the connection was lost, maybe at
+    COMMIT) leaves it pending for the next change to settle from the warehouse."""
+    try:
+        yield
+    except WarehouseError as exc:
+        if not exc.transient:
+            state.changes.abandon(change.id)
+        raise
 
 
 def describe(state: StateStore, environment: str) -> list[tuple[str, SnapshotRecord]]:

@@ -8,10 +8,12 @@ from pathlib import Path
 class SluiceError(Exception):
     """Base of every error shown to a user; caught once at the edge (CLI, job runner)."""
 
-    def __init__(self, message: str, *, file: Path | str | None = None, line: int | None = None):
+    def __init__(self, message: str, *, file: Path | str | None = None, line: int | None = None,
+                 transient: bool = False):
         self.message = message
         self.file = str(file) if file is not None else None
         self.line = line
+        self.transient = transient  # not the user's doing: trying again later may work
         super().__init__(self.__str__())
 
     def __str__(self) -> str:
@@ -32,11 +34,6 @@ class PlanError(SluiceError):
 class WarehouseError(SluiceError):
     """The warehouse refused a statement (bad SQL at run time, a missing table, a lost connection).
     `transient`: the connection failed, not the statement; trying again later may work."""
-
-    def __init__(self, message: str, *, file: Path | str | None = None, line: int | None = None,
-                 transient: bool = False):
-        super().__init__(message, file=file, line=line)
-        self.transient = transient
 
 
 class BuildError(WarehouseError):

@@ -1,8 +1,9 @@
 """The janitor: drops expired environments and physical objects nobody has used for a while.
 
 It only ever drops objects recorded in the state store (so never anything Sluice did not create),
-and never a physical object that a kept physical view still reads: a reused downstream view may
-read an upstream's older table.
+never a physical object that a kept physical view still reads (a reused downstream view may read
+an upstream's older table), and never one that any view in the warehouse reads, whatever the state
+store says (an interrupted promotion may have moved views the store does not know of yet).
 """
 
 from __future__ import annotations
@@ -54,6 +55,13 @@ def run_janitor(engine: Engine, state: StateStore, ttl_seconds: float, now: floa
     for rec in live.values():
         if rec.last_referenced_at > now - ttl_seconds:
             kept_physical.add(rec.physical)
+    # What any view in the warehouse reads stays, whatever the state says.
+    recorded = set(physical_of.values())
+    for reads_of_view in engine.view_reads().values():
+        for relation in reads_of_view:
+            if relation in recorded and relation not in kept_physical:
+                kept_physical.add(relation)
+                report.kept_for_views.append(relation)
     # A kept view keeps what it reads alive, transitively.
     reads = {rec.physical: rec.reads_physical for rec in live.values()}
     stack = list(kept_physical)

@@ -80,6 +80,11 @@ class Engine(ABC):
     def schemas(self) -> set[str]: ...
 
     @abstractmethod
+    def view_reads(self, schemas: Sequence[str] | None = None) -> dict[str, frozenset[str]]:
+        """`schema.view` -> the relations (`schema.name`) each view reads, as the warehouse's own
+        catalog has them: what the views really show, whatever the state store says."""
+
+    @abstractmethod
     def load_csv_sql(self, target: exp.Table, path: Path) -> exp.Query:
         """A query that reads a CSV file with the engine's type inference."""
 

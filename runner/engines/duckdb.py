@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import duckdb
+import sqlglot
 from sqlglot import exp
 
 from runner.engines.base import Cursor, Engine, TimeLimit, WarehouseObject
@@ -104,6 +105,21 @@ class DuckDBEngine(Engine):
         with self.cursor() as cursor:
             _, rows = cursor.fetch(self.sql(query))
         return {r[0] for r in rows}
+
+    def view_reads(self, schemas: Sequence[str] | None = None) -> dict[str, frozenset[str]]:
+        query = (exp.select("schema_name", "view_name", "sql").from_("duckdb_views()")
+                 .where(exp.not_(exp.column("internal")))
+                 .where(exp.column("database_name").eq(exp.func("current_database"))))
+        if schemas is not None:
+            query = query.where(exp.column("schema_name").isin(*[exp.Literal.string(s) for s in schemas]))
+        _, rows = self.fetch(query)
+        found: dict[str, frozenset[str]] = {}
+        for schema, name, sql in rows:
+            created = sqlglot.parse_one(sql, read=self.dialect)
+            body = created.expression if isinstance(created, exp.Create) else created
+            reads = (f"{table.db or schema}.{table.name}" for table in body.find_all(exp.Table))
+            found[f"{schema}.{name}"] = frozenset(reads)
+        return found
 
     def column_types(self, target: exp.Table) -> list[tuple[str, str]]:
         # DESCRIBE reads views and attached catalogs alike, and fails loudly on a missing relation.

@@ -77,6 +77,18 @@ JOIN pg_namespace AS n ON n.oid = c.relnamespace
 GROUP BY n.nspname, c.relname, c.relkind, c.oid, c.reloptions
 ORDER BY max(dependents.depth), n.nspname, c.relname
 """
+# (view schema, view, read schema, read relation) for every view and what it reads.
+_VIEW_READS = """
+SELECT DISTINCT vn.nspname, v.relname, tn.nspname, t.relname
+FROM pg_class AS v
+JOIN pg_namespace AS vn ON vn.oid = v.relnamespace
+JOIN pg_rewrite AS r ON r.ev_class = v.oid
+JOIN pg_depend AS d ON d.objid = r.oid AND d.classid = 'pg_rewrite'::regclass
+                     AND d.refclassid = 'pg_class'::regclass AND d.refobjid <> v.oid
+JOIN pg_class AS t ON t.oid = d.refobjid
+JOIN pg_namespace AS tn ON tn.oid = t.relnamespace
+WHERE v.relkind = 'v' AND vn.nspname <> 'information_schema' AND left(vn.nspname, 3) <> 'pg_'
+"""
 # Privileges granted on a relation to roles other than its owner (the owner's are implicit).
 _GRANTS = """
 SELECT CASE WHEN acl.grantee = 0 THEN NULL ELSE pg_get_userbyid(acl.grantee) END,
@@ -264,7 +276,9 @@ class PostgresEngine(Engine):
                 with connection.transaction():  # nested: a savepoint
                     yield _PgCursor(connection)
             except psycopg.Error as exc:
-                raise WarehouseError(_first_line(exc)) from exc
+                # A lost connection at COMMIT leaves the outcome unknown: transient, so the caller
+                # retries and settles from the warehouse's actual state.
+                raise WarehouseError(_first_line(exc), transient=_lost(exc, connection)) from exc
 
     @contextmanager
     def _catalog(self) -> Iterator[_PgCursor]:
@@ -288,6 +302,17 @@ class PostgresEngine(Engine):
     def schemas(self) -> set[str]:
         with self._catalog() as cursor:
             return {row[0] for row in cursor.catalog("SELECT nspname FROM pg_namespace")}
+
+    def view_reads(self, schemas: Sequence[str] | None = None) -> dict[str, frozenset[str]]:
+        sql, params = _VIEW_READS, []
+        if schemas is not None:
+            sql += "  AND vn.nspname = ANY(%s)\n"
+            params.append(list(schemas))
+        found: dict[str, set[str]] = {}
+        with self._catalog() as cursor:
+            for schema, name, read_schema, read_name in cursor.catalog(sql, params):
+                found.setdefault(f"{schema}.{name}", set()).add(f"{read_schema}.{read_name}")
+        return {view: frozenset(reads) for view, reads in found.items()}
 
     def column_types(self, target: exp.Table) -> list[tuple[str, str]]:
         with self._catalog() as cursor:

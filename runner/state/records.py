@@ -51,3 +51,5 @@ class HistoryEntry:
     before: Mapping[str, str]
     after: Mapping[str, str]
     rolled_back: bool
+    status: str = "done"  # pending | done | abandoned (see runner/state/changes.py)
+    rolls_back: int | None = None  # a rollback: the change it undoes

@@ -113,6 +113,11 @@ environment_history = sa.Table(
     sa.Column("before", sa.Text, nullable=False),
     sa.Column("after", sa.Text, nullable=False),
     sa.Column("rolled_back", sa.Boolean, nullable=False, default=False),
+    # A change is recorded pending before the warehouse moves, done once it has (NULL: done, from
+    # before changes had a status), abandoned when the warehouse refused it. See changes.py.
+    sa.Column("status", sa.String(16)),
+    sa.Column("rolls_back", sa.Integer),  # a rollback: the id of the change it undoes
+    sa.Column("finished_at", sa.Float),
 )
 
 locks = sa.Table(
@@ -142,6 +147,12 @@ MIGRATIONS: list[Migration] = [
     lambda conn: metadata.create_all(conn, tables=[locks]),
     lambda conn: metadata.create_all(conn, tables=[source_states]),
     lambda conn: None,
+    lambda conn: _changes_have_a_status(conn),
 ]
+
+
+def _changes_have_a_status(conn: Connection) -> None:
+    for column in ("status", "rolls_back", "finished_at"):
+        add_column(conn, environment_history, column)
 
 STATE = Schema("state", metadata, schema_version, MIGRATIONS, lock_key=7_215_813_001)

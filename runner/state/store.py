@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -18,6 +18,7 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.exc import SQLAlchemyError
 
 from runner.errors import EnvError, StateError
+from runner.state.changes import EnvironmentChanges
 from runner.state.records import EnvironmentRecord, HistoryEntry, SnapshotRecord
 from runner.state.schema import (
     STATE,
@@ -73,6 +74,7 @@ class StateStore:
         with self.engine.begin() as conn:
             migrate(conn, STATE)
         self._schemas = {STATE.name}
+        self.changes = EnvironmentChanges(self.engine)
 
     def ensure(self, schema: Schema) -> None:
         """Create or upgrade another family of tables in this store (once per store object)."""
@@ -162,71 +164,25 @@ class StateStore:
                 for r in rows]
 
     def set_environment(self, name: str, models: Mapping[str, str], action: str,
-                        source: str | None = None,
-                        apply: Callable[[], None] | None = None) -> int:
-        """Record that `name` now points at these snapshots, and run `apply` (the warehouse
-        change) inside the same state transaction: if `apply` fails, the state is unchanged."""
-        now = time.time()
-        with self.engine.begin() as conn:
-            existing = conn.execute(sa.select(environments.c.name).where(
-                environments.c.name == name)).first()
-            before = dict(conn.execute(
-                sa.select(environment_models.c.name, environment_models.c.fingerprint)
-                .where(environment_models.c.environment == name)).all())
-            if existing is None:
-                conn.execute(environments.insert().values(name=name, created_at=now, updated_at=now,
-                                                          expires_at=None))
-            else:
-                conn.execute(environments.update().where(environments.c.name == name)
-                             .values(updated_at=now, expires_at=None))
-            conn.execute(environment_models.delete().where(environment_models.c.environment == name))
-            if models:
-                conn.execute(environment_models.insert(), [
-                    {"environment": name, "name": model, "fingerprint": fp} for model, fp in models.items()])
-            result = conn.execute(environment_history.insert().values(
-                environment=name, action=action, source=source, created_at=now,
-                before=json.dumps(before, sort_keys=True), after=json.dumps(dict(models), sort_keys=True),
-                rolled_back=False))
-            touched = set(before.values()) | set(models.values())
-            if touched:
-                conn.execute(snapshots.update().where(snapshots.c.fingerprint.in_(list(touched)))
-                             .values(last_referenced_at=now))
-            if apply is not None:
-                apply()
-            key = result.inserted_primary_key
-            return int(key[0]) if key else 0
+                        source: str | None = None) -> int:
+        """Record that `name` points at these snapshots, with no warehouse step (the warehouse's
+        views move through `runner.environments`, which follows the change protocol)."""
+        change = self.changes.begin(name, models, action, source)
+        self.changes.finish(change.id)
+        return change.id
 
     def history(self, name: str) -> list[HistoryEntry]:
-        with self.engine.connect() as conn:
-            rows = conn.execute(sa.select(environment_history)
-                                .where(environment_history.c.environment == name)
-                                .order_by(environment_history.c.id.desc())).all()
-        return [HistoryEntry(r.id, r.environment, r.action, r.source, r.created_at,
-                             json.loads(r.before), json.loads(r.after), bool(r.rolled_back)) for r in rows]
+        return self.changes.history(name)
 
     def mark_rolled_back(self, entry_id: int) -> None:
         with self.engine.begin() as conn:
             conn.execute(environment_history.update().where(environment_history.c.id == entry_id)
                          .values(rolled_back=True))
 
-    def delete_environment(self, name: str, apply: Callable[[], None] | None = None) -> None:
-        now = time.time()
-        with self.engine.begin() as conn:
-            before = dict(conn.execute(
-                sa.select(environment_models.c.name, environment_models.c.fingerprint)
-                .where(environment_models.c.environment == name)).all())
-            found = conn.execute(environments.delete().where(environments.c.name == name)).rowcount
-            if not found:
-                raise EnvError(f"there is no environment {name!r}; `sluice env list` shows them")
-            conn.execute(environment_models.delete().where(environment_models.c.environment == name))
-            conn.execute(environment_history.insert().values(
-                environment=name, action="drop", source=None, created_at=now,
-                before=json.dumps(before, sort_keys=True), after="{}", rolled_back=False))
-            if before:
-                conn.execute(snapshots.update().where(snapshots.c.fingerprint.in_(list(before.values())))
-                             .values(last_referenced_at=now))
-            if apply is not None:
-                apply()
+    def delete_environment(self, name: str) -> None:
+        """Forget `name` (its views are `runner.environments.drop`'s business)."""
+        change = self.changes.begin(name, {}, "drop")
+        self.changes.finish(change.id)
 
     def mark_expiry(self, name: str, at: float) -> None:
         with self.engine.begin() as conn:

@@ -13,8 +13,7 @@ import pytest
 import sqlalchemy as sa
 
 from bot.records.runs import RunLog
-from runner.engines.duckdb import DuckDBEngine
-from runner.errors import EnvError, SluiceError, StateError
+from runner.errors import EnvError, StateError
 from runner.state.records import SnapshotRecord
 from runner.state.schema import MIGRATIONS, schema_version
 from runner.state.store import StateStore
@@ -146,25 +145,33 @@ def test_environments_and_their_history_round_trip(state_url: str) -> None:
         reopened.close()
 
 
-def test_an_environment_change_whose_warehouse_step_fails_changes_no_state(state_url: str) -> None:
+def test_an_environment_change_is_pending_until_finished_and_abandoned_leaves_nothing(
+        state_url: str) -> None:
     store = StateStore(state_url)
-    warehouse = DuckDBEngine(":memory:")
     try:
-        store.add_snapshot(snapshot(fp("a")))
-        store.add_snapshot(snapshot(fp("b")))
+        for name in "abc":
+            store.add_snapshot(snapshot(fp(name)))
         store.set_environment("prod", {"marts.orders": fp("a")}, action="plan")
         before, history = store.environment("prod"), store.history("prod")
 
-        def apply() -> None:
-            with warehouse.transaction() as cursor:
-                cursor.execute("create or replace view marts_orders as select * from no_such_table")
+        refused = store.changes.begin("prod", {"marts.orders": fp("b")}, "promote", source="mr_1")
+        assert (refused.status, refused.before, refused.after) == (
+            "pending", {"marts.orders": fp("a")}, {"marts.orders": fp("b")})
+        assert [c.id for c in store.changes.pending("prod")] == [refused.id]
+        assert store.environment("prod") == before and store.history("prod") == history
+        store.changes.abandon(refused.id)
+        assert store.changes.pending() == []
+        assert store.environment("prod") == before and store.history("prod") == history
 
-        with pytest.raises(SluiceError):
-            store.set_environment("prod", {"marts.orders": fp("b")}, action="promote", apply=apply)
-        assert store.environment("prod") == before
-        assert store.history("prod") == history
+        moved = store.changes.begin("prod", {"marts.orders": fp("c")}, "promote", source="mr_2")
+        store.changes.finish(moved.id)
+        store.changes.finish(moved.id)  # settling twice changes nothing
+        record = store.environment("prod")
+        assert record is not None and record.models == {"marts.orders": fp("c")}
+        latest = store.history("prod")[0]
+        assert (latest.id, latest.status, latest.before) == (moved.id, "done", {"marts.orders": fp("a")})
+        assert len(store.history("prod")) == len(history) + 1
     finally:
-        warehouse.close()
         store.close()
 
 

@@ -16,8 +16,6 @@ from typing import Any
 
 import psycopg
 import pytest
-import sqlglot
-from sqlglot import exp
 
 from runner.engines.base import Engine
 from runner.engines.duckdb import DuckDBEngine
@@ -92,19 +90,6 @@ def numbers(engine: Engine, n: int) -> str:
     return f"generate_series(0, {n - 1}) AS r(i)" if is_postgres(engine) else f"range({n}) AS r(i)"
 
 
-_PG_VIEW_READS = """
-SELECT DISTINCT vn.nspname, v.relname, tn.nspname, t.relname
-FROM pg_class AS v
-JOIN pg_namespace AS vn ON vn.oid = v.relnamespace
-JOIN pg_rewrite AS r ON r.ev_class = v.oid
-JOIN pg_depend AS d ON d.objid = r.oid AND d.classid = 'pg_rewrite'::regclass
-                     AND d.refclassid = 'pg_class'::regclass AND d.refobjid <> v.oid
-JOIN pg_class AS t ON t.oid = d.refobjid
-JOIN pg_namespace AS tn ON tn.oid = t.relnamespace
-WHERE v.relkind = 'v' AND vn.nspname <> 'information_schema' AND left(vn.nspname, 3) <> 'pg_'
-"""
-
-
 def views_sql(engine: Engine) -> str:
     """A query for (schema, view, definition) of every view in the warehouse."""
     if engine.dialect == "postgres":
@@ -113,19 +98,9 @@ def views_sql(engine: Engine) -> str:
     return "select schema_name, view_name, sql from duckdb_views() where not internal"
 
 
-def view_reads(engine: Engine) -> dict[str, set[str]]:
+def view_reads(engine: Engine) -> dict[str, frozenset[str]]:
     """`schema.view` -> the relations it reads, for every view in the warehouse."""
-    found: dict[str, set[str]] = {}
-    if is_postgres(engine):
-        for schema, name, read_schema, read_name in rows(engine, _PG_VIEW_READS):
-            found.setdefault(f"{schema}.{name}", set()).add(f"{read_schema}.{read_name}")
-        return found
-    for schema, name, sql in rows(engine, "select schema_name, view_name, sql from duckdb_views() "
-                                          "where not internal"):
-        created = sqlglot.parse_one(sql, read="duckdb")
-        query = created.expression if isinstance(created, exp.Create) else created
-        found[f"{schema}.{name}"] = {f"{t.db}.{t.name}" for t in query.find_all(exp.Table)}
-    return found
+    return engine.view_reads()
 
 
 def env_views(engine: Engine, environment: str) -> dict[str, str]:
