@@ -21,7 +21,7 @@ from prometheus_client.registry import Collector
 
 from bot.forges import FORGES
 
-REJECT_REASONS = ("signature", "too_large", "malformed")
+REJECT_REASONS = ("signature", "too_large", "malformed", "timeout")
 JOB_BUCKETS = (1.0, 5.0, 15.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1200.0, 1800.0, 3600.0, float("inf"))
 
 log = logging.getLogger("sluice.metrics")

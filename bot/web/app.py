@@ -20,6 +20,7 @@ from bot.metrics import make_app_metrics
 from bot.records.inbox import Inbox
 from bot.records.runs import RunLog
 from bot.web.context import WebContext
+from bot.web.deadline import WEB_STATEMENT_TIMEOUT, Deadline
 from bot.web.health import health
 from bot.web.intake import Intake
 from bot.web.metrics import routes as metrics_routes
@@ -39,7 +40,8 @@ def create_app(config: ServerConfig, *, state: StateStore | None = None,
         from bot.forges import FORGES
 
         forges = FORGES
-    state = state if state is not None else StateStore(config.state_url)
+    state = state if state is not None else StateStore(config.state_url,
+                                                       statement_timeout=WEB_STATEMENT_TIMEOUT)
     dispatcher = dispatcher if dispatcher is not None else broker_dispatcher(config.broker_url)
     inbox = Inbox(state)
     metrics = make_app_metrics(dispatcher.queue_depth, inbox.pending_count)
@@ -51,7 +53,8 @@ def create_app(config: ServerConfig, *, state: StateStore | None = None,
     app.jinja_env.undefined = StrictUndefined
     app.extensions["sluice"] = WebContext(
         config=config, state=state, dispatcher=dispatcher, inbox=inbox, runs=RunLog(state),
-        intake=Intake(config, inbox, dispatcher, forges, metrics.intake), metrics=metrics)
+        intake=Intake(config, inbox, dispatcher, forges, metrics.intake), metrics=metrics,
+        deadline=Deadline())
 
     for blueprint in (webhooks, health, metrics_routes, pages):
         app.register_blueprint(blueprint)

@@ -12,6 +12,7 @@ from bot.config import ServerConfig
 from bot.metrics import AppMetrics
 from bot.records.inbox import Inbox
 from bot.records.runs import RunLog
+from bot.web.deadline import Deadline
 from bot.web.intake import Intake
 from runner.state.store import StateStore
 
@@ -27,6 +28,7 @@ class WebContext:
     runs: RunLog
     intake: Intake
     metrics: AppMetrics
+    deadline: Deadline
 
 
 def sluice() -> WebContext:

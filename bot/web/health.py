@@ -23,15 +23,18 @@ def healthz() -> tuple[Response, int]:
 def readyz() -> tuple[Response, int]:
     parts = sluice()
     checks: dict[str, str] = {}
-    try:
+    def ping_state() -> None:
         with parts.state.engine.connect() as conn:
             conn.execute(sa.text("SELECT 1"))
+
+    try:
+        parts.deadline.run(ping_state)  # a hanging store is "not ready" in seconds, not never
         checks["state"] = "ok"
     except Exception as exc:  # the reason, never the URL (it may hold a password)
         log.warning("not ready: state store: %s", type(exc).__name__)
         checks["state"] = f"unavailable ({type(exc).__name__})"
     try:
-        broker_up = bool(parts.dispatcher.ping())
+        broker_up = bool(parts.deadline.run(parts.dispatcher.ping))
     except Exception as exc:
         log.warning("not ready: broker: %s", type(exc).__name__)
         broker_up = False

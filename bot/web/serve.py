@@ -21,9 +21,10 @@ log = logging.getLogger("sluice.serve")
 def build_app(config: ServerConfig) -> Flask:
     """The web app with its own state connection and a dispatcher on the configured broker."""
     from bot.web.app import broker_dispatcher, create_app
+    from bot.web.deadline import WEB_STATEMENT_TIMEOUT
     from runner.state.store import StateStore
 
-    return create_app(config, state=StateStore(config.state_url),
+    return create_app(config, state=StateStore(config.state_url, statement_timeout=WEB_STATEMENT_TIMEOUT),
                       dispatcher=broker_dispatcher(config.broker_url))
 
 

@@ -28,6 +28,11 @@ from runner.errors import SluiceError, WarehouseError
 
 _SCHEMES = next(entry.schemes for entry in ENGINES if entry.module == __name__)
 DEFAULT_POOL_SIZE = 8
+# libpq settings a warehouse URL gets unless it sets them: give up connecting after 10 s, and find a
+# dead peer or a half-open connection within about half a minute (TCP keepalives, and a cap on
+# unacknowledged data), so a cut connection fails the build as transient instead of hanging it.
+CONNECTION_DEFAULTS = {"connect_timeout": "10", "keepalives": "1", "keepalives_idle": "10",
+                       "keepalives_interval": "5", "keepalives_count": "3", "tcp_user_timeout": "30000"}
 POOL_WAIT_SECONDS = 60.0
 # Serialises schema creation across processes: concurrent `CREATE SCHEMA IF NOT EXISTS` race.
 _SCHEMA_LOCK = 0x51_1C_E5_C4
@@ -520,6 +525,8 @@ def _parse_url(url: str) -> tuple[str, dict[str, float], str]:
                     from None
         else:
             passed.append((key, value))
+    given = {key for key, _ in passed}
+    passed += [(key, value) for key, value in CONNECTION_DEFAULTS.items() if key not in given]
     conninfo = urlunsplit(("postgresql", parts.netloc, parts.path, urlencode(passed), ""))
     host = parts.hostname or "localhost"
     where = f"{host}:{parts.port or 5432}{parts.path or '/'}"

@@ -3,8 +3,11 @@ model file is not parsed again."""
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
+import os
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -39,11 +42,18 @@ class ParseCache:
         return parsed
 
     def save(self) -> None:
+        """Write the cache atomically: a temporary file of this writer's own (threads and processes
+        share the cache), renamed over the old one."""
         if self.path is None or not self.dirty:
             return
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(self.entries))
-        tmp.replace(self.path)
+        handle, name = tempfile.mkstemp(prefix=f".{self.path.name}.", suffix=".tmp", dir=self.path.parent)
+        try:
+            with os.fdopen(handle, "w") as out:
+                json.dump(self.entries, out)
+            os.replace(name, self.path)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.unlink(name)
+            raise
         self.dirty = False
-

@@ -32,17 +32,24 @@ from runner.state.schema import (
     source_states,
 )
 
+STATEMENT_TIMEOUT = 30.0  # seconds a state-store statement, lock wait or connection checkout may take
+IDLE_IN_TRANSACTION = 60.0  # a transaction left open by a stalled process is ended after this
+CONNECTION_DEFAULTS = {"connect_timeout": 5, "keepalives": 1, "keepalives_idle": 10,
+                       "keepalives_interval": 5, "keepalives_count": 3, "tcp_user_timeout": 15000}
+
 
 class StateStore:
     """`namespace` keeps one repository's environments apart from another's in a shared store:
     a PostgreSQL schema of that name, or a SQLite file beside the main one."""
 
-    def __init__(self, url: str, namespace: str | None = None):
+    def __init__(self, url: str, namespace: str | None = None, *,
+                 statement_timeout: float = STATEMENT_TIMEOUT):
         self.url = url
-        kwargs: dict[str, Any] = {}
+        # Stale pooled connections are found before use; no checkout waits forever.
+        kwargs: dict[str, Any] = {"pool_pre_ping": True}
         try:
             if url.startswith("sqlite"):
-                kwargs["connect_args"] = {"timeout": 30, "check_same_thread": False}
+                kwargs["connect_args"] = {"timeout": statement_timeout, "check_same_thread": False}
                 parsed = sa.engine.make_url(url)
                 database = parsed.database
                 if database and database != ":memory:":
@@ -51,6 +58,13 @@ class StateStore:
                         database = str(path.with_name(f"{path.stem}__{namespace}{path.suffix}"))
                         url = parsed.set(database=database).render_as_string(hide_password=False)
                     Path(database).parent.mkdir(parents=True, exist_ok=True)
+            if url.startswith("postgresql"):
+                kwargs["pool_timeout"] = statement_timeout
+                kwargs["connect_args"] = {
+                    **CONNECTION_DEFAULTS,
+                    "options": f"-c statement_timeout={round(statement_timeout * 1000)} "
+                               f"-c lock_timeout={round(statement_timeout * 1000)} "
+                               f"-c idle_in_transaction_session_timeout={round(IDLE_IN_TRANSACTION * 1000)}"}
             self.engine = sa.create_engine(url, future=True, **kwargs)
             if url.startswith("sqlite"):
                 sa.event.listen(self.engine, "connect", _sqlite_pragmas)

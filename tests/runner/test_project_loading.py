@@ -679,3 +679,31 @@ def test_parse_cache_that_is_not_a_json_object_is_ignored(shop: Path, tmp_path: 
     project = load_project(shop, cache_dir=cache_dir)
 
     assert project.models == load_project(shop).models
+
+
+def test_threads_saving_one_parse_cache_at_once_never_collide(shop: Path, tmp_path: Path):
+    """Each writer has its own temporary file; the cache is always whole JSON."""
+    import threading
+
+    from runner.project.cache import ParseCache
+
+    cache_file = tmp_path / "cache" / "parse-cache.json"
+    errors: list[BaseException] = []
+
+    def save(n: int) -> None:
+        try:
+            for i in range(20):
+                cache = ParseCache(cache_file)
+                cache.parse(f"select {n} as a, {i} as b", "duckdb", f"m{n}.sql")
+                cache.save()
+        except BaseException as exc:  # collected, asserted below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=save, args=(n,)) for n in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == []
+    assert isinstance(json.loads(cache_file.read_text()), dict)
+    assert [p.name for p in cache_file.parent.iterdir()] == ["parse-cache.json"]
