@@ -49,7 +49,8 @@ class ServerConfig:
     sweep_after: float = 30.0  # seconds before the sweeper re-sends an undispatched event
     policy_file: Path | None = None  # the server's policy; repositories can tighten, never loosen
     janitor_interval: float = 3600.0  # seconds between the worker's janitor passes (0: never)
-    job_lease: float = 3600.0  # a job's hold on its event; a dead worker's event is sent again after
+    job_lease: float = 15.0  # a job's lease on its event (and on a one-writer warehouse), renewed
+    # every third of it while its worker lives: a dead worker's work is taken over this long after
     job_retries: int = 5  # transient failures (forge 5xx, network, busy warehouse) tried again
     retry_backoff_ms: int = 1000  # the first retry's delay; it doubles, up to a minute
     janitor_ttl: str = "7d"  # physical objects unreferenced for longer are dropped

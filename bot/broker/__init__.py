@@ -19,7 +19,7 @@ QUEUE = "sluice"
 ACTOR = "sluice_process_event"
 GAVE_UP = "sluice_event_gave_up"
 JOB_TIME_LIMIT_MS = 60 * 60 * 1000
-# Each module: SCHEMES (URL prefixes), BROKER (its dramatiq class), make(), ping(), depth().
+# Each module: SCHEMES (URL prefixes), BROKER (its dramatiq class), make(), ping(), depth(), holds().
 _MODULES = ("bot.broker.redis", "bot.broker.rabbitmq", "bot.broker.stub")
 
 
@@ -28,7 +28,12 @@ class DispatchError(Exception):
 
 
 class Dispatcher(Protocol):
-    def send(self, event_id: int) -> None: ...
+    def send(self, event_id: int) -> str | None:
+        """Hand event N to the broker; the message's id, when the broker gives one."""
+
+    def holds(self, message_id: str) -> bool | None:
+        """Whether the broker still has that message (queued, delayed, or fetched and not
+        acknowledged); None when it cannot tell (then it is trusted to)."""
 
     def ping(self) -> bool: ...
 
@@ -50,11 +55,32 @@ def kind_of_broker(broker: dramatiq.Broker) -> ModuleType | None:
     return next((kind for kind in _kinds() if isinstance(broker, kind.BROKER)), None)
 
 
+class MessageIds(dramatiq.Middleware):
+    """Tells `record(event_id, message_id)` the broker's id of each message the worker enqueues
+    again for a retry (the broker gives a retry a new id), so the sweeper can ask the broker
+    about the message that really stands for the event."""
+
+    def __init__(self, record: Callable[[int, str], None]):
+        self.record = record
+
+    def after_enqueue(self, broker: dramatiq.Broker, message: dramatiq.Message, delay: int | None) -> None:
+        if message.actor_name == ACTOR and delay:
+            self.record(int(message.args[0]), broker_id(message))
+
+
+def broker_id(message: dramatiq.Message) -> str:
+    """The id the broker keeps the message under (Redis gives every enqueue one of its own)."""
+    return str(message.options.get("redis_message_id") or message.message_id)
+
+
 def make_broker(url: str, *, max_retries: int = 5, min_backoff_ms: int = 1000,
-                max_backoff_ms: int = 60_000) -> dramatiq.Broker:
+                max_backoff_ms: int = 60_000,
+                on_retry_enqueued: Callable[[int, str], None] | None = None) -> dramatiq.Broker:
     middleware = [AgeLimit(), TimeLimit(time_limit=JOB_TIME_LIMIT_MS), ShutdownNotifications(),
                   Callbacks(), Pipelines(),
                   Retries(max_retries=max_retries, min_backoff=min_backoff_ms, max_backoff=max_backoff_ms)]
+    if on_retry_enqueued is not None:
+        middleware.append(MessageIds(on_retry_enqueued))
     broker: dramatiq.Broker = kind_of(url).make(url, middleware)
     return broker
 
@@ -80,11 +106,20 @@ class DramatiqDispatcher:
         self.actor = actor
         self.kind = kind_of_broker(broker)
 
-    def send(self, event_id: int) -> None:
+    def send(self, event_id: int) -> str | None:
         try:
-            self.actor.send(event_id)
+            return broker_id(self.actor.send(event_id))
         except Exception as exc:  # redis/pika raise their own connection errors
             raise DispatchError(f"{type(exc).__name__}: {exc}") from exc
+
+    def holds(self, message_id: str) -> bool | None:
+        if self.kind is None:
+            return None
+        try:
+            held: bool | None = self.kind.holds(self.broker, QUEUE, message_id)
+            return held
+        except Exception:  # the broker is down: the next sweep asks again
+            return True
 
     def ping(self) -> bool:
         try:

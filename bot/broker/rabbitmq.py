@@ -23,6 +23,12 @@ def ping(broker: dramatiq.Broker) -> bool:
     return True
 
 
+def holds(broker: dramatiq.Broker, queue: str, message_id: str) -> bool | None:
+    """RabbitMQ cannot be asked about one message; its queues are durable and it redelivers what a
+    dead consumer had not acknowledged, so it is trusted to hold what it took."""
+    return None
+
+
 def depth(broker: dramatiq.Broker, queue: str) -> int:
     assert isinstance(broker, RabbitmqBroker)
     return int(broker.get_queue_message_counts(queue)[0])

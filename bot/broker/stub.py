@@ -20,6 +20,12 @@ def ping(broker: dramatiq.Broker) -> bool:
     return True
 
 
+def holds(broker: dramatiq.Broker, queue: str, message_id: str) -> bool | None:
+    """In-process: it holds what it took while the process lives (a restart re-sends from the
+    inbox)."""
+    return None
+
+
 def depth(broker: dramatiq.Broker, queue: str) -> int:
     assert isinstance(broker, StubBroker)
     return int(broker.queues[queue].qsize()) if queue in broker.queues else 0

@@ -30,6 +30,7 @@ class StoredEvent:
     dispatched_at: float | None
     done_at: float | None
     attempts: int
+    message_id: str | None = None
 
 
 class Inbox:
@@ -51,20 +52,20 @@ class Inbox:
         except IntegrityError:
             return None
 
-    def mark_dispatched(self, event_id: int) -> None:
+    def mark_dispatched(self, event_id: int, message_id: str | None = None) -> None:
         with self.state.engine.begin() as conn:
             conn.execute(events.update().where(events.c.id == event_id)
-                         .values(dispatched_at=time.time()))
+                         .values(dispatched_at=time.time(), message_id=message_id))
 
     def start(self, event_id: int) -> StoredEvent | None:
-        """A worker picks the event up; None when it is already done (a redelivered message)."""
+        """A worker picks the event up (holding its lease); None when it is already done (a
+        redelivered message). Counting the attempt and checking `done_at` are one statement."""
         with self.state.engine.begin() as conn:
-            conn.execute(events.update().where(events.c.id == event_id)
-                         .values(attempts=events.c.attempts + 1))
-            row = conn.execute(sa.select(events).where(events.c.id == event_id)).first()
-        if row is None or row.done_at is not None:
-            return None
-        return _event(row)
+            taken = conn.execute(events.update()
+                                 .where(events.c.id == event_id, events.c.done_at.is_(None))
+                                 .values(attempts=events.c.attempts + 1)).rowcount
+            row = conn.execute(sa.select(events).where(events.c.id == event_id)).first() if taken else None
+        return _event(row) if row is not None else None
 
     def finish(self, event_id: int) -> None:
         with self.state.engine.begin() as conn:
@@ -116,4 +117,5 @@ class Inbox:
 
 def _event(row: sa.Row) -> StoredEvent:
     return StoredEvent(row.id, row.forge, row.delivery_id, row.kind, row.repository, row.number,
-                       row.event, row.received_at, row.dispatched_at, row.done_at, row.attempts)
+                       row.event, row.received_at, row.dispatched_at, row.done_at, row.attempts,
+                       row.message_id)

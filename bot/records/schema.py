@@ -29,6 +29,7 @@ events = sa.Table(
     sa.Column("dispatched_at", sa.Float),  # handed to the broker
     sa.Column("done_at", sa.Float),  # a worker finished with it
     sa.Column("attempts", sa.Integer, nullable=False, default=0),
+    sa.Column("message_id", sa.String(64)),  # the broker's message, to ask whether it still holds it
     sa.UniqueConstraint("forge", "delivery_id", name="uq_sluice_events_delivery"),
 )
 
@@ -86,6 +87,6 @@ def _first(conn: Connection) -> None:
     add_column(conn, runs, "policy")
 
 
-MIGRATIONS: list[Migration] = [_first]
+MIGRATIONS: list[Migration] = [_first, lambda conn: add_column(conn, events, "message_id")]
 
 RECORDS = Schema("records", metadata, records_version, MIGRATIONS, lock_key=7_215_813_002)

@@ -147,14 +147,14 @@ class Intake:
 
     def _dispatch(self, forge: str, event_id: int) -> bool:
         try:
-            self.dispatcher.send(event_id)
+            message_id = self.dispatcher.send(event_id)
         except Exception as exc:  # DispatchError, or any other broker failure: the event is stored
             self.metrics.dispatch_failed.labels(forge).inc()
             log.warning("event %d stored but not dispatched: %s", event_id, exc)
             return False
         self.metrics.dispatched.labels(forge).inc()
         try:
-            self.inbox.mark_dispatched(event_id)
+            self.inbox.mark_dispatched(event_id, message_id)
         except (SQLAlchemyError, StateError) as exc:
             # The message is on its way; at worst the sweeper sends it again and the worker sees
             # the event is already done.

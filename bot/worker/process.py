@@ -40,11 +40,15 @@ class WorkerProcess:
             gave_up(jobs, message, retries)
 
         self.broker = broker or make_broker(config.broker_url, max_retries=config.job_retries,
-                                            min_backoff_ms=config.retry_backoff_ms)
+                                            min_backoff_ms=config.retry_backoff_ms,
+                                            on_retry_enqueued=jobs.inbox.mark_dispatched)
         self.actor = declare_actor(self.broker, process_event, max_retries=config.job_retries)
         declare_gave_up(self.broker, event_gave_up)
         self.dispatcher = DramatiqDispatcher(self.broker, self.actor)
+        # No more messages fetched ahead than threads to run them: what a consumer holds when it
+        # dies waits for the broker to notice, so keep it small.
         self.worker = dramatiq.Worker(self.broker, worker_threads=threads, worker_timeout=100)
+        self.worker.queue_prefetch = threads
         self._stop = threading.Event()
         self._sweeper: threading.Thread | None = None
 
@@ -95,8 +99,7 @@ class WorkerProcess:
         self._sweeper = threading.Thread(
             target=run_sweeper, name="sluice-sweeper", daemon=True,
             args=(self._stop, self.services.state, self.dispatcher, self.config.sweep_after),
-            kwargs={"interval_seconds": min(10.0, max(0.2, self.config.sweep_after)),
-                    "stalled_after_seconds": self.config.job_lease})
+            kwargs={"interval_seconds": min(10.0, max(0.2, self.config.sweep_after))})
         self._sweeper.start()
         log.info("worker started on %s", self.config.broker_url.split("@")[-1])
 

@@ -31,17 +31,19 @@ BUILDS = (MRAction.OPENED, MRAction.REOPENED, MRAction.NEW_COMMITS)
 
 def process(ctx: JobContext, event_id: int) -> None:
     """Handle stored event `event_id` once; raise Transient to be retried."""
-    stored = ctx.inbox.start(event_id)
-    if stored is None or stored.event is None:
-        return
-    event = from_json(stored.event)
-    # A lease on the event: a redelivered copy does not run beside this one, and if this
-    # process dies the lease runs out and the sweeper sends the event again.
+    # The lease first, then whether the event is done: a worker finishes an event before it lets
+    # go of its lease, so a copy that gets the lease after it sees it done and does nothing
+    # (checked the other way round, two copies could both run). The lease is renewed while this
+    # process lives; if it dies, it runs out and the sweeper sends the event again.
     with ctx.locks.hold(event_lease(event_id), worker_identity(), ctx.s.config.job_lease,
                         note="working") as lease:
         if lease is None:
             log.info("event %s: another worker holds it", event_id)
             return
+        stored = ctx.inbox.start(event_id)
+        if stored is None or stored.event is None:
+            return
+        event = from_json(stored.event)
         label = ctx.forge(event.repository).mr_label(event.number)
         with log_context(event=event_id, mr=f"{event.repository.full_name}{label}"):
             _route(ctx, event, event_id)

@@ -22,35 +22,36 @@ log = logging.getLogger("sluice.sweeper")
 BATCH = 100
 
 
-def sweep(state: StateStore, dispatcher: Dispatcher, older_than_seconds: float,
-          stalled_after_seconds: float | None = None) -> int:
-    """Send every event stored more than `older_than_seconds` ago and never dispatched; mark each
-    one dispatched once the broker took it. Stops at the first broker failure (it is down: the
-    next round tries again). With `stalled_after_seconds`, also send again the events dispatched
-    that long ago and not done whose worker holds no lease on them any more (it died mid-job).
-    Returns how many were sent."""
+def sweep(state: StateStore, dispatcher: Dispatcher, older_than_seconds: float) -> int:
+    """Send again every event that is not done and that nobody has: stored more than
+    `older_than_seconds` ago and never dispatched (the broker was down), or dispatched that long
+    ago while no worker holds its lease and the broker no longer has its message (its worker died
+    after acknowledging it, or the broker restarted empty). Each is marked dispatched once the
+    broker took it; the first broker failure ends the round (the next one tries again). Returns
+    how many were sent."""
     inbox = Inbox(state)
     cutoff = time.time() - older_than_seconds
     sent = 0
 
     def send(event: StoredEvent, why: str) -> bool:
         try:
-            dispatcher.send(event.id)
+            message_id = dispatcher.send(event.id)
         except DispatchError as exc:
             log.warning("sweeper: broker refuses event %d: %s", event.id, exc)
             return False
-        inbox.mark_dispatched(event.id)
+        inbox.mark_dispatched(event.id, message_id)
         log.info("sweeper: sent event %d (%s %s) again: %s", event.id, event.forge, event.kind, why)
         return True
 
-    if stalled_after_seconds is not None:
-        locks = Locks(state)
-        for event in inbox.stalled(time.time() - stalled_after_seconds, limit=BATCH):
-            if locks.held_by(event_lease(event.id)) is not None:
-                continue  # a worker is on it
-            if not send(event, "dispatched but never finished (its worker died?)"):
-                return sent
-            sent += 1
+    locks = Locks(state)
+    for event in inbox.stalled(cutoff, limit=BATCH):
+        if locks.held_by(event_lease(event.id)) is not None:
+            continue  # a live worker is on it
+        if event.message_id is not None and dispatcher.holds(event.message_id) is not False:
+            continue  # queued, waiting for a retry, or fetched: the broker delivers it
+        if not send(event, "dispatched, but no worker has it and the broker has lost it"):
+            return sent
+        sent += 1
     while True:
         batch = inbox.undispatched(cutoff, limit=BATCH)
         for event in batch:
@@ -63,7 +64,7 @@ def sweep(state: StateStore, dispatcher: Dispatcher, older_than_seconds: float,
 
 def run_sweeper(stop: threading.Event, state: StateStore, dispatcher: Dispatcher,
                 older_than_seconds: float = 30.0, *, interval_seconds: float = 10.0,
-                holder: str | None = None, stalled_after_seconds: float | None = None) -> None:
+                holder: str | None = None) -> None:
     """Sweep every `interval_seconds` until `stop` is set. With several worker processes, one
     sweeps at a time (a lock in the state store that expires if its holder dies), so an event is
     not sent twice by two sweepers."""
@@ -72,7 +73,7 @@ def run_sweeper(stop: threading.Event, state: StateStore, dispatcher: Dispatcher
     while not stop.is_set():
         try:
             if locks.acquire(SWEEPER_LOCK, holder, note="sweeper", ttl=max(3 * interval_seconds, 1.0)):
-                sweep(state, dispatcher, older_than_seconds, stalled_after_seconds)
+                sweep(state, dispatcher, older_than_seconds)
         except (SQLAlchemyError, StateError) as exc:
             log.warning("sweeper: state store unavailable: %s", type(exc).__name__)
         except Exception:  # the loop must survive anything a round throws
