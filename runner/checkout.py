@@ -111,6 +111,16 @@ class Mirrors:
             except git.GitCommandError:
                 return None
 
+    def contains(self, key: str, url: str, descendant: str, ancestor: str) -> bool:
+        """Whether commit `descendant` has `ancestor` in its history (fetching them if needed)."""
+        self.fetch(key, url, ancestor)
+        repo = self.fetch(key, url, descendant)
+        try:
+            repo.git.merge_base("--is-ancestor", ancestor, descendant)
+            return True
+        except git.GitCommandError:
+            return False
+
     @contextmanager
     def checkout(self, key: str, url: str, sha: str) -> Iterator[Path]:
         """A worktree of `key` at `sha`, removed when the block ends."""

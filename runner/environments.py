@@ -39,11 +39,12 @@ class Repoint:
 
 
 def point(engine: Engine, state: StateStore, environment: str, mapping: Mapping[str, str],
-          action: str, source: str | None = None) -> Repoint:
-    """Make `environment`'s views match `mapping` (model -> fingerprint), in one transaction."""
+          action: str, source: str | None = None, commit: str | None = None) -> Repoint:
+    """Make `environment`'s views match `mapping` (model -> fingerprint), in one transaction.
+    `commit`: the commit whose project the mapping comes from, when known."""
     check_environment_name(environment)
     with changing(engine, state, environment):
-        return _point(engine, state, environment, mapping, action, source)
+        return _point(engine, state, environment, mapping, action, source, commit=commit)
 
 
 def promote(engine: Engine, state: StateStore, source: str, target: str) -> Repoint:
@@ -53,20 +54,25 @@ def promote(engine: Engine, state: StateStore, source: str, target: str) -> Repo
     record = state.environment(source)
     if record is None:
         raise EnvError(f"there is no environment {source!r} to promote; `sluice env list` shows them")
-    return point(engine, state, target, record.models, action="promote", source=source)
+    history = state.history(source)
+    commit = history[0].commit if history else None
+    return point(engine, state, target, record.models, action="promote", source=source, commit=commit)
 
 
 def rollback(engine: Engine, state: StateStore, environment: str) -> Repoint:
     """Point `environment` back at the snapshots it had before its last change: exactly one step."""
     check_environment_name(environment)
     with changing(engine, state, environment):
-        for entry in state.history(environment):
+        history = state.history(environment)
+        for i, entry in enumerate(history):
             if entry.action in ("promote", "plan") and not entry.rolled_back:
                 if not entry.before:
                     raise EnvError(f"{environment}'s last change created it: there is nothing to "
                                    "roll back to")
+                # The commit the environment showed before `entry`: the newest earlier change's.
+                commit = next((e.commit for e in history[i + 1:] if e.after == entry.before), None)
                 return _point(engine, state, environment, entry.before, "rollback",
-                              source=f"#{entry.id}", rolls_back=entry.id)
+                              source=f"#{entry.id}", rolls_back=entry.id, commit=commit)
             if entry.action == "drop":
                 break
     raise EnvError(f"{environment} has no promotion to roll back")
@@ -103,6 +109,12 @@ def changing(engine: Engine, state: StateStore, environment: str) -> Iterator[No
                            f"{CHANGE_WAIT:.0f} s; try again later", transient=True)
         settle(engine, state, environment)
         yield
+
+
+def shown_commit(state: StateStore, environment: str) -> str | None:
+    """The commit whose project the environment shows now, when its last change recorded one."""
+    history = state.history(environment)
+    return history[0].commit if history else None
 
 
 def change_lock(environment: str) -> str:
@@ -149,7 +161,8 @@ def settle(engine: Engine, state: StateStore, environment: str) -> list[HistoryE
 
 
 def _point(engine: Engine, state: StateStore, environment: str, mapping: Mapping[str, str],
-           action: str, source: str | None = None, rolls_back: int | None = None) -> Repoint:
+           action: str, source: str | None = None, rolls_back: int | None = None,
+           commit: str | None = None) -> Repoint:
     record = state.environment(environment)
     current = dict(record.models) if record else {}
     snapshots = state.snapshots(fingerprints=set(mapping.values()) | set(current.values()))
@@ -163,7 +176,7 @@ def _point(engine: Engine, state: StateStore, environment: str, mapping: Mapping
     dropped = [name for name in current if name not in mapping]
     if record is not None and dict(mapping) == current:
         return Repoint(environment, (), (), len(mapping))  # already there: nothing to record
-    change = state.changes.begin(environment, mapping, action, source, rolls_back)
+    change = state.changes.begin(environment, mapping, action, source, rolls_back, commit)
     with _settled_on_failure(state, change), engine.transaction() as cursor:
         engine.point_views(cursor, [
             (_view(name, environment), table(snapshots[mapping[name]].physical_schema,

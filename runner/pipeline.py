@@ -78,20 +78,22 @@ def run_pipeline(project: Project, state: StateStore, engine: Engine, environmen
                  against: str | None = None,
                  dry_run: bool = False, threads: int | None = None, all_tests: bool = False,
                  progress: Progress | None = None,
-                 on_test: Callable[[TestResult], None] | None = None) -> RunResult:
+                 on_test: Callable[[TestResult], None] | None = None,
+                 commit: str | None = None) -> RunResult:
     """Plan `environment`, then carry the plan out (see `execute`)."""
     clock = time.perf_counter()
     plan = plan_environment(project, state, environment, against)
     return execute(plan, project, state, engine, dry_run=dry_run, threads=threads,
                    all_tests=all_tests, progress=progress, on_test=on_test,
-                   plan_seconds=time.perf_counter() - clock)
+                   plan_seconds=time.perf_counter() - clock, commit=commit)
 
 
 def execute(plan: Plan, project: Project, state: StateStore, engine: Engine, *,
             dry_run: bool = False, threads: int | None = None, all_tests: bool = False,
             progress: Progress | None = None, on_test: Callable[[TestResult], None] | None = None,
-            plan_seconds: float = 0.0) -> RunResult:
-    """Build what the plan needs, run the tests, and point the environment's views.
+            plan_seconds: float = 0.0, commit: str | None = None) -> RunResult:
+    """Build what the plan needs, run the tests, and point the environment's views (recording
+    `commit`, the commit the project was checked out at, when given).
 
     A protected environment (production) only moves when every build and test passed; another
     environment moves when the builds passed, so people can look at what failed.
@@ -121,6 +123,6 @@ def execute(plan: Plan, project: Project, state: StateStore, engine: Engine, *,
         return result
     clock = time.perf_counter()
     if plan.mapping != dict(plan.current):
-        result.repoint = point(engine, state, environment, plan.mapping, action="plan")
+        result.repoint = point(engine, state, environment, plan.mapping, action="plan", commit=commit)
     result.timings["point"] = time.perf_counter() - clock
     return result

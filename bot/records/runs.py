@@ -89,6 +89,10 @@ class RunLog:
                                                       runs.c.number == number).order_by(runs.c.id))
             return [_run(r) for r in rows]
 
+    def set_sha(self, run_id: int, sha: str) -> None:
+        """The commit the run ended up working on (a promotion follows the branch head)."""
+        self._update(run_id, sha=sha)
+
     def start(self, run_id: int) -> None:
         self._update(run_id, status=RunStatus.RUNNING.value, started_at=time.time())
 

@@ -6,27 +6,30 @@ from __future__ import annotations
 
 import logging
 
-from bot.events import MergeRequestEvent
+from bot.events import MergeRequestEvent, Repository
+from bot.forges.base import MergeRequestInfo
 from bot.records.runs import RunStatus
 from bot.report.markdown import render_markdown
 from bot.worker.context import JobContext, Transient
 from bot.worker.keys import env_lock, holder, mr_environment
-from bot.worker.text import findings, quote
+from bot.worker.text import findings
 from runner import environments
 from runner.checkout import redact
 from runner.engines import Engine
-from runner.errors import SluiceError
+from runner.environments import shown_commit
+from runner.errors import SluiceError, is_transient
 from runner.naming import PRODUCTION
 from runner.pipeline import run_pipeline
 from runner.state.store import StateStore
 
 log = logging.getLogger("sluice.worker")
 PROMOTION_WAIT = 300  # seconds a merge waits for production's lock before it retries later
-PROMOTION_LOCK_TTL = 3600
 
 
 def on_merged(ctx: JobContext, event: MergeRequestEvent, event_id: int) -> None:
-    """Promote what the MR built; build only what the merged commit needs beyond it."""
+    """Promote what the MR built; build only what the merged commit needs beyond it. Transient
+    failures are retried (raised as Transient); the thread is told "promoted" or "unchanged" only
+    once the warehouse's views and the state store agree on it."""
     repository, number = event.repository, event.number
     forge = ctx.forge(repository)
     info = forge.merge_request(repository.full_name, number)
@@ -41,64 +44,89 @@ def on_merged(ctx: JobContext, event: MergeRequestEvent, event_id: int) -> None:
                              sha=sha, environment=PRODUCTION, event_id=event_id)
     ctx.runs.start(run_id)
     try:
-        governed = ctx.governed(repository)
-    except SluiceError as exc:
-        forge.post_comment(repository.full_name, number,
-                           f"❌ **Not promoted**: {quote(str(exc))}. Production is unchanged.")
-        ctx.runs.finish(run_id, RunStatus.FAILED, str(exc))
-        return
+        text, status = _promote(ctx, event, info, sha, run_id)
+    except (Transient, SluiceError) as exc:
+        if isinstance(exc, SluiceError) and not is_transient(exc):
+            message = redact(str(exc))
+            text, status = f"❌ **Not promoted**: {message}. Production is unchanged.", RunStatus.FAILED
+        else:
+            ctx.runs.append_log(run_id, f"will retry: {redact(str(exc))}")
+            ctx.runs.finish(run_id, RunStatus.ERROR, f"{redact(str(exc))}; will retry")
+            raise Transient(redact(str(exc))) from exc
+    finally:
+        ctx.locks.release_all(holder(repository, number))
+    forge.post_comment(repository.full_name, number, text)
+    ctx.runs.finish(run_id, status, text.splitlines()[0], text)
+
+
+def _promote(ctx: JobContext, event: MergeRequestEvent, info: MergeRequestInfo, sha: str,
+             run_id: int) -> tuple[str, RunStatus]:
+    """(what the thread is told, the run's status)."""
+    repository, number = event.repository, event.number
+    forge = ctx.forge(repository)
+    earlier = _already_in_production(ctx, repository, sha)
+    if earlier is not None:
+        return earlier, RunStatus.SUCCESS
+    governed = ctx.governed(repository)
     facts = ctx.governance.facts(repository, number, info,
                                  forge.role(repository.full_name, info.author), forge)
     gate = ctx.governance.promotion(governed, facts, PRODUCTION)
     if not gate.ok:
-        text = ("❌ **Not promoted**: the policy stops it. Production is unchanged.\n\n"
-                + findings(gate.blocking))
-        forge.post_comment(repository.full_name, number, text)
         ctx.audit.record("sluice", "promotion_refused", forge=repository.forge,
                          repository=repository.full_name, number=number, sha=sha,
                          environment=PRODUCTION, rules=list(gate.blocking_labels))
-        ctx.runs.finish(run_id, RunStatus.FAILED, "promotion refused by policy", text)
-        return
-    prod_lock = env_lock(repository, PRODUCTION)
+        return ("❌ **Not promoted**: the policy stops it. Production is unchanged.\n\n"
+                + findings(gate.blocking)), RunStatus.FAILED
     who = holder(repository, number)
-    if ctx.locks.wait(prod_lock, who, note="promotion on merge", ttl=PROMOTION_LOCK_TTL,
-                      timeout=PROMOTION_WAIT) is None:
-        ctx.runs.finish(run_id, RunStatus.ERROR, "production is locked; will retry")
-        raise Transient("production is locked by another promotion")
-    try:
-        # Under the lock, production follows its branch's head, not this MR's merge commit:
-        # when two merges race, the later promotion holds both, and neither undoes the other.
-        head = ctx.s.mirrors.branch_head(*ctx.clone_source(repository), production_branch)
-        sha = head or sha
+    with ctx.locks.hold(env_lock(repository, PRODUCTION), who, ctx.s.config.job_lease,
+                        note="promotion on merge", timeout=PROMOTION_WAIT) as turn:
+        if turn is None:
+            raise Transient("production is locked by another promotion")
+        # Under the lock, production moves to this merge's commit unless it already shows a commit
+        # that contains it: when two merges race, whichever runs second finds the first in (or
+        # promotes on top of it), and neither undoes the other. A production whose commit is not
+        # recorded yet follows its branch's head.
+        earlier = _already_in_production(ctx, repository, sha)
+        if earlier is not None:  # the promotion this one waited for took it along
+            return earlier, RunStatus.SUCCESS
+        if shown_commit(ctx.s.project_state(repository), PRODUCTION) is None:
+            head = ctx.s.mirrors.branch_head(*ctx.clone_source(repository),
+                                             ctx.production_branch(repository))
+            sha = head or sha
+        ctx.runs.set_sha(run_id, sha)
         with ctx.workspace(repository, sha, run_id) as (project, state, engine):
-            result = run_pipeline(project, state, engine, PRODUCTION)
+            result = run_pipeline(project, state, engine, PRODUCTION, commit=sha)
+            if result.build.transient:
+                raise Transient(f"the warehouse connection was lost while building "
+                                f"{', '.join(sorted(result.build.transient))}")
             promoted = result.ok and not result.held_back
             dropped = drop_quietly(engine, state, mr_environment(number)) if promoted else False
-        if promoted:
-            moved = len(result.repoint.changed) if result.repoint else 0
-            text = (f"✅ **Promoted to production** at `{sha[:8]}`: {moved} views moved, "
-                    f"{result.built} rebuilt, {result.reused} reused.")
-            ctx.audit.record(info.author, "promote", forge=repository.forge,
-                             repository=repository.full_name, number=number, sha=sha,
-                             environment=PRODUCTION, moved=moved, rebuilt=result.built,
-                             overrides=[f"{o.rule} by {o.by}" for o in gate.applied])
-            if dropped:
-                text += f" Environment `{mr_environment(number)}` dropped."
-        else:
-            reason = result.held_back or "a build or test failed"
-            text = (f"❌ **Not promoted**: {reason}. Production is unchanged.\n\n"
-                    + render_markdown(result, run_url=ctx.s.config.run_url(run_id)))
-        forge.post_comment(repository.full_name, number, text)
-        ctx.runs.finish(run_id, RunStatus.SUCCESS if promoted else RunStatus.FAILED,
-                        text.splitlines()[0], render_markdown(result))
-    except SluiceError as exc:
-        message = redact(str(exc))
-        forge.post_comment(repository.full_name, number,
-                           f"❌ **Not promoted**: {message}. Production is unchanged.")
-        ctx.runs.finish(run_id, RunStatus.FAILED, message)
-    finally:
-        ctx.locks.release(prod_lock, who)
-        ctx.locks.release_all(who)
+    if not promoted:
+        reason = result.held_back or "a build or test failed"
+        return (f"❌ **Not promoted**: {reason}. Production is unchanged.\n\n"
+                + render_markdown(result, run_url=ctx.s.config.run_url(run_id))), RunStatus.FAILED
+    moved = len(result.repoint.changed) if result.repoint else 0
+    ctx.audit.record(info.author, "promote", forge=repository.forge, repository=repository.full_name,
+                     number=number, sha=sha, environment=PRODUCTION, moved=moved, rebuilt=result.built,
+                     overrides=[f"{o.rule} by {o.by}" for o in gate.applied])
+    text = (f"✅ **Promoted to production** at `{sha[:8]}`: {moved} views moved, "
+            f"{result.built} rebuilt, {result.reused} reused.")
+    if dropped:
+        text += f" Environment `{mr_environment(number)}` dropped."
+    return text, RunStatus.SUCCESS
+
+
+def _already_in_production(ctx: JobContext, repository: Repository, sha: str) -> str | None:
+    """When production already shows a commit that contains `sha`, what to tell the thread."""
+    state = ctx.s.project_state(repository)
+    history = state.history(PRODUCTION)
+    current = history[0] if history else None
+    if current is None or current.commit is None:
+        return None
+    if not ctx.s.mirrors.contains(*ctx.clone_source(repository), current.commit, sha):
+        return None
+    return (f"✅ **Already in production**: production shows `{current.commit[:8]}`, which contains "
+            "this merge; nothing left to do.")
 
 
 def on_closed(ctx: JobContext, event: MergeRequestEvent) -> None:

@@ -63,7 +63,8 @@ def _pipeline(ctx: JobContext, repository: Repository, number: int, info: MergeR
             outside = check_write_scope(governed.policy, written_schemas(plan), env)
             if outside:  # cannot happen by construction; refuse rather than trust that
                 raise SluiceError("; ".join(f.message for f in outside))
-            result = execute(plan, project, state, engine, plan_seconds=time.perf_counter() - clock)
+            result = execute(plan, project, state, engine, plan_seconds=time.perf_counter() - clock,
+                             commit=info.head_sha)
             if result.build.transient:  # not the change's fault: try the whole run again later
                 names = ", ".join(sorted(result.build.transient))
                 raise Transient(f"the warehouse connection was lost while building {names}: "

@@ -32,7 +32,7 @@ class EnvironmentChanges:
         self.engine = engine
 
     def begin(self, name: str, after: Mapping[str, str], action: str, source: str | None = None,
-              rolls_back: int | None = None) -> HistoryEntry:
+              rolls_back: int | None = None, commit: str | None = None) -> HistoryEntry:
         """Record a pending change of `name` to `after`; `before` is what the store says now."""
         with self.engine.begin() as conn:
             if action == "drop" and _exists(conn, name) is None:
@@ -41,7 +41,7 @@ class EnvironmentChanges:
             result = conn.execute(environment_history.insert().values(
                 environment=name, action=action, source=source, created_at=time.time(),
                 before=json.dumps(before, sort_keys=True), after=json.dumps(dict(after), sort_keys=True),
-                rolled_back=False, status=PENDING, rolls_back=rolls_back))
+                rolled_back=False, status=PENDING, rolls_back=rolls_back, commit=commit))
             key = result.inserted_primary_key
             change_id = int(key[0]) if key else 0
             row = conn.execute(sa.select(environment_history)
@@ -124,4 +124,4 @@ def _models(conn: Connection, name: str) -> dict[str, str]:
 def _entry(row: Row) -> HistoryEntry:
     return HistoryEntry(row.id, row.environment, row.action, row.source, row.created_at,
                         json.loads(row.before), json.loads(row.after), bool(row.rolled_back),
-                        row.status or DONE, row.rolls_back)
+                        row.status or DONE, row.rolls_back, row.commit)

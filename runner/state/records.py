@@ -53,3 +53,4 @@ class HistoryEntry:
     rolled_back: bool
     status: str = "done"  # pending | done | abandoned (see runner/state/changes.py)
     rolls_back: int | None = None  # a rollback: the change it undoes
+    commit: str | None = None  # the commit whose project the environment then showed, when known

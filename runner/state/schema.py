@@ -118,6 +118,7 @@ environment_history = sa.Table(
     sa.Column("status", sa.String(16)),
     sa.Column("rolls_back", sa.Integer),  # a rollback: the id of the change it undoes
     sa.Column("finished_at", sa.Float),
+    sa.Column("commit", sa.String(64)),  # the commit whose project the environment then showed
 )
 
 locks = sa.Table(
@@ -152,7 +153,7 @@ MIGRATIONS: list[Migration] = [
 
 
 def _changes_have_a_status(conn: Connection) -> None:
-    for column in ("status", "rolls_back", "finished_at"):
+    for column in ("status", "rolls_back", "finished_at", "commit"):
         add_column(conn, environment_history, column)
 
 STATE = Schema("state", metadata, schema_version, MIGRATIONS, lock_key=7_215_813_001)

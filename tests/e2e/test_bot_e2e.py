@@ -416,8 +416,11 @@ def test_two_merges_at_once_are_promoted_one_after_the_other(tmp_path: Path, for
     for hook in hooks:  # delivered back to back; two worker threads pick them up together
         assert bot.deliver(hook, path(forge)) == 202
     bot.settle()
-    for number in (21, 22):
-        assert any("Promoted to production" in c for c in forge.comments(number)), forge.comments(number)
+    # Each thread is told the truth: promoted, or already in production with the other's promotion.
+    told = {n: [c for c in forge.comments(n) if "production" in c and "Sluice ·" not in c] for n in (21, 22)}
+    assert all(len(said) == 1 for said in told.values()), told
+    assert any("Promoted to production" in said[0] for said in told.values()), told
+    assert all("Promoted to production" in s[0] or "Already in production" in s[0] for s in told.values())
     state = bot.project_state(forge)
     prod = state.environment("prod")
     assert prod is not None
@@ -426,8 +429,8 @@ def test_two_merges_at_once_are_promoted_one_after_the_other(tmp_path: Path, for
     orders_sql = physical[prod.models["marts.orders"]].canonical
     segments_sql = physical[prod.models["marts.customer_segments"]].canonical
     assert "coupon_amount AS amount" in orders_sql and "'vip'" in segments_sql
-    promotions = [h for h in state.history("prod") if h.action == "plan"]
-    assert len(promotions) >= 2
+    assert [h.action for h in state.history("prod")][-1] == "plan"  # production's first build
+    assert state.history("prod")[0].commit in (first, second)
 
 
 @pytest.mark.promises
