@@ -12,7 +12,7 @@ import hashlib
 import re
 import shutil
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -121,11 +121,27 @@ class Mirrors:
         except git.GitCommandError:
             return False
 
+    def prune(self, in_use: Callable[[str], bool]) -> list[Path]:
+        """Remove the worktrees whose label `in_use` says nobody uses (a killed job's), and the git
+        metadata of every worktree that is gone. Returns the folders removed."""
+        removed = []
+        folder = self.root / "worktrees"
+        for path in sorted(folder.iterdir()) if folder.is_dir() else []:
+            if path.is_dir() and not in_use(worktree_label(path)):
+                shutil.rmtree(path, ignore_errors=True)
+                removed.append(path)
+        for mirror in sorted((self.root / "mirrors").glob("*.git")):
+            with self._locked(mirror), contextlib.suppress(git.GitCommandError):
+                git.Repo(mirror).git.worktree("prune")
+        return removed
+
     @contextmanager
-    def checkout(self, key: str, url: str, sha: str) -> Iterator[Path]:
-        """A worktree of `key` at `sha`, removed when the block ends."""
+    def checkout(self, key: str, url: str, sha: str, label: str = "job") -> Iterator[Path]:
+        """A worktree of `key` at `sha`, removed when the block ends. `label` (e.g. `run-12`) starts
+        its folder's name, so that one a killed process left behind can be told apart from one in
+        use (`prune`)."""
         repo = self.fetch(key, url, sha)
-        path = self.root / "worktrees" / f"{uuid.uuid4().hex}"
+        path = self.root / "worktrees" / f"{label}-{uuid.uuid4().hex[:12]}"
         path.parent.mkdir(parents=True, exist_ok=True)
         mirror = Path(repo.git_dir)
         with self._locked(mirror):
@@ -142,6 +158,11 @@ class Mirrors:
                 except git.GitCommandError:
                     shutil.rmtree(path, ignore_errors=True)
                     repo.git.worktree("prune")
+
+
+def worktree_label(path: Path) -> str:
+    """The label a worktree folder was made with (`run-12-1f2e...` -> `run-12`)."""
+    return path.name.rsplit("-", 1)[0]
 
 
 def _has_commit(repo: git.Repo, sha: str) -> bool:

@@ -89,6 +89,14 @@ class RunLog:
                                                       runs.c.number == number).order_by(runs.c.id))
             return [_run(r) for r in rows]
 
+    def live(self, started_before: float, limit: int = 100) -> list[Run]:
+        """Runs still queued or running that were created before `started_before`."""
+        with self.state.engine.connect() as conn:
+            rows = conn.execute(sa.select(runs).where(
+                runs.c.status.in_([s.value for s in LIVE]), runs.c.created_at < started_before)
+                .order_by(runs.c.id).limit(limit))
+            return [_run(r) for r in rows]
+
     def set_sha(self, run_id: int, sha: str) -> None:
         """The commit the run ended up working on (a promotion follows the branch head)."""
         self._update(run_id, sha=sha)

@@ -18,7 +18,7 @@ from bot.records.comments import ReportComments
 from bot.records.inbox import Inbox
 from bot.records.runs import RunLog
 from bot.worker.governance import Governance, Governed
-from bot.worker.keys import namespace, warehouse_lock
+from bot.worker.keys import namespace, run_label, warehouse_lock
 from bot.worker.text import MARKER, fit
 from runner.checkout import Mirrors, redact
 from runner.engines import Engine, engine_class, open_engine
@@ -108,7 +108,7 @@ class JobContext:
         when it has a single writer."""
         key, url = self.clone_source(repository)
         self.runs.append_log(run_id, f"checking out {sha[:12]}")
-        with self.s.mirrors.checkout(key, url, sha) as tree:
+        with self.s.mirrors.checkout(key, url, sha, label=run_label(run_id)) as tree:
             project = load_project(tree, cache_dir=self.s.config.work_dir / "cache")
             warehouse = self.warehouse_url(repository, project)
             state = self.s.project_state(repository)

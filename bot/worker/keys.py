@@ -39,6 +39,16 @@ def holder(repository: Repository, number: int) -> str:
     return f"{repository.forge}:{repository.full_name}!{number}"
 
 
+def run_label(run_id: int) -> str:
+    """What a run's worktree folder is called by (see `runner.checkout.Mirrors.prune`)."""
+    return f"run-{run_id}"
+
+
+def run_of_label(label: str) -> int | None:
+    prefix, _, number = label.partition("-")
+    return int(number) if prefix == "run" and number.isdigit() else None
+
+
 def mr_environment(number: int) -> str:
     return f"mr_{number}"
 

@@ -91,6 +91,7 @@ class WorkerProcess:
                 log.exception("janitor pass failed")
 
     def start(self) -> None:
+        from bot.worker.reaper import reap
         from bot.worker.sweeper import run_sweeper
 
         self.worker.start()
@@ -99,7 +100,8 @@ class WorkerProcess:
         self._sweeper = threading.Thread(
             target=run_sweeper, name="sluice-sweeper", daemon=True,
             args=(self._stop, self.services.state, self.dispatcher, self.config.sweep_after),
-            kwargs={"interval_seconds": min(10.0, max(0.2, self.config.sweep_after))})
+            kwargs={"interval_seconds": min(10.0, max(0.2, self.config.sweep_after)),
+                    "reap": lambda sweeping: reap(self.jobs, runs=sweeping)})
         self._sweeper.start()
         log.info("worker started on %s", self.config.broker_url.split("@")[-1])
 

@@ -7,6 +7,7 @@ import contextlib
 import logging
 import threading
 import time
+from collections.abc import Callable
 
 from sqlalchemy.exc import SQLAlchemyError
 
@@ -64,16 +65,20 @@ def sweep(state: StateStore, dispatcher: Dispatcher, older_than_seconds: float) 
 
 def run_sweeper(stop: threading.Event, state: StateStore, dispatcher: Dispatcher,
                 older_than_seconds: float = 30.0, *, interval_seconds: float = 10.0,
-                holder: str | None = None) -> None:
+                holder: str | None = None, reap: Callable[[bool], object] | None = None) -> None:
     """Sweep every `interval_seconds` until `stop` is set. With several worker processes, one
     sweeps at a time (a lock in the state store that expires if its holder dies), so an event is
-    not sent twice by two sweepers."""
+    not sent twice by two sweepers. `reap(holding_the_lock)` runs every round too."""
     holder = holder or worker_identity()
     locks = Locks(state)
     while not stop.is_set():
         try:
-            if locks.acquire(SWEEPER_LOCK, holder, note="sweeper", ttl=max(3 * interval_seconds, 1.0)):
+            sweeping = locks.acquire(SWEEPER_LOCK, holder, note="sweeper",
+                                     ttl=max(3 * interval_seconds, 1.0)) is not None
+            if sweeping:
                 sweep(state, dispatcher, older_than_seconds)
+            if reap is not None:
+                reap(sweeping)
         except (SQLAlchemyError, StateError) as exc:
             log.warning("sweeper: state store unavailable: %s", type(exc).__name__)
         except Exception:  # the loop must survive anything a round throws

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import time
+from contextlib import nullcontext
 
 from bot.worker.commands.base import CommandContext
 from bot.worker.keys import env_lock, holder, mr_environment
+from bot.worker.merge import PROMOTION_WAIT
 from bot.worker.text import findings
 from runner import environments
+from runner.naming import PRODUCTION
 
 
 def deploy(cc: CommandContext) -> str:
@@ -60,16 +63,26 @@ def rollback(cc: CommandContext) -> str:
     env = cc.command.args[0]
     ctx, repository, number = cc.jobs, cc.repository, cc.number
     state = ctx.s.project_state(repository)
-    before = state.environment(env)
-    with ctx.warehouse(repository, f"rollback:{holder(repository, number)}") as engine:
-        result = environments.rollback(engine, state, env)
-    after = state.environment(env)
+    who = holder(repository, number)
+    # Production's lock, as promotions hold it: a rollback waits for the promotions in flight and
+    # then undoes exactly the last one.
+    turn = (ctx.locks.hold(env_lock(repository, env), who, ctx.s.config.job_lease, note="rollback",
+                           timeout=PROMOTION_WAIT) if env == PRODUCTION else nullcontext(True))
+    with turn as held:
+        if not held:
+            return (f"`/rollback {env}`: a promotion of `{env}` has held it for over "
+                    f"{PROMOTION_WAIT:.0f} s; try again when it is done.")
+        before = state.environment(env)
+        with ctx.warehouse(repository, f"rollback:{who}") as engine:
+            result = environments.rollback(engine, state, env)
+        after = state.environment(env)
     ctx.audit.record(cc.event.author, "rollback", forge=repository.forge, repository=repository.full_name,
                      number=number, environment=env,
                      before=dict(before.models) if before else {},
-                     after=dict(after.models) if after else {})
+                     after=dict(after.models) if after else {}, moved=list(result.changed))
+    moved = ", ".join(f"`{name}`" for name in result.changed) or "no view"
     return (f"`/rollback {env}`: `{env}` points at its previous snapshots again "
-            f"({len(result.changed)} views moved back, 0 rebuilt).")
+            f"({len(result.changed)} views moved back, 0 rebuilt: {moved}).")
 
 
 def destroy(cc: CommandContext) -> str:

@@ -20,7 +20,7 @@ def test(cc: CommandContext) -> str:
         return f"`/test`: there is no environment `{env}` yet; comment `/plan` first."
     info = cc.merge_request()
     run_id = ctx.runs.create(repository.forge, repository.full_name, number, "command",
-                             sha=info.head_sha, environment=env)
+                             sha=info.head_sha, environment=env, event_id=cc.event_id)
     with ctx.workspace(repository, info.head_sha, run_id) as (project, st, engine):
         rows = environments.describe(st, env)
         physical = {name: (s.physical_schema, s.physical_table) for name, s in rows}
@@ -48,7 +48,8 @@ def _inspect(cc: CommandContext) -> str:
     ctx, repository, number, command = cc.jobs, cc.repository, cc.number, cc.command
     info = cc.merge_request()
     run_id = ctx.runs.create(repository.forge, repository.full_name, number, "command",
-                             sha=info.head_sha, environment=mr_environment(number))
+                             sha=info.head_sha, environment=mr_environment(number),
+                             event_id=cc.event_id)
     try:
         with ctx.workspace(repository, info.head_sha, run_id) as (project, state, engine):
             if command.name == "lineage":
