@@ -121,6 +121,20 @@ class Mirrors:
         except git.GitCommandError:
             return False
 
+    def first_parent_line(self, key: str, url: str, base: str, tip: str) -> list[str] | None:
+        """The commits after `base` up to `tip` along first parents, oldest first; None when
+        `base` is not on that line (another history)."""
+        self.fetch(key, url, base)
+        repo = self.fetch(key, url, tip)
+        try:
+            line = str(repo.git.rev_list("--first-parent", "--reverse", f"{base}..{tip}")).split()
+            if not line:
+                return []
+            starts_at_base = repo.git.rev_parse(f"{line[0]}^1") == repo.git.rev_parse(base)
+        except git.GitCommandError:
+            return None
+        return line if starts_at_base else None
+
     def prune(self, in_use: Callable[[str], bool]) -> list[Path]:
         """Remove the worktrees whose label `in_use` says nobody uses (a killed job's), and the git
         metadata of every worktree that is gone. Returns the folders removed."""

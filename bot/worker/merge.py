@@ -5,6 +5,7 @@ its locks released."""
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 
 from bot.events import MergeRequestEvent, Repository
 from bot.forges.base import MergeRequestInfo
@@ -24,6 +25,7 @@ from runner.state.store import StateStore
 
 log = logging.getLogger("sluice.worker")
 PROMOTION_WAIT = 300  # seconds a merge waits for production's lock before it retries later
+CATCH_UP = 20  # commits of the production branch promoted one by one, at most
 
 
 def on_merged(ctx: JobContext, event: MergeRequestEvent, event_id: int) -> None:
@@ -82,38 +84,67 @@ def _promote(ctx: JobContext, event: MergeRequestEvent, info: MergeRequestInfo, 
                         note="promotion on merge", timeout=PROMOTION_WAIT) as turn:
         if turn is None:
             raise Transient("production is locked by another promotion")
-        # Under the lock, production moves to this merge's commit unless it already shows a commit
-        # that contains it: when two merges race, whichever runs second finds the first in (or
-        # promotes on top of it), and neither undoes the other. A production whose commit is not
-        # recorded yet follows its branch's head.
         earlier = _already_in_production(ctx, repository, sha)
         if earlier is not None:  # the promotion this one waited for took it along
             return earlier, RunStatus.SUCCESS
-        if shown_commit(ctx.s.project_state(repository), PRODUCTION) is None:
-            head = ctx.s.mirrors.branch_head(*ctx.clone_source(repository),
-                                             ctx.production_branch(repository))
-            sha = head or sha
-        ctx.runs.set_sha(run_id, sha)
-        with ctx.workspace(repository, sha, run_id) as (project, state, engine):
-            result = run_pipeline(project, state, engine, PRODUCTION, commit=sha)
-            if result.build.transient:
-                raise Transient(f"the warehouse connection was lost while building "
-                                f"{', '.join(sorted(result.build.transient))}")
-            promoted = result.ok and not result.held_back
-            dropped = drop_quietly(engine, state, mr_environment(number)) if promoted else False
+        state = ctx.s.project_state(repository)
+        before = state.environment(PRODUCTION)
+        steps = _steps(ctx, repository, state, sha)
+        ctx.runs.set_sha(run_id, steps[-1])
+        for step in steps:
+            with ctx.workspace(repository, step, run_id) as (project, state, engine):
+                result = run_pipeline(project, state, engine, PRODUCTION, commit=step)
+                if result.build.transient:
+                    raise Transient(f"the warehouse connection was lost while building "
+                                    f"{', '.join(sorted(result.build.transient))}")
+                promoted = result.ok and not result.held_back
+                last = step == steps[-1]
+                dropped = drop_quietly(engine, state, mr_environment(number)) if promoted and last else False
+            if not promoted:
+                break
+    after = state.environment(PRODUCTION)
+    moved = _moved(before.models if before else {}, after.models if after else {})
+    carried = [s[:8] for s in steps[:steps.index(step)]]
     if not promoted:
+        where = (f"Production moved to `{carried[-1]}` (before this merge on the production branch) "
+                 f"and stopped at `{step[:8]}`" if carried else "Production is unchanged")
         reason = result.held_back or "a build or test failed"
-        return (f"❌ **Not promoted**: {reason}. Production is unchanged.\n\n"
+        return (f"❌ **Not promoted**: {reason} at `{step[:8]}`. {where}.\n\n"
                 + render_markdown(result, run_url=ctx.s.config.run_url(run_id))), RunStatus.FAILED
-    moved = len(result.repoint.changed) if result.repoint else 0
     ctx.audit.record(info.author, "promote", forge=repository.forge, repository=repository.full_name,
-                     number=number, sha=sha, environment=PRODUCTION, moved=moved, rebuilt=result.built,
-                     overrides=[f"{o.rule} by {o.by}" for o in gate.applied])
-    text = (f"✅ **Promoted to production** at `{sha[:8]}`: {moved} views moved, "
+                     number=number, sha=step, environment=PRODUCTION, moved=moved, rebuilt=result.built,
+                     overrides=[f"{o.rule} by {o.by}" for o in gate.applied], carried=carried)
+    text = (f"✅ **Promoted to production** at `{step[:8]}`: {moved} views moved, "
             f"{result.built} rebuilt, {result.reused} reused.")
+    if carried:
+        text += (f" First promoted {', '.join(f'`{c}`' for c in carried)}, which came before it on "
+                 "the production branch, each as a promotion of its own.")
     if dropped:
         text += f" Environment `{mr_environment(number)}` dropped."
     return text, RunStatus.SUCCESS
+
+
+def _steps(ctx: JobContext, repository: Repository, state: StateStore, sha: str) -> list[str]:
+    """The commits production moves through to reach `sha`, oldest first: each commit of the
+    production branch's first-parent line since the one production shows, so that every merge is
+    one promotion and `/rollback` undoes exactly one. A production with no recorded commit (built
+    before commits were recorded), or too far behind, moves in one step (to the branch head when
+    nothing is recorded, so a racing merge is never undone)."""
+    source = ctx.clone_source(repository)
+    current = shown_commit(state, PRODUCTION)
+    if current is None:
+        head = ctx.s.mirrors.branch_head(*source, ctx.production_branch(repository))
+        return [head or sha]
+    line = ctx.s.mirrors.first_parent_line(*source, current, sha)
+    if line is None or not line or len(line) > CATCH_UP:
+        return [sha]
+    return line
+
+
+def _moved(before: Mapping[str, str], after: Mapping[str, str]) -> int:
+    """Views whose snapshot differs between two states of an environment (however many attempts
+    or steps it took)."""
+    return sum(1 for name in set(before) | set(after) if before.get(name) != after.get(name))
 
 
 def _already_in_production(ctx: JobContext, repository: Repository, sha: str) -> str | None:
