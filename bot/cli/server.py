@@ -85,6 +85,6 @@ def worker(config_path: Path | None, threads: int, log_format: str) -> None:
     config = server_config(config_path)
     configure_logging(config, log_format)
     share_metrics(config.work_dir)
-    WorkerProcess(config, threads=threads).run_forever()
+    WorkerProcess.started_when_possible(config, threads=threads).run_forever()
 
 

@@ -15,7 +15,7 @@ from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+from urllib.parse import parse_qsl, quote, urlencode, urlsplit, urlunsplit
 
 import psycopg
 from psycopg import pq
@@ -33,6 +33,9 @@ DEFAULT_POOL_SIZE = 8
 # unacknowledged data), so a cut connection fails the build as transient instead of hanging it.
 CONNECTION_DEFAULTS = {"connect_timeout": "10", "keepalives": "1", "keepalives_idle": "10",
                        "keepalives_interval": "5", "keepalives_count": "3", "tcp_user_timeout": "30000"}
+# And the server stops a statement whose client went away (a killed worker's build) within a
+# second, instead of running it to its end (PostgreSQL 14 and later).
+SERVER_OPTIONS = "-c client_connection_check_interval=1000"
 POOL_WAIT_SECONDS = 60.0
 # Serialises schema creation across processes: concurrent `CREATE SCHEMA IF NOT EXISTS` race.
 _SCHEMA_LOCK = 0x51_1C_E5_C4
@@ -527,7 +530,9 @@ def _parse_url(url: str) -> tuple[str, dict[str, float], str]:
             passed.append((key, value))
     given = {key for key, _ in passed}
     passed += [(key, value) for key, value in CONNECTION_DEFAULTS.items() if key not in given]
-    conninfo = urlunsplit(("postgresql", parts.netloc, parts.path, urlencode(passed), ""))
+    if "options" not in given:
+        passed.append(("options", SERVER_OPTIONS))
+    conninfo = urlunsplit(("postgresql", parts.netloc, parts.path, urlencode(passed, quote_via=quote), ""))
     host = parts.hostname or "localhost"
     where = f"{host}:{parts.port or 5432}{parts.path or '/'}"
     return conninfo, own, where

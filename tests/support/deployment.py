@@ -20,7 +20,7 @@ import psycopg
 import requests
 
 from bot.events import Repository
-from bot.records.runs import LIVE, RunLog
+from bot.records.runs import RunLog
 from bot.worker.keys import namespace
 from runner.engines import open_engine
 from runner.pipeline import run_pipeline
@@ -122,7 +122,8 @@ class Deployment:
         return StateStore(self.state_db)
 
     def project_state(self) -> StateStore:
-        return StateStore(self.state_db, namespace=namespace(Repository(self.forge.name, self.forge.repo, "")))
+        repository = Repository(self.forge.name, self.forge.repo, "")
+        return StateStore(self.state_db, namespace=namespace(repository))
 
     def pending(self) -> int:
         with psycopg.connect(self.state_db.replace("+psycopg", "")) as conn:
@@ -150,8 +151,8 @@ class Deployment:
             runs = RunLog(store)
             self.wait(lambda: not runs.live(time.time() + 1), timeout=90, what="no run left running")
             with store.engine.connect() as conn:
-                held = [row.name for row in conn.execute(locks_table.select())
-                        if row.name not in SINGLETONS and (row.expires_at is None or row.expires_at > time.time())]
+                held = [row.name for row in conn.execute(locks_table.select()) if row.name not in SINGLETONS
+                        and (row.expires_at is None or row.expires_at > time.time())]
             assert held == [], held
         finally:
             store.close()
