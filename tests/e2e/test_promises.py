@@ -50,7 +50,7 @@ class Deployment:
             f"gitlab:\n  url: {gl.url}\n  token: {gl.token}\n  webhook_secret: {gl.webhook_secret}\n"
             f"warehouses:\n  default: duckdb:///{tmp_path / 'warehouse.duckdb'}\n"
             f"repositories:\n  - forge: gitlab\n    name: {forge.repo}\n    clone_url: {origin.bare}\n"
-            "allow_local_clones: true\nsweep_after: 0.3\njob_lease: 3\njanitor_interval: 0\n")
+            "allow_local_clones: true\njanitor_interval: 0\n")  # the shipped defaults otherwise
         redis_client("promises").flushdb()
         self.config = load_server_config(self.config_path, {})
         self.state = StateStore(self.config.state_url)
