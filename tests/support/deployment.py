@@ -143,31 +143,37 @@ class Deployment:
             engine.close()
             state.close()
 
-    def assert_clean(self) -> None:
-        """What every fault test ends with: nothing left running, held, checked out or orphaned."""
-        self.wait(lambda: self.pending() == 0, timeout=90, what="every event to be done")
+    def leftovers(self) -> dict[str, list[str]]:
+        """What should not be there once everything settled: events not done, runs still
+        running, locks held (the sweeper's and janitor's aside), worktrees, orphan tables."""
         store = self.state()
         try:
-            runs = RunLog(store)
-            self.wait(lambda: not runs.live(time.time() + 1), timeout=90, what="no run left running")
+            runs = [f"run {r.id} ({r.kind})" for r in RunLog(store).live(time.time() + 1)]
             with store.engine.connect() as conn:
                 held = [row.name for row in conn.execute(locks_table.select()) if row.name not in SINGLETONS
                         and (row.expires_at is None or row.expires_at > time.time())]
-            assert held == [], held
         finally:
             store.close()
         worktrees = self.root / "work" / "worktrees"
-        self.wait(lambda: not worktrees.exists() or not any(worktrees.iterdir()), timeout=90,
-                  what="no worktree left")
+        trees = [p.name for p in worktrees.iterdir()] if worktrees.exists() else []
         state, engine = self.project_state(), open_engine(self.warehouse_db)
         try:
             recorded = {s.physical for s in state.snapshots().values()}
             physical = {f"{o.schema}.{o.name}" for o in engine.objects() if o.schema.startswith("sluice__")}
-            assert not [p for p in physical if "__tmp_" in p]
-            assert physical == recorded, (physical - recorded, recorded - physical)
         finally:
             engine.close()
             state.close()
+        return {"events": [f"{self.pending()} pending"] if self.pending() else [], "runs": runs,
+                "locks": held, "worktrees": trees, "orphan tables": sorted(physical - recorded),
+                "missing tables": sorted(recorded - physical)}
+
+    def assert_clean(self, timeout: float = 90) -> None:
+        """What every fault test ends with: nothing left running, held, checked out or orphaned
+        (waiting up to `timeout` for the reaper)."""
+        try:
+            self.wait(lambda: not any(self.leftovers().values()), timeout=timeout, what="nothing left")
+        except AssertionError as exc:
+            raise AssertionError(f"left behind: {self.leftovers()}\n{exc}") from None
 
     def stop(self) -> None:
         for process in [*self.workers, self.web]:
