@@ -1,5 +1,5 @@
 """End to end under load: `sluice serve` (gunicorn) and `sluice worker` processes, a fake GitLab
-on loopback (tests/fakeforge.py: the real python-gitlab client talks to it), a git repository and
+on loopback (tests/support/fakeforge: the real python-gitlab client talks to it), a git repository and
 a DuckDB warehouse. Prints events accepted per second, intake latency, the time from webhook to
 final report for a one-model change, and what was lost or duplicated.
 
@@ -25,15 +25,15 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "tests"))
+sys.path.insert(0, str(ROOT / "bench"))
 sys.path.insert(0, str(ROOT))
 
-from fakeforge import FakeGitLab  # noqa: E402  (test infrastructure, reused as the forge)
 from loopback import free_port, wait_ready  # noqa: E402
 
 from bot.forges.base import Role  # noqa: E402
 from bot.records.inbox import Inbox  # noqa: E402
 from runner.state.store import StateStore  # noqa: E402
+from tests.support.fakeforge import FakeGitLab  # noqa: E402  (test infrastructure, reused as the forge)
 
 DEMO = ROOT / "bot" / "demo" / "project"
 REPO = "data/shop"
