@@ -67,20 +67,37 @@ def promote(engine: Engine, state: StateStore, source: str, target: str) -> Repo
     return point(engine, state, target, record.models, action="promote", source=source)
 
 
+class NothingToRollBack(EnvError):
+    """The environment has no earlier version: `created` when its one change made it, else it
+    does not exist (or was dropped since). The message says which, and what can be done."""
+
+    def __init__(self, environment: str, created: bool):
+        self.environment = environment
+        self.created = created
+        if environment == PRODUCTION:
+            what = ("production has no earlier version to roll back to: its only change so far built "
+                    "it. Roll back a later promotion once there is one" if created else
+                    "production has not been built yet: there is nothing to roll back")
+        else:
+            what = (f"{environment} has no earlier version to roll back to: its only change created "
+                    f"it (`sluice env drop {environment}` removes it)" if created else
+                    f"{environment} has no change to roll back (it does not exist, or was dropped)")
+        super().__init__(what)
+
+
 def rollback(engine: Engine, state: StateStore, environment: str) -> Repoint:
     """Point `environment` back at the snapshots it had before its last change."""
     for entry in state.history(environment):
         if entry.action in ("promote", "plan") and not entry.rolled_back:
             if not entry.before:
-                raise EnvError(f"{environment}'s last change created it: there is nothing to roll "
-                               "back to (drop it with `sluice env drop`)")
+                raise NothingToRollBack(environment, created=True)
             result = point(engine, state, environment, entry.before, action="rollback",
                            source=f"#{entry.id}")
             state.mark_rolled_back(entry.id)
             return result
         if entry.action == "drop":
             break
-    raise EnvError(f"{environment} has no promotion to roll back")
+    raise NothingToRollBack(environment, created=state.environment(environment) is not None)
 
 
 def drop(engine: Engine, state: StateStore, environment: str) -> Repoint:

@@ -18,7 +18,7 @@ def make(url: str, middleware: Sequence[dramatiq.Middleware]) -> dramatiq.Broker
                        socket_timeout=2.0)
 
 
-def ping(broker: dramatiq.Broker) -> bool:
+def ping(broker: dramatiq.Broker, queue: str) -> bool:
     assert isinstance(broker, RedisBroker)
     return bool(broker.client.ping())
 

@@ -8,6 +8,8 @@ from typing import TYPE_CHECKING, Any
 
 from jinja2 import Environment, PackageLoader, StrictUndefined
 
+from bot.report.gate import MergeGate
+from bot.report.gate import section as gate_section
 from policies.roles import role_names
 from runner.lineage.model import ALL
 from runner.pipeline import RunResult
@@ -27,7 +29,9 @@ class Verdict:
     text: str
 
 
-def verdict(result: RunResult, policy: Evaluation | None = None) -> Verdict:
+def verdict(result: RunResult, policy: Evaluation | None = None, gate: MergeGate | None = None) -> Verdict:
+    """The headline. "ready" only when merging would promote (or no gate was asked for, on a
+    laptop): a report never says ready while the promotion rules would refuse the merge."""
     if result.dry_run:
         return Verdict("📝", "plan only (dry run)")
     if not result.build.ok:
@@ -36,6 +40,8 @@ def verdict(result: RunResult, policy: Evaluation | None = None) -> Verdict:
         return Verdict("❌", "tests failing")
     if policy is not None and not policy.ok:
         return Verdict("⛔", "policy blocked")
+    if gate is not None and not gate.green:
+        return Verdict("⏸", "built and tested; not ready to merge")
     if any(n.change is Change.DIRECT and n.category.startswith("breaking") for n in result.plan.nodes):
         return Verdict("⚠️", "ready, with breaking changes")
     return Verdict("✅", "ready")
@@ -111,12 +117,13 @@ GITHUB_LIMIT = 65_536
 
 def render_markdown(result: RunResult, run_url: str | None = None, review: Review | None = None,
                     limit: int | None = None, policy: Evaluation | None = None,
-                    notes: Sequence[str] = ()) -> str:
+                    notes: Sequence[str] = (), gate: MergeGate | None = None) -> str:
     """The report; with `limit`, the most detailed version that fits (least important parts go
-    first), cut hard with a link only if even the shortest does not."""
+    first), cut hard with a link only if even the shortest does not. `gate`: what merging will do
+    (the bot's reports; `sluice plan` on a laptop has no merge request)."""
     text = ""
     for level in LEVELS if limit else (0,):
-        text = _render(result, run_url, review, level, policy, notes)
+        text = _render(result, run_url, review, level, policy, notes, gate)
         if limit is None or len(text) <= limit:
             return text
     note = f"\n\n… cut to fit; the full report is at {run_url}\n" if run_url else "\n\n… cut to fit\n"
@@ -125,7 +132,8 @@ def render_markdown(result: RunResult, run_url: str | None = None, review: Revie
 
 
 def _render(result: RunResult, run_url: str | None, review: Review | None, level: int,
-            policy: Evaluation | None = None, notes: Sequence[str] = ()) -> str:
+            policy: Evaluation | None = None, notes: Sequence[str] = (),
+            gate: MergeGate | None = None) -> str:
     plan = result.plan
     changes = [n for n in plan.nodes if n.change is not Change.UNCHANGED]
     models = review.models if review else ()
@@ -141,7 +149,8 @@ def _render(result: RunResult, run_url: str | None, review: Review | None, level
         "plan": plan,
         "plan_rows": (10**6, 500, 200, 50, 0)[level],
         "column_rows": (50, 20, 10, 5, 0)[level],
-        "verdict": verdict(result, policy),
+        "verdict": verdict(result, policy, gate),
+        "gate": gate_section(gate) if gate is not None else "",
         "policy": policy,
         "notes": list(notes),
         "role_names": role_names,

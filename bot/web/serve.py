@@ -24,7 +24,7 @@ def build_app(config: ServerConfig) -> Flask:
     from runner.state.store import StateStore
 
     return create_app(config, state=StateStore(config.state_url),
-                      dispatcher=broker_dispatcher(config.broker_url))
+                      dispatcher=broker_dispatcher(config))
 
 
 def share_metrics(work_dir: Path) -> None:

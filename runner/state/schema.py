@@ -119,9 +119,11 @@ locks = sa.Table(
     "sluice_locks", metadata,
     sa.Column("name", sa.String(255), primary_key=True),
     sa.Column("holder", sa.String(255), nullable=False),
-    sa.Column("note", sa.String(255), nullable=False, default=""),
+    sa.Column("note", sa.String(255), nullable=False, default=""),  # why it is held
     sa.Column("since", sa.Float, nullable=False),
     sa.Column("expires_at", sa.Float),  # NULL: held until released
+    sa.Column("release_hint", sa.String(255)),  # what to do to release it (added in version 5)
+    sa.Column("renewed_at", sa.Float),  # the holder's last heartbeat (added in version 5)
 )
 
 # What each source looked like when a snapshot reading it was built: the report's drift check.
@@ -134,6 +136,11 @@ source_states = sa.Table(
 )
 
 
+def _add_columns(conn: Connection, table: sa.Table, *names: str) -> None:
+    for name in names:
+        add_column(conn, table, name)
+
+
 # Numbered as they always were: versions 2 and 4 also created the bot's tables, which now have a
 # family of their own (bot/records/schema.py), so here they create what is left.
 MIGRATIONS: list[Migration] = [
@@ -142,6 +149,7 @@ MIGRATIONS: list[Migration] = [
     lambda conn: metadata.create_all(conn, tables=[locks]),
     lambda conn: metadata.create_all(conn, tables=[source_states]),
     lambda conn: None,
+    lambda conn: _add_columns(conn, locks, "release_hint", "renewed_at"),
 ]
 
 STATE = Schema("state", metadata, schema_version, MIGRATIONS, lock_key=7_215_813_001)

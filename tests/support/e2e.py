@@ -64,11 +64,19 @@ class Forge:
     def reports(self, number: int) -> list[str]:
         return [body for body in self.comments(number) if MARKER in body]
 
-    def last_status(self, sha: str) -> str:
-        statuses = self.fake.statuses(self.repo, sha)
-        assert statuses, f"no status for {sha}"
+    def last_status(self, sha: str, context: str = "sluice") -> str:
+        """The commit's latest status of `context` (`sluice`, `sluice/promotion`, …)."""
+        statuses = [s for s in self.fake.statuses(self.repo, sha)
+                    if (s.get("context") or s.get("name")) == context]
+        assert statuses, f"no {context} status for {sha}"
         state = str(statuses[-1].get("state"))
         return {"failed": "failure"}.get(state, state)  # GitLab's word for GitHub's "failure"
+
+    def status_description(self, sha: str, context: str) -> str:
+        statuses = [s for s in self.fake.statuses(self.repo, sha)
+                    if (s.get("context") or s.get("name")) == context]
+        assert statuses, f"no {context} status for {sha}"
+        return str(statuses[-1].get("description"))
 
 
 
