@@ -7,7 +7,7 @@ tests run before an environment's views move, and the same way in every environm
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -16,6 +16,7 @@ from sqlglot import exp
 from runner.engines.base import Engine
 from runner.errors import WarehouseError
 from runner.naming import table
+from runner.plan.fingerprint import data_test_fingerprint
 from runner.project.nodes import DataTest, Project
 from runner.rewrite import physical_query
 
@@ -53,13 +54,17 @@ class TestRun:
         return not self.failed
 
 
-def select_tests(project: Project, changed: Iterable[str] | None) -> list[DataTest]:
-    """The tests to run: all of them, or those touching a model whose data changed."""
+def select_tests(project: Project, changed: Iterable[str] | None,
+                 known: Collection[str] | None = None) -> list[DataTest]:
+    """The tests to run: all of them (`changed` None), or those touching a model whose data
+    changed, plus, with `known` (the test fingerprints the compared environment ran), every test
+    whose definition is new or changed, whatever its model's data did."""
     if changed is None:
         return list(project.tests)
     wanted = set(changed)
     return [t for t in project.tests
-            if (t.model in wanted) or any(dep in wanted for dep in t.depends_on)]
+            if (t.model in wanted) or any(dep in wanted for dep in t.depends_on)
+            or (known is not None and data_test_fingerprint(t) not in known)]
 
 
 def failing_rows_query(test: DataTest, project: Project,

@@ -64,7 +64,9 @@ def promote(engine: Engine, state: StateStore, source: str, target: str) -> Repo
     record = state.environment(source)
     if record is None:
         raise EnvError(f"there is no environment {source!r} to promote; `sluice env list` shows them")
-    return point(engine, state, target, record.models, action="promote", source=source)
+    result = point(engine, state, target, record.models, action="promote", source=source)
+    state.set_environment_tests(target, state.environment_tests(source))  # what they were tested with
+    return result
 
 
 class NothingToRollBack(EnvError):

@@ -126,6 +126,14 @@ locks = sa.Table(
     sa.Column("renewed_at", sa.Float),  # the holder's last heartbeat (added in version 5)
 )
 
+# The data tests an environment's version was tested with, by definition fingerprint: a test
+# production has not seen is new or changed, and runs in a merge request whatever the data did.
+environment_tests = sa.Table(
+    "sluice_environment_tests", metadata,
+    sa.Column("environment", sa.String(64), primary_key=True),
+    sa.Column("fingerprint", sa.String(64), primary_key=True),
+)
+
 # What each source looked like when a snapshot reading it was built: the report's drift check.
 source_states = sa.Table(
     "sluice_source_states", metadata,
@@ -150,6 +158,15 @@ MIGRATIONS: list[Migration] = [
     lambda conn: metadata.create_all(conn, tables=[source_states]),
     lambda conn: None,
     lambda conn: _add_columns(conn, locks, "release_hint", "renewed_at"),
+    lambda conn: metadata.create_all(conn, tables=[environment_tests]),
+    lambda conn: _rekey(conn),
 ]
+
+
+def _rekey(conn: Connection) -> None:
+    # Deferred: the migration uses the tables above (runner.state.rekey imports this module).
+    from runner.state.rekey import rekey
+
+    rekey(conn)
 
 STATE = Schema("state", metadata, schema_version, MIGRATIONS, lock_key=7_215_813_001)

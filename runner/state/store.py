@@ -24,6 +24,7 @@ from runner.state.schema import (
     Schema,
     environment_history,
     environment_models,
+    environment_tests,
     environments,
     migrate,
     schema_version,
@@ -219,6 +220,7 @@ class StateStore:
             if not found:
                 raise EnvError(f"there is no environment {name!r}; `sluice env list` shows them")
             conn.execute(environment_models.delete().where(environment_models.c.environment == name))
+            conn.execute(environment_tests.delete().where(environment_tests.c.environment == name))
             conn.execute(environment_history.insert().values(
                 environment=name, action="drop", source=None, created_at=now,
                 before=json.dumps(before, sort_keys=True), after="{}", rolled_back=False))
@@ -234,6 +236,19 @@ class StateStore:
                                  .values(expires_at=at)).rowcount
         if not found:
             raise EnvError(f"there is no environment {name!r}")
+
+    def environment_tests(self, name: str) -> set[str]:
+        """The definition fingerprints of the tests `name`'s current version was tested with."""
+        with self.engine.connect() as conn:
+            return set(conn.execute(sa.select(environment_tests.c.fingerprint)
+                                    .where(environment_tests.c.environment == name)).scalars())
+
+    def set_environment_tests(self, name: str, fingerprints: Iterable[str]) -> None:
+        with self.engine.begin() as conn:
+            conn.execute(environment_tests.delete().where(environment_tests.c.environment == name))
+            rows = [{"environment": name, "fingerprint": fp} for fp in sorted(set(fingerprints))]
+            if rows:
+                conn.execute(environment_tests.insert(), rows)
 
     def record_source_states(self, fingerprint: str, states: Mapping[str, str]) -> None:
         if not states:

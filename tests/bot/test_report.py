@@ -10,11 +10,17 @@ import os
 import re
 import shutil
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 
+from bot.report.gate import MergeGate, gate_from
 from bot.report.markdown import GITHUB_LIMIT, render_markdown
+from bot.worker.governance import Governance
+from bot.worker.pipeline import outcome
+from policies import Approval, Evaluation, MergeRequestFacts, check_promotion, load_policy
+from policies.roles import Role
 from runner.engines.duckdb import DuckDBEngine
 from runner.pipeline import RunResult, run_pipeline
 from runner.plan.builder import make_plan
@@ -53,13 +59,27 @@ class Shop:
         assert old in text
         path.write_text(text.replace(old, new))
 
-    def run(self, env: str, **kwargs: bool) -> tuple[RunResult, str]:
+    def run(self, env: str, approvals: tuple[str, ...] = (), **kwargs: bool) -> tuple[RunResult, str]:
         project = load_project(self.root)
         result = run_pipeline(project, self.state, self.engine, env, against="prod", **kwargs)
         the_review = review(result.plan, project, self.state, self.engine)
+        gate = merge_gate(result, approvals)
         for limit in (GITHUB_LIMIT, GITLAB_LIMIT):
-            assert len(render_markdown(result, RUN_URL, the_review, limit=limit)) <= limit
-        return result, stable(render_markdown(result, RUN_URL, the_review, limit=GITHUB_LIMIT))
+            assert len(render_markdown(result, RUN_URL, the_review, limit=limit, gate=gate)) <= limit
+        return result, stable(render_markdown(result, RUN_URL, the_review, limit=GITHUB_LIMIT, gate=gate))
+
+
+HEAD = "c0ffee" * 6 + "0123"
+
+
+def merge_gate(result: RunResult, approvals: tuple[str, ...]) -> MergeGate:
+    """The gate as the worker makes it: the default policy's promotion rules, for alice's merge
+    request approved by `approvals`, with this run's outcome."""
+    facts = MergeRequestFacts(author="alice", author_role=int(Role.DEVELOPER), head_sha=HEAD,
+                              now=datetime(2026, 3, 4, 10, 0, tzinfo=UTC),
+                              approvals=tuple(Approval(a, int(Role.DEVELOPER), HEAD) for a in approvals))
+    facts = Governance.with_outcome(facts, outcome(result, Evaluation(findings=())))
+    return gate_from(check_promotion(load_policy(None), facts, "prod", protected=True), "prod")
 
 
 @pytest.fixture
@@ -72,7 +92,9 @@ def shop(tmp_path: Path) -> Iterator[Shop]:
 
 
 def test_no_change(shop: Shop):
-    check_golden("report_no_change.md", shop.run("mr_1")[1])
+    text = shop.run("mr_1", approvals=("bob",))[1]
+    check_golden("report_no_change.md", text)
+    assert "> **Merge gate** (`sluice/promotion` ✅): merging promotes to `prod`." in text
 
 
 def test_additive_change(shop: Shop):
@@ -87,6 +109,10 @@ def test_breaking_change_with_downstream(shop: Shop):
     shop.edit("models/staging/stg_customers.sql", "lower(email) as email", "upper(email) as email")
     _, text = shop.run("mr_1")
     check_golden("report_breaking.md", text)
+    assert "(`sluice/promotion` ⛔): merging will not promote to `prod`: needs 1 approval from" in text
+    assert "the change to `marts.orders`, `staging.stg_customers` is breaking" in text
+    assert "`/approve breaking` (developer, maintainer or owner)" in text
+    assert text.splitlines()[1].endswith("· built and tested; not ready to merge")
     assert "marts_orders --> marts_revenue_by_day" in text
     assert "`email=" not in text or "***" in text  # pii columns never shown in samples
 
