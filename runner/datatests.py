@@ -31,6 +31,7 @@ class TestResult:
     sample: tuple[tuple[Any, ...], ...] = ()
     error: str | None = None
     seconds: float = 0.0
+    sql: str = ""  # the failing-rows query as it ran (kept for failures: the report shows it)
 
     @property
     def passed(self) -> bool:
@@ -103,13 +104,18 @@ def _relation(name: str, physical: Mapping[str, tuple[str, str]], alias: str = "
     return relation
 
 
+def _shown(query: exp.Query, project: Project) -> str:
+    return query.sql(dialect=project.config.dialect, pretty=True)
+
+
 def run_tests(tests: list[DataTest], project: Project, engine: Engine,
               physical: Mapping[str, tuple[str, str]],
               progress: Callable[[TestResult], None] | None = None) -> TestRun:
     run = TestRun()
     for test in tests:
         started = time.perf_counter()
-        failing = failing_rows_query(test, project, physical).subquery("failing")
+        query = failing_rows_query(test, project, physical)
+        failing = query.subquery("failing")
         try:
             _, counted = engine.fetch(exp.select(exp.func("count", exp.Star())).from_(failing))
             failures = int(counted[0][0])
@@ -120,9 +126,11 @@ def run_tests(tests: list[DataTest], project: Project, engine: Engine,
                           .order_by(exp.Literal.number(1)).limit(SAMPLE_ROWS))
                 names, rows = engine.fetch(sample)
             result = TestResult(test, failures, tuple(names), tuple(rows),
-                                seconds=time.perf_counter() - started)
+                                seconds=time.perf_counter() - started,
+                                sql=_shown(query, project) if failures else "")
         except WarehouseError as exc:
-            result = TestResult(test, 0, error=exc.message, seconds=time.perf_counter() - started)
+            result = TestResult(test, 0, error=exc.message, seconds=time.perf_counter() - started,
+                                sql=_shown(query, project))
         run.results.append(result)
         if progress:
             progress(result)

@@ -167,6 +167,12 @@ class GitHub(Forge):
 
     # -- API ------------------------------------------------------------------------------------
 
+    def repository(self, repo: str) -> Repository:
+        with _calls(f"reading the repository {repo}"):
+            found = self._client(repo).get_repo(repo)
+            return Repository(forge=self.name, full_name=found.full_name, clone_url=found.clone_url,
+                              default_branch=found.default_branch or "main")
+
     def merge_request(self, repo: str, number: int) -> MergeRequestInfo:
         with _calls(f"reading pull request #{number} of {repo}"):
             pr = self._client(repo).get_repo(repo).get_pull(number)

@@ -147,6 +147,14 @@ class GitLab(Forge):
 
     # -- API ------------------------------------------------------------------------------------
 
+    def repository(self, repo: str) -> Repository:
+        with _calls(f"reading the project {repo}"):
+            attrs = self._client.projects.get(repo).attributes
+            return Repository(forge=self.name, full_name=str(attrs["path_with_namespace"]),
+                              clone_url=str(attrs["http_url_to_repo"]),
+                              default_branch=str(attrs.get("default_branch") or "main"),
+                              project_id=int(attrs["id"]))
+
     def merge_request(self, repo: str, number: int) -> MergeRequestInfo:
         with _calls(f"reading merge request !{number} of {repo}"):
             mr = self._project(repo).mergerequests.get(number)

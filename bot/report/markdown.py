@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -50,6 +51,15 @@ def verdict(result: RunResult, policy: Evaluation | None = None, gate: MergeGate
 def _cell(value: Any) -> str:
     text = "NULL" if value is None else (f"{value:.10g}" if isinstance(value, float) else str(value))
     return text.replace("|", "\\|").replace("\n", " ")[:80]
+
+
+def _fenced(text: str, language: str = "", indent: int = 0) -> str:
+    """A fenced code block that no backticks in `text` can close early (text from a merge request)."""
+    longest = max((len(run) for run in re.findall(r"`+", text)), default=0)
+    fence = "`" * max(3, longest + 1)
+    pad = " " * indent
+    body = "\n".join(pad + line for line in text.splitlines())
+    return f"{pad}{fence}{language}\n{body}\n{pad}{fence}"
 
 
 def _code_safe(text: str) -> str:
@@ -106,7 +116,7 @@ def _environment() -> Environment:
                       trim_blocks=True, lstrip_blocks=True, keep_trailing_newline=True,
                       autoescape=False)
     env.filters.update(cell=_cell, code_safe=_code_safe, why=_why, tick=lambda s: f"`{s}`",
-                       num=_number, link=_link)
+                       num=_number, link=_link, fenced=_fenced)
     env.globals["sample"] = _sample
     return env
 
@@ -175,6 +185,8 @@ def _render(result: RunResult, run_url: str | None, review: Review | None, level
         "tests_failed": result.tests.failed,
         "tests_passed": result.tests.passed,
         "timings": list(result.timings.items()),
+        "model_timings": sorted(result.build.seconds.items(), key=lambda item: (-item[1], item[0]))[
+            :(20, 20, 10, 5, 0)[level]],
     }
     text = _environment().get_template("report.md.j2").render(**context)
     while "\n\n\n" in text:

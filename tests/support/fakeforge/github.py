@@ -67,6 +67,7 @@ class FakeGitHub(FakeForge):
         comment = repo + "/issues/comments/(?P<comment>\\d+)"
         self.route("GET", "/user")(self._current_user)
         self.route("GET", "/app")(self._app)
+        self.route("GET", repo)(self._get_repo)
         self.route("GET", repo + "/installation")(self._installation)
         self.route("POST", "/app/installations/(?P<id>\\d+)/access_tokens")(self._access_token)
         self.route("GET", repo + "/pulls/(?P<number>\\d+)")(self._get_pull)
@@ -333,6 +334,9 @@ class FakeGitHub(FakeForge):
         data.update(token=token, expires_at=expires.strftime("%Y-%m-%dT%H:%M:%SZ"))
         data.pop("repositories", None)
         return 201, data, {}
+
+    def _get_repo(self, match: re.Match[str], request: Request) -> tuple[int, Any, dict[str, str]]:
+        return 200, self._repo_json(self._full_name(match)), {}
 
     def _get_pull(self, match: re.Match[str], request: Request) -> tuple[int, Any, dict[str, str]]:
         return 200, self._pull_json(self._find_pull(match)), {}
