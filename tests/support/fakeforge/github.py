@@ -194,6 +194,19 @@ class FakeGitHub(FakeForge):
         data["sender"] = self._user_json(user)
         return self._signed("pull_request_review", data, secret)
 
+    def push_hook(self, repo: str, branch: str, before: str, after: str, pusher: str = "alice",
+                  secret: str | None = None) -> tuple[dict[str, str], bytes]:
+        """A `push` delivery: `branch` moved from `before` to `after`."""
+        data = fixture("github_webhooks/github_push.json")
+        data.update(ref=f"refs/heads/{branch}", before=before, after=after, created=False,
+                    deleted=False, forced=False, repository=self._repo_json(repo),
+                    pusher={"name": pusher, "email": f"{pusher}@example.com"},
+                    sender=self._user_json(pusher),
+                    compare=f"{self.url}/{repo}/compare/{before[:12]}...{after[:12]}")
+        data["head_commit"].update(id=after, tree_id=after)
+        data["commits"] = [dict(data["head_commit"])]
+        return self._signed("push", data, secret)
+
     def _signed(self, kind: str, data: dict[str, Any], secret: str | None) -> tuple[dict[str, str], bytes]:
         body = json.dumps(data).encode()
         digest = hmac.new((secret or self.webhook_secret).encode(), body, hashlib.sha256).hexdigest()
