@@ -122,7 +122,7 @@ def handle_errors(func: F) -> F:
         try:
             return func(*args, **kwargs)
         except SluiceError as exc:
-            errors.print(f"[bold red]error:[/] {escape(str(exc))}")
+            errors.print(f"[bold red]error:[/] {escape(str(exc))}", soft_wrap=True)  # one line
             sys.exit(2)
 
     return wrapper  # type: ignore[return-value]

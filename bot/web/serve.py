@@ -73,7 +73,7 @@ def serve_embedded(config: ServerConfig, host: str, port: int, worker_threads: i
     config.check_secrets()
     worker = WorkerProcess(config, threads=worker_threads)
     if config.broker_url == "stub://":
-        requeued = Inbox(worker.services.state).requeue_unfinished()
+        requeued = Inbox(worker.services.state, config.installation).requeue_unfinished()
         if requeued:
             log.info("%s unfinished events will be sent again", requeued)
     app = create_app(config, state=worker.services.state, dispatcher=worker.dispatcher)
