@@ -62,11 +62,13 @@ PROMISE = re.compile(r"Errors you can cause \(([^)]*)\) are one line naming the 
 BREAKAGES = {
     "bad YAML": ("models/schema.yml", lambda t: t.replace("  - name: stg_orders\n",
                                                           "  - name: stg_orders\n   bad: [\n")),
-    "two statements in a model": ("models/marts/broken.sql", lambda t: "select 1;\ndrop table marts.orders\n"),
+    "two statements in a model": ("models/marts/broken.sql",
+                                  lambda t: "select 1;\ndrop table marts.orders\n"),
     "an unknown table": ("models/marts/orders.sql",
                          lambda t: t.replace("from staging.stg_orders as o", "from staging.nope as o")),
     "a cycle": ("models/staging/stg_orders.sql",
-                lambda t: t.replace("from raw.raw_orders", "from raw.raw_orders join marts.orders as x on true")),
+                lambda t: t.replace("from raw.raw_orders",
+                                    "from raw.raw_orders join marts.orders as x on true")),
     "a removed column that a downstream model still reads": (
         "models/marts/orders.sql", lambda t: t.replace("    o.status,\n", "")),
 }

@@ -112,7 +112,8 @@ def run_view(run: Run, config: ServerConfig, now: float | None = None) -> RunVie
     return RunView(
         run=run,
         forge_label=forge.title if forge else run.forge,
-        merge_request=forge.mr_label(run.number) if forge else f"#{run.number}",
+        merge_request=(forge.mr_label(run.number) if forge else f"#{run.number}") if run.number
+        else "none (a build of a branch)",
         merge_request_url=_merge_request_url(run, config),
         created=_stamp(run.created_at) or "", started=_stamp(run.started_at),
         finished=_stamp(run.finished_at),
@@ -157,7 +158,7 @@ def _secure(response: Response) -> Response:
 
 def _merge_request_url(run: Run, config: ServerConfig) -> str | None:
     forge, section = FORGES.get(run.forge), config.forge(run.forge)
-    if forge is None or section is None:
+    if forge is None or section is None or not run.number:
         return None
     return forge.merge_request_url(section, run.repository, run.number)
 
