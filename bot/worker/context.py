@@ -30,6 +30,7 @@ from runner.state.store import StateStore
 
 log = logging.getLogger("sluice.worker")
 WAREHOUSE_WAIT = 300  # seconds a job waits for a single-writer warehouse before it retries later
+WAIT_NOTICE = 30.0  # seconds of waiting for the warehouse after which the thread is told
 
 
 class Transient(Exception):
@@ -142,9 +143,11 @@ class JobContext:
         return url
 
     @contextmanager
-    def warehouse_lock(self, url: str, run_id: int | None, who: str = "") -> Iterator[None]:
+    def warehouse_lock(self, url: str, run_id: int | None, who: str = "",
+                       notice_after: float = WAIT_NOTICE) -> Iterator[None]:
         """The single writer's turn on a DuckDB warehouse (server warehouses need none). A run
-        that has to wait says so on its page: who writes, since when."""
+        that has to wait says so on its page (who writes, since when), and, once it has waited
+        `notice_after` seconds, once in its merge request's thread."""
         if not engine_class(url).single_writer:
             yield  # server warehouses take concurrent builds
             return
@@ -161,9 +164,16 @@ class JobContext:
                 self.runs.wait(run_id, held(lock, "the warehouse's writer lock (one writer at a time)"),
                                status=RunStatus.RUNNING)
 
+        def on_long_wait(lock: Lock) -> None:
+            if run is not None and run.number and run.forge in self.s.forges:
+                self.s.forges[run.forge].post_comment(
+                    run.repository, run.number,
+                    f"⏳ Run [#{run.id}]({self.s.config.run_url(run.id)}) waits: "
+                    f"{held(lock, 'the warehouse (one writer at a time)')} It goes on by itself.")
+
         with self.locks.hold(name, who, self.s.config.job_lease, reason=reason, timeout=WAREHOUSE_WAIT,
                              release="it is released when that run's warehouse work ends",
-                             on_held=on_held) as lock:
+                             on_held=on_held, on_long_wait=(notice_after, on_long_wait)) as lock:
             if lock is None:
                 raise Transient(f"the warehouse is busy ({name}); retrying later")
             if waited and run_id is not None:

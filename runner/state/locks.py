@@ -116,12 +116,13 @@ class Locks:
 
     @contextmanager
     def hold(self, name: str, holder: str, ttl: float, reason: str = "", timeout: float = 0.0,
-             release: str = "", on_held: Callable[[Lock], None] | None = None) -> Iterator[Lock | None]:
+             release: str = "", on_held: Callable[[Lock], None] | None = None,
+             on_long_wait: tuple[float, Callable[[Lock], None]] | None = None) -> Iterator[Lock | None]:
         """Hold `name` for the block (None when it could not be had within `timeout`), renewing
         it every third of `ttl`: a live holder keeps it however long the work takes, a dead one
-        loses it `ttl` seconds after its last renewal. `on_held` is told once who holds it when
-        the block has to wait."""
-        lock = (self.wait(name, holder, reason, ttl, timeout=timeout, release=release, on_held=on_held)
+        loses it `ttl` seconds after its last renewal. `on_held` and `on_long_wait` as for `wait`."""
+        lock = (self.wait(name, holder, reason, ttl, timeout=timeout, release=release, on_held=on_held,
+                          on_long_wait=on_long_wait)
                 if timeout else self.acquire(name, holder, reason, ttl, release))
         if lock is None:
             yield None
@@ -145,20 +146,29 @@ class Locks:
 
     def wait(self, name: str, holder: str, reason: str = "", ttl: float | None = None,
              timeout: float = 600.0, poll: float = 0.2, release: str = "",
-             on_held: Callable[[Lock], None] | None = None) -> Lock | None:
+             on_held: Callable[[Lock], None] | None = None,
+             on_long_wait: tuple[float, Callable[[Lock], None]] | None = None) -> Lock | None:
         """Acquire, waiting up to `timeout` seconds for the holder to release it. `on_held` is
-        called once, with the lock as someone else holds it, when the first attempt fails."""
-        deadline = time.monotonic() + timeout
-        told = False
+        called once, with the lock as someone else holds it, when the first attempt fails;
+        `on_long_wait` (seconds, callback) once when the wait has lasted that long."""
+        started = time.monotonic()
+        deadline = started + timeout
+        told = told_long = False
         while True:
             lock = self.acquire(name, holder, reason, ttl, release)
             if lock is not None or time.monotonic() >= deadline:
                 return lock
+            current: Lock | None = None
             if on_held is not None and not told:
                 current = self.held_by(name)
                 if current is not None:
                     told = True
                     on_held(current)
+            if on_long_wait is not None and not told_long and time.monotonic() - started >= on_long_wait[0]:
+                current = current or self.held_by(name)
+                if current is not None:
+                    told_long = True
+                    on_long_wait[1](current)
             time.sleep(poll)
 
 

@@ -321,3 +321,34 @@ def test_twin_models_keep_their_own_tables(forge: Forge, origin: Origin, bot: Bo
     assert f"`{orders.physical}` →" in answer and "orders_copy" not in answer
     mr = state.environment("mr_1")
     assert mr is not None and mr.models["marts.orders_copy"] == prod.models["marts.orders_copy"]
+
+
+def test_a_run_waiting_for_the_warehouse_says_for_whom_on_its_page_and_then_in_its_thread(
+        forge: Forge, origin: Origin, bot: Bot):
+    import threading
+
+    from bot.worker.keys import warehouse_lock
+
+    forge.fake.add_merge_request(forge.repo, 7, head_sha=origin.branch("w", ORDERS), source_branch="w")
+    jobs = bot.worker.jobs
+    url = bot.config.warehouses["default"]
+    assert jobs.locks.acquire(warehouse_lock(url), "run:99", "run #99 (pipeline of data/shop!6)", ttl=60)
+    run_id = jobs.runs.create(forge.name, forge.repo, 7, RunKind.PIPELINE)
+    jobs.runs.start(run_id)
+    done = threading.Event()
+
+    def work() -> None:
+        with jobs.warehouse_lock(url, run_id, notice_after=0.2):
+            done.set()
+
+    worker = threading.Thread(target=work)
+    worker.start()
+    wait_until(lambda: any(c.startswith("⏳ Run") for c in forge.comments(7)), what="the notice")
+    [notice] = [c for c in forge.comments(7) if c.startswith("⏳ Run")]
+    assert "waits: the warehouse (one writer at a time) is held by run #99 (pipeline of data/shop!6)" in notice
+    assert "Waiting for:" in run_page(bot, run_id) and not done.is_set()
+    jobs.locks.release(warehouse_lock(url), "run:99")
+    worker.join(timeout=30)
+    assert done.is_set()
+    run = jobs.runs.get(run_id)
+    assert run is not None and run.waiting_for is None and "took the warehouse's writer lock" in run.log

@@ -53,7 +53,9 @@ def test_renew_is_the_heartbeat(state_url: str):
 def test_wait_tells_once_who_holds_it(state_url: str):
     locks = Locks(StateStore(state_url))
     assert locks.acquire("w", "holder", "busy building", ttl=0.3)
-    told = []
-    got = locks.wait("w", "waiter", "next", ttl=10, timeout=5, poll=0.02, on_held=told.append)
+    told, long = [], []
+    got = locks.wait("w", "waiter", "next", ttl=10, timeout=5, poll=0.02, on_held=told.append,
+                     on_long_wait=(0.1, long.append))
     assert got is not None and got.holder == "waiter"
     assert [(lock.holder, lock.reason) for lock in told] == [("holder", "busy building")]
+    assert [lock.holder for lock in long] == ["holder"]  # once, however long it waited
