@@ -345,7 +345,8 @@ def test_a_run_waiting_for_the_warehouse_says_for_whom_on_its_page_and_then_in_i
     worker.start()
     wait_until(lambda: any(c.startswith("⏳ Run") for c in forge.comments(7)), what="the notice")
     [notice] = [c for c in forge.comments(7) if c.startswith("⏳ Run")]
-    assert "waits: the warehouse (one writer at a time) is held by run #99 (pipeline of data/shop!6)" in notice
+    assert ("waits: the warehouse (one writer at a time) is held by run #99 (pipeline of data/shop!6)"
+            in notice)
     assert "Waiting for:" in run_page(bot, run_id) and not done.is_set()
     jobs.locks.release(warehouse_lock(url), "run:99")
     worker.join(timeout=30)
