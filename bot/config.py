@@ -16,6 +16,8 @@ from bot.configkeys import ENV_PREFIX, ConfigError, Key, read_keys
 from bot.forges import FORGES
 from bot.forges.base import ForgeConfig
 from runner.engines import SCHEMES, scheme_of
+from runner.errors import SluiceError
+from runner.janitor import parse_duration
 from runner.project.yamlfile import YamlMapping, load_yaml
 
 __all__ = ["ENV_PREFIX", "TOP_KEYS", "ConfigError", "RepositoryConfig", "ServerConfig",
@@ -34,8 +36,21 @@ class RepositoryConfig:
 REPOSITORY_KEYS = ("forge", "name", "warehouses", "production_branch", "clone_url")
 
 
+INSTALLATION_NAME = re.compile(r"^[a-z][a-z0-9_]{0,39}$")
+
+
+def installation_name(public_url: str) -> str:
+    """An installation's default name, from its public URL: `https://sluice.example.com` is
+    `sluice_example_com`; a port or a path count too, so two installations on one host differ."""
+    rest = public_url.split("://", 1)[-1].strip("/").lower()
+    slug = re.sub(r"[^a-z0-9]+", "_", rest).strip("_") or "sluice"
+    slug = slug if slug[0].isalpha() else f"s_{slug}"
+    return slug[:40].rstrip("_")
+
+
 @dataclass(frozen=True)
 class ServerConfig:
+    name: str | None = None  # this installation's name (queues, locks, events); default: from public_url
     state_url: str = "sqlite:///.sluice-server/state.db"
     broker_url: str = "redis://127.0.0.1:6379/0"
     public_url: str = "http://127.0.0.1:8000"
@@ -54,6 +69,13 @@ class ServerConfig:
     job_retries: int = 5  # transient failures (forge 5xx, network, busy warehouse) tried again
     retry_backoff_ms: int = 1000  # the first retry's delay; it doubles, up to a minute
     janitor_ttl: str = "7d"  # physical objects unreferenced for longer are dropped
+    deploy_hold: str = "8h"  # how long `/deploy <env>` holds the environment before it lapses
+
+    @property
+    def installation(self) -> str:
+        """The name that keeps this installation's broker queue, locks and events apart from
+        another's on the same broker and state store."""
+        return self.name or installation_name(self.public_url)
 
     def repository(self, forge: str, name: str) -> RepositoryConfig | None:
         for repo in self.repositories:
@@ -82,11 +104,11 @@ class ServerConfig:
 
 # The top level's plain settings (the sections, warehouses and repositories are read apart).
 TOP_KEYS: tuple[Key, ...] = (
-    Key("state_url"), Key("broker_url"), Key("public_url"), Key("work_dir", "path"),
+    Key("name"), Key("state_url"), Key("broker_url"), Key("public_url"), Key("work_dir", "path"),
     Key("max_body_bytes", "int"), Key("insecure", "bool"), Key("allow_local_clones", "bool"),
     Key("sweep_after", "float"), Key("policy_file", "path"), Key("janitor_interval", "float"),
     Key("janitor_ttl"), Key("job_lease", "float"), Key("job_retries", "int"),
-    Key("retry_backoff_ms", "int"),
+    Key("retry_backoff_ms", "int"), Key("deploy_hold"),
 )
 CONFIG_VARIABLE = f"{ENV_PREFIX}CONFIG"
 
@@ -135,8 +157,25 @@ def load_server_config(path: Path | None, environ: Mapping[str, str] | None = No
                                              entry.get_str("clone_url")))
     if not values.get("policy_file"):
         values.pop("policy_file", None)
+    if "name" in values and not INSTALLATION_NAME.match(values["name"]):
+        raise _error(data, "name", f"the installation name {values['name']!r} is not valid: use 1-40 "
+                     "lower-case letters, digits and underscores, starting with a letter", environ)
+    for key in ("deploy_hold", "janitor_ttl"):
+        if key in values:
+            try:
+                parse_duration(values[key])
+            except SluiceError as exc:
+                raise _error(data, key, f"{key}: {exc.message}", environ) from None
     return dataclasses.replace(ServerConfig(), forges=forges, warehouses=warehouse_urls,
                                repositories=tuple(repositories), **values)
+
+
+def _error(data: YamlMapping, key: str, message: str, environ: Mapping[str, str]) -> SluiceError:
+    """A bad value, named by its line in server.yml (or by its variable, when it came from there)."""
+    variable = Key(key).variable()
+    if key in data and not environ.get(variable):
+        return data.error(key, message)
+    return ConfigError(f"the variable {variable}: {message}")
 
 
 def _forge_sections() -> str:

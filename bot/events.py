@@ -57,7 +57,24 @@ class CommentEvent:
     kind: str = field(default="comment", init=False)
 
 
-Event = MergeRequestEvent | CommentEvent
+@dataclass(frozen=True)
+class PushEvent:
+    """Commits pushed to a branch (only branch heads; tags and deletions are not events)."""
+
+    repository: Repository
+    branch: str
+    before: str
+    after: str  # the branch's new head
+    pusher: str = ""
+    kind: str = field(default="push", init=False)
+
+    @property
+    def number(self) -> int:
+        """Pushes belong to no merge request: 0, as the inbox and the runs record it."""
+        return 0
+
+
+Event = MergeRequestEvent | CommentEvent | PushEvent
 
 
 def to_json(event: Event) -> str:
@@ -73,4 +90,6 @@ def from_json(text: str) -> Event:
         return MergeRequestEvent(repository=repository, **data)
     if kind == "comment":
         return CommentEvent(repository=repository, **data)
+    if kind == "push":
+        return PushEvent(repository=repository, **data)
     raise ValueError(f"unknown event kind {kind!r}")

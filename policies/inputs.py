@@ -93,6 +93,7 @@ class MergeRequestFacts:
     overrides: tuple[Override, ...] = ()
     tests_passed: bool = False
     breaking: bool = False  # the plan holds a breaking change
+    breaking_models: tuple[str, ...] = ()  # the models whose change is breaking
     blocking_failures: tuple[str, ...] = ()  # Evaluation.blocking_labels of the MR's last run
 
 

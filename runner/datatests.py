@@ -7,7 +7,7 @@ tests run before an environment's views move, and the same way in every environm
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -16,6 +16,7 @@ from sqlglot import exp
 from runner.engines.base import Engine
 from runner.errors import WarehouseError
 from runner.naming import table
+from runner.plan.fingerprint import data_test_fingerprint
 from runner.project.nodes import DataTest, Project
 from runner.rewrite import physical_query
 
@@ -30,6 +31,7 @@ class TestResult:
     sample: tuple[tuple[Any, ...], ...] = ()
     error: str | None = None
     seconds: float = 0.0
+    sql: str = ""  # the failing-rows query as it ran (kept for failures: the report shows it)
 
     @property
     def passed(self) -> bool:
@@ -53,13 +55,17 @@ class TestRun:
         return not self.failed
 
 
-def select_tests(project: Project, changed: Iterable[str] | None) -> list[DataTest]:
-    """The tests to run: all of them, or those touching a model whose data changed."""
+def select_tests(project: Project, changed: Iterable[str] | None,
+                 known: Collection[str] | None = None) -> list[DataTest]:
+    """The tests to run: all of them (`changed` None), or those touching a model whose data
+    changed, plus, with `known` (the test fingerprints the compared environment ran), every test
+    whose definition is new or changed, whatever its model's data did."""
     if changed is None:
         return list(project.tests)
     wanted = set(changed)
     return [t for t in project.tests
-            if (t.model in wanted) or any(dep in wanted for dep in t.depends_on)]
+            if (t.model in wanted) or any(dep in wanted for dep in t.depends_on)
+            or (known is not None and data_test_fingerprint(t) not in known)]
 
 
 def failing_rows_query(test: DataTest, project: Project,
@@ -98,13 +104,18 @@ def _relation(name: str, physical: Mapping[str, tuple[str, str]], alias: str = "
     return relation
 
 
+def _shown(query: exp.Query, project: Project) -> str:
+    return query.sql(dialect=project.config.dialect, pretty=True)
+
+
 def run_tests(tests: list[DataTest], project: Project, engine: Engine,
               physical: Mapping[str, tuple[str, str]],
               progress: Callable[[TestResult], None] | None = None) -> TestRun:
     run = TestRun()
     for test in tests:
         started = time.perf_counter()
-        failing = failing_rows_query(test, project, physical).subquery("failing")
+        query = failing_rows_query(test, project, physical)
+        failing = query.subquery("failing")
         try:
             _, counted = engine.fetch(exp.select(exp.func("count", exp.Star())).from_(failing))
             failures = int(counted[0][0])
@@ -115,9 +126,11 @@ def run_tests(tests: list[DataTest], project: Project, engine: Engine,
                           .order_by(exp.Literal.number(1)).limit(SAMPLE_ROWS))
                 names, rows = engine.fetch(sample)
             result = TestResult(test, failures, tuple(names), tuple(rows),
-                                seconds=time.perf_counter() - started)
+                                seconds=time.perf_counter() - started,
+                                sql=_shown(query, project) if failures else "")
         except WarehouseError as exc:
-            result = TestResult(test, 0, error=exc.message, seconds=time.perf_counter() - started)
+            result = TestResult(test, 0, error=exc.message, seconds=time.perf_counter() - started,
+                                sql=_shown(query, project))
         run.results.append(result)
         if progress:
             progress(result)

@@ -56,7 +56,9 @@ def promote(engine: Engine, state: StateStore, source: str, target: str) -> Repo
         raise EnvError(f"there is no environment {source!r} to promote; `sluice env list` shows them")
     history = state.history(source)
     commit = history[0].commit if history else None
-    return point(engine, state, target, record.models, action="promote", source=source, commit=commit)
+    result = point(engine, state, target, record.models, action="promote", source=source, commit=commit)
+    state.set_environment_tests(target, state.environment_tests(source))  # what they were tested with
+    return result
 
 
 def rollback(engine: Engine, state: StateStore, environment: str) -> Repoint:
@@ -67,15 +69,14 @@ def rollback(engine: Engine, state: StateStore, environment: str) -> Repoint:
         for i, entry in enumerate(history):
             if entry.action in ("promote", "plan") and not entry.rolled_back:
                 if not entry.before:
-                    raise EnvError(f"{environment}'s last change created it: there is nothing to "
-                                   "roll back to")
+                    raise NothingToRollBack(environment, created=True)
                 # The commit the environment showed before `entry`: the newest earlier change's.
                 commit = next((e.commit for e in history[i + 1:] if e.after == entry.before), None)
                 return _point(engine, state, environment, entry.before, "rollback",
                               source=f"#{entry.id}", rolls_back=entry.id, commit=commit)
             if entry.action == "drop":
                 break
-    raise EnvError(f"{environment} has no promotion to roll back")
+    raise NothingToRollBack(environment, created=state.environment(environment) is not None)
 
 
 def drop(engine: Engine, state: StateStore, environment: str) -> Repoint:
@@ -102,7 +103,7 @@ def changing(engine: Engine, state: StateStore, environment: str) -> Iterator[No
     """This environment's turn to change: wait for any other change of it, then settle what an
     interrupted one left pending."""
     holder = f"{socket.gethostname()}:{os.getpid()}:{threading.get_ident()}:{uuid.uuid4().hex[:8]}"
-    with Locks(state).hold(change_lock(environment), holder, CHANGE_LEASE, note="changing views",
+    with Locks(state).hold(change_lock(environment), holder, CHANGE_LEASE, reason="changing views",
                            timeout=CHANGE_WAIT) as turn:
         if turn is None:
             raise EnvError(f"another change of {environment} has been running for over "
@@ -201,6 +202,24 @@ def _settled_on_failure(state: StateStore, change: HistoryEntry) -> Iterator[Non
         if not exc.transient:
             state.changes.abandon(change.id)
         raise
+
+
+class NothingToRollBack(EnvError):
+    """The environment has no earlier version: `created` when its one change made it, else it
+    does not exist (or was dropped since). The message says which, and what can be done."""
+
+    def __init__(self, environment: str, created: bool):
+        self.environment = environment
+        self.created = created
+        if environment == PRODUCTION:
+            what = ("production has no earlier version to roll back to: its only change so far built "
+                    "it. Roll back a later promotion once there is one" if created else
+                    "production has not been built yet: there is nothing to roll back")
+        else:
+            what = (f"{environment} has no earlier version to roll back to: its only change created "
+                    f"it (`sluice env drop {environment}` removes it)" if created else
+                    f"{environment} has no change to roll back (it does not exist, or was dropped)")
+        super().__init__(what)
 
 
 def describe(state: StateStore, environment: str) -> list[tuple[str, SnapshotRecord]]:

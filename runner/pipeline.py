@@ -15,6 +15,7 @@ from runner.environments import Repoint, point
 from runner.naming import PRODUCTION, check_environment_name, environment_schema
 from runner.plan.builder import make_plan
 from runner.plan.definition import Action, Plan
+from runner.plan.fingerprint import data_test_fingerprint
 from runner.project.nodes import Project
 from runner.state.store import StateStore
 
@@ -114,8 +115,10 @@ def execute(plan: Plan, project: Project, state: StateStore, engine: Engine, *,
     clock = time.perf_counter()
     physical = {n.name: (n.physical_schema, n.physical_table) for n in plan.nodes
                 if n.action is not Action.DROP}
+    # Tests of models whose data changed, and tests that are new or changed themselves.
     changed = None if all_tests or not project.config.test_changed_only else plan.data_changed
-    result.tests = run_tests(select_tests(project, changed), project, engine, physical, on_test)
+    known = state.environment_tests(plan.base) if plan.base else set()
+    result.tests = run_tests(select_tests(project, changed, known), project, engine, physical, on_test)
     result.timings["test"] = time.perf_counter() - clock
 
     if not result.tests.ok and project.config.environment(environment).protected:
@@ -124,5 +127,7 @@ def execute(plan: Plan, project: Project, state: StateStore, engine: Engine, *,
     clock = time.perf_counter()
     if plan.mapping != dict(plan.current):
         result.repoint = point(engine, state, environment, plan.mapping, action="plan", commit=commit)
+    if result.tests.ok:  # this version of the environment was tested with these definitions
+        state.set_environment_tests(environment, (data_test_fingerprint(t) for t in project.tests))
     result.timings["point"] = time.perf_counter() - clock
     return result

@@ -19,6 +19,8 @@ class Settings:
     # connection name -> URL; "*" answers for any name (a laptop has one warehouse)
     warehouses: Mapping[str, str] = field(default_factory=dict)
     cache_dir: Path | None = None
+    state_namespace: str | None = None  # a repository's namespace in a shared (the bot's) store
+    default_warehouse: str = "default"  # the connection used when there is no sluice.yml to name one
 
     def warehouse_url(self, name: str) -> str:
         url = self.warehouses.get(name) or self.warehouses.get("*")

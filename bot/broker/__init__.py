@@ -2,7 +2,8 @@
 in-process one for a single machine; one module each (`redis`, `rabbitmq`, `stub`), chosen here.
 
 Messages only say "go look at event N"; the event itself is in the state store. dramatiq's own
-middleware does retries (with backoff) and time limits.
+middleware does retries (with backoff) and time limits. Each installation has a queue of its own
+(`queue_name`), so two installations on one broker never take each other's messages.
 """
 
 from __future__ import annotations
@@ -15,11 +16,12 @@ from typing import Any, Protocol
 import dramatiq
 from dramatiq.middleware import AgeLimit, Callbacks, Pipelines, Retries, ShutdownNotifications, TimeLimit
 
-QUEUE = "sluice"
+QUEUE_PREFIX = "sluice."
 ACTOR = "sluice_process_event"
 GAVE_UP = "sluice_event_gave_up"
 JOB_TIME_LIMIT_MS = 60 * 60 * 1000
-# Each module: SCHEMES (URL prefixes), BROKER (its dramatiq class), make(), ping(), depth(), holds().
+# Each module: SCHEMES (URL prefixes), BROKER (its dramatiq class), make(), ping(broker, queue),
+# depth(broker, queue), holds(broker, queue, message_id).
 _MODULES = ("bot.broker.redis", "bot.broker.rabbitmq", "bot.broker.stub")
 
 
@@ -42,6 +44,11 @@ class Dispatcher(Protocol):
 
 def _kinds() -> list[ModuleType]:
     return [importlib.import_module(name) for name in _MODULES]
+
+
+def queue_name(installation: str) -> str:
+    """The queue of one installation (`ServerConfig.installation`): `sluice.<installation>`."""
+    return f"{QUEUE_PREFIX}{installation}"
 
 
 def kind_of(url: str) -> ModuleType:
@@ -85,18 +92,19 @@ def make_broker(url: str, *, max_retries: int = 5, min_backoff_ms: int = 1000,
     return broker
 
 
-def declare_actor(broker: dramatiq.Broker, fn: Callable[[int], Any],
+def declare_actor(broker: dramatiq.Broker, fn: Callable[[int], Any], queue: str,
                   max_retries: int = 5) -> dramatiq.Actor:
-    """The one actor: process stored event N. Declared on an explicit broker, not at import time.
-    When its retries run out, dramatiq's Retries middleware sends the message to `GAVE_UP`."""
-    return dramatiq.Actor(fn, broker=broker, actor_name=ACTOR, queue_name=QUEUE, priority=0,
+    """The one actor: process stored event N, on `queue` (`queue_name`). Declared on an explicit
+    broker, not at import time. When its retries run out, dramatiq's Retries middleware sends the
+    message to `GAVE_UP` (on the same queue)."""
+    return dramatiq.Actor(fn, broker=broker, actor_name=ACTOR, queue_name=queue, priority=0,
                           options={"max_retries": max_retries, "on_retry_exhausted": GAVE_UP})
 
 
-def declare_gave_up(broker: dramatiq.Broker,
-                    fn: Callable[[dict[str, Any], dict[str, Any]], Any]) -> dramatiq.Actor:
+def declare_gave_up(broker: dramatiq.Broker, fn: Callable[[dict[str, Any], dict[str, Any]], Any],
+                    queue: str) -> dramatiq.Actor:
     """Called with the failed message and the retry counts, once an event's retries ran out."""
-    return dramatiq.Actor(fn, broker=broker, actor_name=GAVE_UP, queue_name=QUEUE, priority=0,
+    return dramatiq.Actor(fn, broker=broker, actor_name=GAVE_UP, queue_name=queue, priority=0,
                           options={"max_retries": 3})
 
 
@@ -116,14 +124,14 @@ class DramatiqDispatcher:
         if self.kind is None:
             return None
         try:
-            held: bool | None = self.kind.holds(self.broker, QUEUE, message_id)
+            held: bool | None = self.kind.holds(self.broker, self.actor.queue_name, message_id)
             return held
         except Exception:  # the broker is down: the next sweep asks again
             return True
 
     def ping(self) -> bool:
         try:
-            return self.kind is None or bool(self.kind.ping(self.broker))
+            return self.kind is None or bool(self.kind.ping(self.broker, self.actor.queue_name))
         except Exception:
             return False
 
@@ -131,6 +139,6 @@ class DramatiqDispatcher:
         if self.kind is None:
             return None
         try:
-            return int(self.kind.depth(self.broker, QUEUE))
+            return int(self.kind.depth(self.broker, self.actor.queue_name))
         except Exception:
             return None

@@ -8,7 +8,6 @@ import dramatiq
 from dramatiq.brokers.rabbitmq import RabbitmqBroker
 
 SCHEMES = ("amqp://", "amqps://")
-QUEUE = "sluice"  # bot.broker.QUEUE; a queue that must exist for the ping to mean something
 
 BROKER = RabbitmqBroker
 
@@ -17,9 +16,10 @@ def make(url: str, middleware: Sequence[dramatiq.Middleware]) -> dramatiq.Broker
     return RabbitmqBroker(url=url, middleware=list(middleware))
 
 
-def ping(broker: dramatiq.Broker) -> bool:
+def ping(broker: dramatiq.Broker, queue: str) -> bool:
+    """The installation's queue answers (it must exist for the ping to mean something)."""
     assert isinstance(broker, RabbitmqBroker)
-    broker.get_queue_message_counts(QUEUE)
+    broker.get_queue_message_counts(queue)
     return True
 
 

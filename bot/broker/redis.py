@@ -25,7 +25,7 @@ def make(url: str, middleware: Sequence[dramatiq.Middleware]) -> dramatiq.Broker
                        maintenance_chance=MAINTENANCE_CHANCE)
 
 
-def ping(broker: dramatiq.Broker) -> bool:
+def ping(broker: dramatiq.Broker, queue: str) -> bool:
     assert isinstance(broker, RedisBroker)
     return bool(broker.client.ping())
 

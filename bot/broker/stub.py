@@ -16,7 +16,7 @@ def make(url: str, middleware: Sequence[dramatiq.Middleware]) -> dramatiq.Broker
     return StubBroker(middleware=list(middleware))
 
 
-def ping(broker: dramatiq.Broker) -> bool:
+def ping(broker: dramatiq.Broker, queue: str) -> bool:
     return True
 
 

@@ -83,10 +83,25 @@ def build_progress(console: Console, total: int, quiet: bool = False) -> Iterato
 
 
 def print_test(console: Console, result: TestResult) -> None:
+    """A failing test: what failed, a few of its failing rows, and the query that found them."""
     if result.passed:
         return
+    where = f"{result.test.file}:{result.test.line}" if result.test.line else result.test.file
     what = f"error: {escape(result.error)}" if result.error else f"{result.failures} failing rows"
-    console.print(f"  [red]FAIL[/] {result.test.name} ({result.test.file}): {what}")
+    console.print(f"  [red]FAIL[/] {result.test.name} ({where}): {what}")
+    if result.sample:
+        table = Table(*result.columns, box=None, padding=(0, 1), show_edge=False)
+        for row in result.sample:
+            table.add_row(*(escape("NULL" if v is None else str(v)) for v in row))
+        console.print(table)
+        more = result.failures - len(result.sample)
+        if more > 0:
+            console.print(f"  [dim]… and {more} more[/]")
+    if result.sql:
+        console.print("  [dim]query:[/] " + escape(" ".join(result.sql.split())), soft_wrap=True)
+
+
+SLOWEST = 10  # models whose build time the summary shows
 
 
 def print_summary(console: Console, result: RunResult) -> None:
@@ -106,3 +121,8 @@ def print_summary(console: Console, result: RunResult) -> None:
                       f"{len(result.repoint.dropped)} dropped).")
     timing = ", ".join(f"{k} {v:.2f}s" for k, v in result.timings.items())
     console.print(f"built {result.built}, reused {result.reused} · {timing}")
+    slowest = sorted(result.build.seconds.items(), key=lambda item: (-item[1], item[0]))[:SLOWEST]
+    if slowest:
+        shown = ", ".join(f"{name} {seconds:.2f}s" for name, seconds in slowest)
+        more = len(result.build.seconds) - len(slowest)
+        console.print(f"build time per model: {shown}" + (f" (+{more} faster)" if more > 0 else ""))

@@ -11,7 +11,7 @@ import click
 from rich.markup import escape
 from rich.table import Table
 
-from bot.cli.options import console, handle_errors, project_options, when, workspace
+from bot.cli.options import Place, console, handle_errors, project_options, when, workspace
 from bot.cli.server import server_config
 from bot.records.audit import AuditLog
 from runner.naming import check_environment_name
@@ -29,23 +29,26 @@ from runner.state.store import StateStore
 @click.option("--where", default=None,
               help="A SQL condition over the model's columns; both sides are filtered by it.")
 @click.option("--limit", type=click.IntRange(0, 1000), default=None, help="Sample rows to show.")
+@click.option("--key", default=None,
+              help="Match rows by these columns (comma separated) instead of the model's unique key.")
 @click.option("--format", "fmt", type=click.Choice(["text", "markdown", "json"]), default="text",
               show_default=True)
 @handle_errors
-def diff(first: str, second: str, model: str | None, project_dir: Path, state_url: str | None,
-         warehouse_url: str | None, columns: str | None, where: str | None, limit: int | None,
-         fmt: str) -> None:
+def diff(first: str, second: str, model: str | None, place: Place, columns: str | None,
+         where: str | None, limit: int | None, key: str | None, fmt: str) -> None:
     """Data diff, in the warehouse, of the models whose snapshots differ between environments
     FIRST and SECOND (e.g. `sluice diff prod mr_42`), or of one MODEL."""
     from bot.report.markdown import render_data_diff
     from runner.lineage.project import resolve_target
     from runner.review.compare import compare
 
-    with workspace(project_dir, state_url, warehouse_url) as ws:
+    with workspace(place) as ws:
         name = resolve_target(ws.project, model)[0] if model else None
         wanted = [c.strip().lower() for c in columns.split(",")] if columns else None
+        keys = [c.strip().lower() for c in key.split(",") if c.strip()] if key else None
         found = compare(ws.project, ws.state, ws.engine, check_environment_name(first),
-                        check_environment_name(second), name, columns=wanted, where=where, samples=limit)
+                        check_environment_name(second), name, columns=wanted, where=where, samples=limit,
+                        key=keys)
         if fmt == "json":
             console.print_json(json.dumps([dataclasses.asdict(c) for c in found], default=str))
             return
@@ -126,15 +129,16 @@ def lineage(target: str, project_dir: Path, fmt: str) -> None:
 @click.option("--env", "environment", default=None, help="Only entries about this environment.")
 @click.option("--action", default=None,
               help="Only this action: promote, rollback, deploy, approve, override, unlock, "
-                   "promotion_refused.")
+                   "lock_expired, bootstrap, promotion_refused.")
 @click.option("--limit", type=click.IntRange(1, 10_000), default=50, show_default=True)
 @click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True)
 @handle_errors
-def audit(config_path: Path | None, project_dir: Path, state_url: str | None, warehouse_url: str | None,
-          environment: str | None, action: str | None, limit: int, fmt: str) -> None:
-    """Who promoted, rolled back, approved, overrode or unlocked what, and when."""
+def audit(config_path: Path | None, place: Place, environment: str | None, action: str | None, limit: int,
+          fmt: str) -> None:
+    """Who promoted, rolled back, approved, overrode, unlocked or let lapse what, and when."""
+    config_path = config_path or place.server_config
     url = server_config(config_path).state_url if config_path else (
-        state_url or local_settings(project_dir, os.environ).state_url)
+        place.state_url or local_settings(place.project_dir, os.environ).state_url)
     store = StateStore(url)
     try:
         entries = AuditLog(store).entries(environment=environment, action=action, limit=limit)

@@ -29,7 +29,7 @@ def main() -> None:
 
 for command in (project.init, project.demo, planning.plan, planning.test, environments.promote,
                 environments.rollback, environments.env, environments.janitor, inspect.diff,
-                inspect.lineage, inspect.audit, server.serve, server.worker):
+                inspect.lineage, inspect.audit, server.serve, server.worker, server.bootstrap):
     main.add_command(command)
 
 

@@ -4,12 +4,20 @@ from __future__ import annotations
 
 import sys
 import time
-from pathlib import Path
 
 import click
 
 from bot.cli import console as out
-from bot.cli.options import Workspace, console, default_environment, handle_errors, project_options, workspace
+from bot.cli import jsonout
+from bot.cli.options import (
+    Place,
+    Workspace,
+    console,
+    default_environment,
+    handle_errors,
+    project_options,
+    workspace,
+)
 from bot.report.markdown import render_markdown
 from runner import environments
 from runner.datatests import run_tests, select_tests
@@ -26,19 +34,20 @@ from runner.review.summary import review
 @click.option("--threads", type=click.IntRange(1, 64), default=None,
               help="Models built at the same time (default: build.threads in sluice.yml).")
 @click.option("--all-tests", is_flag=True, help="Run every test, not only those on changed models.")
-@click.option("--format", "fmt", type=click.Choice(["text", "markdown"]), default="text",
-              show_default=True, help="markdown prints the report the bot would post.")
+@click.option("--format", "fmt", type=click.Choice(["text", "markdown", "json"]), default="text",
+              show_default=True, help="markdown prints the report the bot would post; json is for "
+                                      "scripts (README: Scripting).")
 @click.option("--verbose", "-v", is_flag=True, help="List unchanged models too.")
 @handle_errors
-def plan(env: str | None, project_dir: Path, state_url: str | None, warehouse_url: str | None,
-         dry_run: bool, threads: int | None, all_tests: bool, fmt: str, verbose: bool) -> None:
+def plan(env: str | None, place: Place, dry_run: bool, threads: int | None, all_tests: bool, fmt: str,
+         verbose: bool) -> None:
     """Plan the project against ENV, build what is missing, test, and point ENV's views.
 
     ENV defaults to a dev environment named after the current git branch; `prod` is production.
     Exits 1 when a build or a test fails.
     """
-    with workspace(project_dir, state_url, warehouse_url) as ws:
-        target = check_environment_name(env or default_environment(project_dir))
+    with workspace(place) as ws:
+        target = check_environment_name(env or default_environment(place.project_dir))
         result = run_with_output(ws, target, dry_run=dry_run, threads=threads, all_tests=all_tests,
                                  text=fmt == "text", verbose=verbose)
         if fmt == "markdown":
@@ -52,6 +61,8 @@ def plan(env: str | None, project_dir: Path, state_url: str | None, warehouse_ur
                 raise SluiceError(str(exc)) from None
             console.print(render_markdown(result, review=the_review, policy=rules), markup=False,
                           soft_wrap=True)
+        elif fmt == "json":
+            console.print(jsonout.dumps(jsonout.plan(result)), markup=False, soft_wrap=True)
         if not result.ok or result.held_back:
             sys.exit(1)
 
@@ -79,11 +90,11 @@ def run_with_output(ws: Workspace, target: str, *, dry_run: bool = False, thread
 @click.argument("env")
 @project_options
 @click.option("--changed-only", is_flag=True, help="Only tests on models whose data the last plan changed.")
+@click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True)
 @handle_errors
-def test(env: str, project_dir: Path, state_url: str | None, warehouse_url: str | None,
-         changed_only: bool) -> None:
+def test(env: str, place: Place, changed_only: bool, fmt: str) -> None:
     """Run the project's data tests against ENV's current snapshots. Exits 1 on a failure."""
-    with workspace(project_dir, state_url, warehouse_url) as ws:
+    with workspace(place) as ws:
         rows = environments.describe(ws.state, check_environment_name(env))
         physical = {name: (s.physical_schema, s.physical_table) for name, s in rows}
         changed = None
@@ -92,10 +103,14 @@ def test(env: str, project_dir: Path, state_url: str | None, warehouse_url: str 
             changed = set(history[0].after) - set(history[0].before) if history else set()
         tests = [t for t in select_tests(ws.project, changed)
                  if all(d in physical or d in ws.project.sources for d in (t.model, *t.depends_on) if d)]
-        result = run_tests(tests, ws.project, ws.engine, physical, lambda r: out.print_test(console, r))
-        colour = "green" if result.ok else "red"
-        console.print(f"[{colour}]{len(result.passed)} passed, {len(result.failed)} failed[/]")
+        text = fmt == "text"
+        result = run_tests(tests, ws.project, ws.engine, physical,
+                           (lambda r: out.print_test(console, r)) if text else None)
+        if text:
+            colour = "green" if result.ok else "red"
+            console.print(f"[{colour}]{len(result.passed)} passed, {len(result.failed)} failed[/]")
+        else:
+            console.print(jsonout.dumps({"environment": env, **jsonout.checks(result)}), markup=False,
+                          soft_wrap=True)
         if not result.ok:
             sys.exit(1)
-
-

@@ -95,3 +95,24 @@ def write_scaffold(directory: Path, name: str | None = None) -> list[Path]:
         written.append(path)
     (directory / "tests").mkdir(exist_ok=True)
     return written
+
+
+def start_repository(directory: Path) -> str:
+    """`git init -b main` and a first commit of the scaffold; what happened, in one line."""
+    import subprocess
+
+    def git(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(["git", *args], cwd=directory, capture_output=True, text=True, check=False)
+
+    try:
+        if not (directory / ".git").exists() and git("init", "-q", "-b", "main").returncode != 0:
+            raise SluiceError(f"git init failed in {directory}")
+    except FileNotFoundError:
+        raise SluiceError("git is not installed: install it, or leave out --git") from None
+    git("add", "-A")
+    committed = git("commit", "-q", "-m", "Start a Sluice project")
+    if committed.returncode != 0:
+        detail = (committed.stderr.strip().splitlines() or ["no details"])[-1]
+        return (f"made a git repository on branch main; the first commit failed ({detail}): "
+                "commit the files yourself")
+    return "made a git repository on branch main and committed the project"

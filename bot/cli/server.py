@@ -8,10 +8,12 @@ from typing import TYPE_CHECKING
 
 import click
 
-from bot.cli.options import handle_errors
+from bot.cli.options import actor, console, errors, handle_errors
+from runner.errors import SluiceError
 
 if TYPE_CHECKING:
-    from bot.config import ServerConfig
+    from bot.config import RepositoryConfig, ServerConfig
+    from bot.events import Repository
 
 
 def server_config(config_path: Path | None) -> ServerConfig:
@@ -20,6 +22,24 @@ def server_config(config_path: Path | None) -> ServerConfig:
     from bot.config import load_server_config
 
     return load_server_config(config_path)
+
+
+def configured_repository(config: ServerConfig, text: str | None) -> tuple[Repository, RepositoryConfig]:
+    """`forge:group/name` among the server's repositories (the only one, when `text` is None)."""
+    from bot.events import Repository
+
+    names = ", ".join(f"{r.forge}:{r.name}" for r in config.repositories) or "none"
+    if text is None:
+        if len(config.repositories) != 1:
+            raise SluiceError(f"name the repository (FORGE:NAME); the server has: {names}")
+        entry = config.repositories[0]
+    else:
+        forge, _, name = text.partition(":")
+        found = config.repository(forge, name)
+        if found is None:
+            raise SluiceError(f"{text} is not one of the server's repositories ({names})")
+        entry = found
+    return Repository(entry.forge, entry.name, entry.clone_url or ""), entry
 
 
 @click.command()
@@ -87,4 +107,52 @@ def worker(config_path: Path | None, threads: int, log_format: str) -> None:
     share_metrics(config.work_dir)
     WorkerProcess.started_when_possible(config, threads=threads).run_forever()
 
+
+
+
+@click.command()
+@click.argument("repository", required=False, metavar="[FORGE:NAME]")
+@click.option("--config", "config_path", type=click.Path(dir_okay=False, path_type=Path),
+              envvar="SLUICE_CONFIG", help="Server configuration file (YAML); see README.")
+@click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True)
+@handle_errors
+def bootstrap(repository: str | None, config_path: Path | None, fmt: str) -> None:
+    """Build production from the head of a served repository's production branch, as the bot
+    would: the same pipeline, under production's lock (waiting for it if held), reported on the
+    commit (`sluice/production`) and on a run page. For the first day, or to bring production
+    level with its branch after a merge the promotion rules refused. Exits 1 when a build or a
+    test fails."""
+    import json
+    import sys
+    import time
+
+    from bot.logs import configure_logging
+    from bot.worker.context import JobContext, Services, Waiting
+    from bot.worker.production import bootstrap as build_production
+
+    config = server_config(config_path)
+    configure_logging(config, "text")
+    repo, _ = configured_repository(config, repository)
+    jobs = JobContext(Services.build(config))
+    described = jobs.forge(repo).repository(repo.full_name)
+    told = False
+    while True:
+        try:
+            result = build_production(jobs, described, by=f"sluice bootstrap ({actor()})")
+            break
+        except Waiting as exc:
+            if not told:
+                errors.print(f"waiting: {exc.message}", markup=False, soft_wrap=True)
+                told = True
+            while jobs.locks.held_by(exc.lock) is not None:
+                time.sleep(1)
+    if fmt == "json":
+        console.print_json(json.dumps({"repository": f"{repo.forge}:{repo.full_name}", "sha": result.sha,
+                                       "ok": result.ok, "run": result.run_id,
+                                       "run_url": config.run_url(result.run_id), "summary": result.summary}))
+    else:
+        console.print(f"{'[green]' if result.ok else '[red]'}{result.summary}[/] · run "
+                      f"{config.run_url(result.run_id)}", markup=True, soft_wrap=True)
+    if not result.ok:
+        sys.exit(1)
 

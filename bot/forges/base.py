@@ -13,7 +13,7 @@ from enum import StrEnum
 from typing import Any, ClassVar
 
 from bot.configkeys import Key
-from bot.events import Event
+from bot.events import Event, Repository
 from policies.roles import Role
 from runner.project.yamlfile import YamlMapping
 
@@ -114,6 +114,11 @@ class Forge(ABC):
     # -- API ------------------------------------------------------------------------------------
 
     @abstractmethod
+    def repository(self, repo: str) -> Repository:
+        """The repository as the forge describes it: its default branch and clone URL (what a
+        webhook would say, for work that starts without one, such as `sluice bootstrap`)."""
+
+    @abstractmethod
     def merge_request(self, repo: str, number: int) -> MergeRequestInfo: ...
 
     @abstractmethod
@@ -173,6 +178,9 @@ class RedactingForge(Forge):
     @staticmethod
     def parse(headers: Mapping[str, str], body: bytes) -> Webhook:
         raise WebhookError("webhooks are read by the forge adapter, not by RedactingForge")
+
+    def repository(self, repo: str) -> Repository:
+        return self.inner.repository(repo)
 
     def merge_request(self, repo: str, number: int) -> MergeRequestInfo:
         return self.inner.merge_request(repo, number)

@@ -17,7 +17,7 @@ from typing import Any, ClassVar
 from github import Auth, Github, GithubException, GithubIntegration, RateLimitExceededException
 
 from bot.configkeys import ConfigError, Key
-from bot.events import CommentEvent, MergeRequestEvent, MRAction, Repository
+from bot.events import CommentEvent, MergeRequestEvent, MRAction, PushEvent, Repository
 from bot.forges._common import field, header, load, reason, requests_errors, transient, with_credentials
 from bot.forges.base import (
     CommitState,
@@ -144,7 +144,7 @@ class GitHub(Forge):
             raise WebhookError("the delivery has no X-GitHub-Event header")
         delivery = header(headers, "X-GitHub-Delivery") or "sha256:" + hashlib.sha256(body).hexdigest()
         data = load(body, form=True, content_type=header(headers, "Content-Type") or "")
-        event: MergeRequestEvent | CommentEvent | None = None
+        event: MergeRequestEvent | CommentEvent | PushEvent | None = None
         action = data.get("action")
         if kind == "pull_request":
             if action in _PR_ACTIONS:
@@ -161,9 +161,17 @@ class GitHub(Forge):
         elif (kind == "issue_comment" and action == "created"
               and field(data, "issue", dict).get("pull_request") is not None):
             event = _comment_event(data)  # a plain issue's comments are no business of Sluice
+        elif kind == "push":
+            event = _push_event(data)
         return Webhook(delivery_id=delivery, kind=kind, event=event)
 
     # -- API ------------------------------------------------------------------------------------
+
+    def repository(self, repo: str) -> Repository:
+        with _calls(f"reading the repository {repo}"):
+            found = self._client(repo).get_repo(repo)
+            return Repository(forge=self.name, full_name=found.full_name, clone_url=found.clone_url,
+                              default_branch=found.default_branch or "main")
 
     def merge_request(self, repo: str, number: int) -> MergeRequestInfo:
         with _calls(f"reading pull request #{number} of {repo}"):
@@ -313,6 +321,16 @@ def _repository(data: dict[str, Any]) -> Repository:
                       full_name=field(data, "repository.full_name", str),
                       clone_url=field(data, "repository.clone_url", str),
                       default_branch=data["repository"].get("default_branch") or "main")
+
+
+def _push_event(data: dict[str, Any]) -> PushEvent | None:
+    """A push to a branch; tags and deleted branches are none of Sluice's business."""
+    ref = field(data, "ref", str)
+    if not ref.startswith("refs/heads/") or data.get("deleted"):
+        return None
+    return PushEvent(repository=_repository(data), branch=ref.removeprefix("refs/heads/"),
+                     before=str(data.get("before") or ""), after=field(data, "after", str),
+                     pusher=str((data.get("pusher") or {}).get("name") or ""))
 
 
 def _pr_event(data: dict[str, Any], action: MRAction) -> MergeRequestEvent:

@@ -18,7 +18,7 @@ import requests
 from gitlab.exceptions import GitlabError
 
 from bot.configkeys import Key
-from bot.events import CommentEvent, MergeRequestEvent, MRAction, Repository
+from bot.events import CommentEvent, MergeRequestEvent, MRAction, PushEvent, Repository
 from bot.forges._common import field, header, load, reason, requests_errors, transient, with_credentials
 from bot.forges.base import (
     CommitState,
@@ -55,6 +55,9 @@ _MR_ACTIONS = {
     "unapproved": MRAction.UNAPPROVED,
     "unapproval": MRAction.UNAPPROVED,
 }
+
+_GENERIC_HOOKS = ("System Hook", "Service Hook")
+NO_COMMIT = "0" * 40  # `after` of a deleted branch
 
 _STATES = {
     CommitState.PENDING: "pending",
@@ -130,15 +133,27 @@ class GitLab(Forge):
                     or "sha256:" + hashlib.sha256(body).hexdigest())
         data = load(body)
         object_kind = data.get("object_kind")
-        event: MergeRequestEvent | CommentEvent | None = None
-        if kind == "Merge Request Hook" or (kind == "System Hook" and object_kind == "merge_request"):
+        # System hooks (instance-wide) and service hooks (integrations) name no event in their
+        # header: the body's object_kind says what it is.
+        generic = kind in _GENERIC_HOOKS
+        event: MergeRequestEvent | CommentEvent | PushEvent | None = None
+        if kind == "Merge Request Hook" or (generic and object_kind == "merge_request"):
             event = _merge_request_event(data)
-        elif kind in ("Note Hook", "Confidential Note Hook") or (
-                kind == "System Hook" and object_kind == "note"):
+        elif kind in ("Note Hook", "Confidential Note Hook") or (generic and object_kind == "note"):
             event = _comment_event(data)
+        elif kind == "Push Hook" or (generic and object_kind == "push"):
+            event = _push_event(data)
         return Webhook(delivery_id=delivery, kind=kind, event=event)
 
     # -- API ------------------------------------------------------------------------------------
+
+    def repository(self, repo: str) -> Repository:
+        with _calls(f"reading the project {repo}"):
+            attrs = self._client.projects.get(repo).attributes
+            return Repository(forge=self.name, full_name=str(attrs["path_with_namespace"]),
+                              clone_url=str(attrs["http_url_to_repo"]),
+                              default_branch=str(attrs.get("default_branch") or "main"),
+                              project_id=int(attrs["id"]))
 
     def merge_request(self, repo: str, number: int) -> MergeRequestInfo:
         with _calls(f"reading merge request !{number} of {repo}"):
@@ -264,11 +279,25 @@ def _calls(doing: str) -> Iterator[None]:
 
 
 def _repository(data: dict[str, Any]) -> Repository:
+    # project.id is optional: group and system hooks may leave it out, and the API takes the path.
+    project_id = data["project"].get("id") if isinstance(data.get("project"), dict) else None
     return Repository(forge="gitlab",
                       full_name=field(data, "project.path_with_namespace", str),
                       clone_url=field(data, "project.git_http_url", str),
                       default_branch=data["project"].get("default_branch") or "main",
-                      project_id=field(data, "project.id", int))
+                      project_id=project_id if isinstance(project_id, int) and not isinstance(
+                          project_id, bool) else None)
+
+
+def _push_event(data: dict[str, Any]) -> PushEvent | None:
+    """A push to a branch; tags and deleted branches are none of Sluice's business."""
+    ref = field(data, "ref", str)
+    after = field(data, "after", str)
+    if not ref.startswith("refs/heads/") or after == NO_COMMIT:
+        return None
+    return PushEvent(repository=_repository(data), branch=ref.removeprefix("refs/heads/"),
+                     before=str(data.get("before") or ""), after=after,
+                     pusher=str(data.get("user_username") or ""))
 
 
 def _author(data: dict[str, Any], author_id: int | None) -> str:

@@ -1,6 +1,6 @@
-"""Runs: one per piece of work for a merge request (pipeline, promotion, command), with status,
-report and log, so the run page and the MR thread can link to it; and supersession, so an older
-run never posts over a newer one."""
+"""Runs: one per piece of work (a pipeline, a promotion, a bootstrap of production, each slash
+command), with status, report, log and what it waits for, so the run page and the thread can link
+to it; and supersession, so an older run never posts over a newer one."""
 
 from __future__ import annotations
 
@@ -16,17 +16,27 @@ from bot.records.schema import RECORDS, runs
 from runner.state.store import StateStore
 
 
+class RunKind(StrEnum):
+    PIPELINE = "pipeline"  # plan, build, test and report a merge request's head
+    PROMOTE = "promote"  # a merge promotes production
+    BOOTSTRAP = "bootstrap"  # production built from its branch's head (a push, `sluice bootstrap`)
+    DEPLOY = "deploy"
+    ROLLBACK = "rollback"
+    APPROVE = "approve"  # an approval or override, and the merge gate it recomputes
+    COMMAND = "command"  # any other slash command
+
+
 class RunStatus(StrEnum):
     QUEUED = "queued"
     RUNNING = "running"
-    WAITING = "waiting"  # for approval: nothing from the commit runs until someone trusts it
+    WAITING = "waiting"  # for an approval or a lock: `Run.waiting_for` says which
     SUCCESS = "success"
     FAILED = "failed"
     SUPERSEDED = "superseded"
     ERROR = "error"
 
 
-LIVE = frozenset({RunStatus.QUEUED, RunStatus.RUNNING})
+LIVE = frozenset({RunStatus.QUEUED, RunStatus.RUNNING})  # a WAITING run is parked: nobody works on it
 FINAL = frozenset(RunStatus) - LIVE
 
 
@@ -48,6 +58,7 @@ class Run:
     started_at: float | None
     finished_at: float | None
     policy: str | None = None
+    waiting_for: str | None = None  # what a waiting run waits for, in a user's words
 
 
 class Superseded(Exception):
@@ -102,7 +113,22 @@ class RunLog:
         self._update(run_id, sha=sha)
 
     def start(self, run_id: int) -> None:
-        self._update(run_id, status=RunStatus.RUNNING.value, started_at=time.time())
+        """The run is being worked on (again, after a wait: what it waited for stays until
+        `resume`, so a resumed run knows it already said so)."""
+        run = self.get(run_id)
+        started = run.started_at if run is not None and run.started_at is not None else time.time()
+        self._update(run_id, status=RunStatus.RUNNING.value, started_at=started)
+
+    def wait(self, run_id: int, what: str, status: RunStatus = RunStatus.WAITING) -> None:
+        """The run waits (for a lock, or an approval): its page says for what. A run that waits
+        in its worker (a short wait) stays RUNNING; a parked one is WAITING."""
+        self._update(run_id, status=status.value, waiting_for=self.redact(what))
+        self.append_log(run_id, f"waiting for {what}")
+
+    def resume(self, run_id: int, line: str) -> None:
+        """What the run waited for is there: it works on."""
+        self._update(run_id, status=RunStatus.RUNNING.value, waiting_for=None)
+        self.append_log(run_id, line)
 
     def append_log(self, run_id: int, line: str) -> None:
         stamp = time.strftime("%H:%M:%S")
@@ -112,8 +138,11 @@ class RunLog:
 
     def finish(self, run_id: int, status: RunStatus, summary: str = "", report: str = "") -> None:
         assert status in FINAL, status
-        self._update(run_id, status=status.value, summary=self.redact(summary), report=self.redact(report),
-                     finished_at=time.time())
+        values: dict[str, object] = dict(status=status.value, summary=self.redact(summary),
+                                         report=self.redact(report), finished_at=time.time())
+        if status is not RunStatus.WAITING:
+            values["waiting_for"] = None
+        self._update(run_id, **values)
 
     def set_policy(self, run_id: int, outcome: dict[str, object]) -> None:
         """The run's effective policy and what it decided (JSON), kept with the run."""
@@ -137,4 +166,4 @@ class RunLog:
 def _run(row: sa.Row) -> Run:
     return Run(row.id, row.event_id, row.forge, row.repository, row.number, row.sha, row.kind,
                row.environment, RunStatus(row.status), row.summary, row.report, row.log, row.created_at,
-               row.started_at, row.finished_at, row.policy)
+               row.started_at, row.finished_at, row.policy, row.waiting_for)

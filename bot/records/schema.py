@@ -29,6 +29,10 @@ events = sa.Table(
     sa.Column("dispatched_at", sa.Float),  # handed to the broker
     sa.Column("done_at", sa.Float),  # a worker finished with it
     sa.Column("attempts", sa.Integer, nullable=False, default=0),
+    # The installation that received it (NULL: stored before installations had names). Added in 2.
+    sa.Column("installation", sa.String(64)),
+    # The lock the event waits for (its work is parked until the lock is free). Added in 2.
+    sa.Column("waiting_for", sa.String(255)),
     sa.Column("message_id", sa.String(64)),  # the broker's message, to ask whether it still holds it
     sa.UniqueConstraint("forge", "delivery_id", name="uq_sluice_events_delivery"),
 )
@@ -41,7 +45,7 @@ runs = sa.Table(
     sa.Column("repository", sa.String(255), nullable=False),
     sa.Column("number", sa.Integer, nullable=False),
     sa.Column("sha", sa.String(64)),
-    sa.Column("kind", sa.String(32), nullable=False),  # pipeline | promote | drop | command
+    sa.Column("kind", sa.String(32), nullable=False),  # RunKind: pipeline, promote, deploy, …
     sa.Column("environment", sa.String(64)),
     sa.Column("status", sa.String(16), nullable=False),  # queued running success failed superseded error
     sa.Column("summary", sa.Text, nullable=False, default=""),
@@ -51,6 +55,7 @@ runs = sa.Table(
     sa.Column("started_at", sa.Float),
     sa.Column("finished_at", sa.Float),
     sa.Column("policy", sa.Text),  # the effective policy of the run (JSON); added after the first release
+    sa.Column("waiting_for", sa.Text),  # what a waiting run waits for, in a user's words (added in 2)
     sa.Index("ix_sluice_runs_mr", "forge", "repository", "number"),
 )
 
@@ -61,6 +66,7 @@ comments = sa.Table(
     sa.Column("number", sa.Integer, primary_key=True),
     sa.Column("comment_id", sa.BigInteger, nullable=False),
     sa.Column("history", sa.Text, nullable=False, default=""),  # one line per run
+    sa.Column("report", sa.Text),  # the report part last posted, for in-place updates (added in 2)
 )
 
 # Who did what, when: promotions, approvals, overrides, locks (see audit.py).
@@ -87,6 +93,13 @@ def _first(conn: Connection) -> None:
     add_column(conn, runs, "policy")
 
 
-MIGRATIONS: list[Migration] = [_first, lambda conn: add_column(conn, events, "message_id")]
+def _second(conn: Connection) -> None:
+    """Installations, waiting events and runs, and the report kept for in-place updates."""
+    for table, name in ((events, "installation"), (events, "waiting_for"), (runs, "waiting_for"),
+                        (comments, "report")):
+        add_column(conn, table, name)
+
+
+MIGRATIONS: list[Migration] = [_first, _second, lambda conn: add_column(conn, events, "message_id")]
 
 RECORDS = Schema("records", metadata, records_version, MIGRATIONS, lock_key=7_215_813_002)

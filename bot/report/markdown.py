@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from jinja2 import Environment, PackageLoader, StrictUndefined
 
+from bot.report.gate import MergeGate
+from bot.report.gate import section as gate_section
 from policies.roles import role_names
 from runner.lineage.model import ALL
 from runner.pipeline import RunResult
@@ -27,7 +30,9 @@ class Verdict:
     text: str
 
 
-def verdict(result: RunResult, policy: Evaluation | None = None) -> Verdict:
+def verdict(result: RunResult, policy: Evaluation | None = None, gate: MergeGate | None = None) -> Verdict:
+    """The headline. "ready" only when merging would promote (or no gate was asked for, on a
+    laptop): a report never says ready while the promotion rules would refuse the merge."""
     if result.dry_run:
         return Verdict("📝", "plan only (dry run)")
     if not result.build.ok:
@@ -36,6 +41,8 @@ def verdict(result: RunResult, policy: Evaluation | None = None) -> Verdict:
         return Verdict("❌", "tests failing")
     if policy is not None and not policy.ok:
         return Verdict("⛔", "policy blocked")
+    if gate is not None and not gate.green:
+        return Verdict("⏸", "built and tested; not ready to merge")
     if any(n.change is Change.DIRECT and n.category.startswith("breaking") for n in result.plan.nodes):
         return Verdict("⚠️", "ready, with breaking changes")
     return Verdict("✅", "ready")
@@ -44,6 +51,15 @@ def verdict(result: RunResult, policy: Evaluation | None = None) -> Verdict:
 def _cell(value: Any) -> str:
     text = "NULL" if value is None else (f"{value:.10g}" if isinstance(value, float) else str(value))
     return text.replace("|", "\\|").replace("\n", " ")[:80]
+
+
+def _fenced(text: str, language: str = "", indent: int = 0) -> str:
+    """A fenced code block that no backticks in `text` can close early (text from a merge request)."""
+    longest = max((len(run) for run in re.findall(r"`+", text)), default=0)
+    fence = "`" * max(3, longest + 1)
+    pad = " " * indent
+    body = "\n".join(pad + line for line in text.splitlines())
+    return f"{pad}{fence}{language}\n{body}\n{pad}{fence}"
 
 
 def _code_safe(text: str) -> str:
@@ -100,7 +116,7 @@ def _environment() -> Environment:
                       trim_blocks=True, lstrip_blocks=True, keep_trailing_newline=True,
                       autoescape=False)
     env.filters.update(cell=_cell, code_safe=_code_safe, why=_why, tick=lambda s: f"`{s}`",
-                       num=_number, link=_link)
+                       num=_number, link=_link, fenced=_fenced)
     env.globals["sample"] = _sample
     return env
 
@@ -111,12 +127,13 @@ GITHUB_LIMIT = 65_536
 
 def render_markdown(result: RunResult, run_url: str | None = None, review: Review | None = None,
                     limit: int | None = None, policy: Evaluation | None = None,
-                    notes: Sequence[str] = ()) -> str:
+                    notes: Sequence[str] = (), gate: MergeGate | None = None) -> str:
     """The report; with `limit`, the most detailed version that fits (least important parts go
-    first), cut hard with a link only if even the shortest does not."""
+    first), cut hard with a link only if even the shortest does not. `gate`: what merging will do
+    (the bot's reports; `sluice plan` on a laptop has no merge request)."""
     text = ""
     for level in LEVELS if limit else (0,):
-        text = _render(result, run_url, review, level, policy, notes)
+        text = _render(result, run_url, review, level, policy, notes, gate)
         if limit is None or len(text) <= limit:
             return text
     note = f"\n\n… cut to fit; the full report is at {run_url}\n" if run_url else "\n\n… cut to fit\n"
@@ -125,7 +142,8 @@ def render_markdown(result: RunResult, run_url: str | None = None, review: Revie
 
 
 def _render(result: RunResult, run_url: str | None, review: Review | None, level: int,
-            policy: Evaluation | None = None, notes: Sequence[str] = ()) -> str:
+            policy: Evaluation | None = None, notes: Sequence[str] = (),
+            gate: MergeGate | None = None) -> str:
     plan = result.plan
     changes = [n for n in plan.nodes if n.change is not Change.UNCHANGED]
     models = review.models if review else ()
@@ -141,7 +159,8 @@ def _render(result: RunResult, run_url: str | None, review: Review | None, level
         "plan": plan,
         "plan_rows": (10**6, 500, 200, 50, 0)[level],
         "column_rows": (50, 20, 10, 5, 0)[level],
-        "verdict": verdict(result, policy),
+        "verdict": verdict(result, policy, gate),
+        "gate": gate_section(gate) if gate is not None else "",
         "policy": policy,
         "notes": list(notes),
         "role_names": role_names,
@@ -166,6 +185,8 @@ def _render(result: RunResult, run_url: str | None, review: Review | None, level
         "tests_failed": result.tests.failed,
         "tests_passed": result.tests.passed,
         "timings": list(result.timings.items()),
+        "model_timings": sorted(result.build.seconds.items(), key=lambda item: (-item[1], item[0]))[
+            :(20, 20, 10, 5, 0)[level]],
     }
     text = _environment().get_template("report.md.j2").render(**context)
     while "\n\n\n" in text:

@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from flask import Flask
 from jinja2 import StrictUndefined
 
-from bot.broker import Dispatcher, DramatiqDispatcher, declare_actor, make_broker
+from bot.broker import Dispatcher, DramatiqDispatcher, declare_actor, make_broker, queue_name
 from bot.config import ServerConfig, load_server_config
 from bot.forges.base import Forge
 from bot.metrics import make_app_metrics
@@ -42,8 +42,8 @@ def create_app(config: ServerConfig, *, state: StateStore | None = None,
         forges = FORGES
     state = state if state is not None else StateStore(config.state_url,
                                                        statement_timeout=WEB_STATEMENT_TIMEOUT)
-    dispatcher = dispatcher if dispatcher is not None else broker_dispatcher(config.broker_url)
-    inbox = Inbox(state)
+    dispatcher = dispatcher if dispatcher is not None else broker_dispatcher(config)
+    inbox = Inbox(state, config.installation)
     metrics = make_app_metrics(dispatcher.queue_depth, inbox.pending_count)
 
     app = Flask("bot.web", template_folder="templates")
@@ -61,11 +61,12 @@ def create_app(config: ServerConfig, *, state: StateStore | None = None,
     return app
 
 
-def broker_dispatcher(broker_url: str) -> DramatiqDispatcher:
-    """A dispatcher that only sends: the web process never runs the actor, `sluice worker` does
-    (declaring the same actor name and queue on its own broker)."""
-    broker = make_broker(broker_url)
-    return DramatiqDispatcher(broker, declare_actor(broker, _processed_by_the_worker))
+def broker_dispatcher(config: ServerConfig) -> DramatiqDispatcher:
+    """A dispatcher that only sends, to this installation's queue: the web process never runs the
+    actor, `sluice worker` does (declaring the same actor name and queue on its own broker)."""
+    broker = make_broker(config.broker_url)
+    return DramatiqDispatcher(broker, declare_actor(broker, _processed_by_the_worker,
+                                                    queue_name(config.installation)))
 
 
 def _processed_by_the_worker(event_id: int) -> None:

@@ -97,12 +97,13 @@ class RunView:
     took: str | None  # started → finished (or until now, while running)
     live: bool
     report_html: Markup
+    waiting_html: Markup | None  # what the run waits for (a lock, an approval, a worker)
 
 
 def run_view(run: Run, config: ServerConfig, now: float | None = None) -> RunView:
     now = time.time() if now is None else now
     forge = FORGES.get(run.forge)
-    live = run.status in ("queued", "running")
+    live = run.status in ("queued", "running", "waiting")
     waited = _duration((run.started_at if run.started_at is not None else now) - run.created_at) \
         if run.started_at is not None or live else None
     took = None
@@ -111,11 +112,23 @@ def run_view(run: Run, config: ServerConfig, now: float | None = None) -> RunVie
     return RunView(
         run=run,
         forge_label=forge.title if forge else run.forge,
-        merge_request=forge.mr_label(run.number) if forge else f"#{run.number}",
+        merge_request=(forge.mr_label(run.number) if forge else f"#{run.number}") if run.number
+        else "none (a build of a branch)",
         merge_request_url=_merge_request_url(run, config),
         created=_stamp(run.created_at) or "", started=_stamp(run.started_at),
         finished=_stamp(run.finished_at),
-        waited=waited, took=took, live=live, report_html=render_report(run.report))
+        waited=waited, took=took, live=live, report_html=render_report(run.report),
+        waiting_html=_waiting(run))
+
+
+def _waiting(run: Run) -> Markup | None:
+    """What a run waits for, in words: its recorded reason (a lock's holder, an approval), or
+    for a queued run a worker. Inline Markdown without HTML, like the report."""
+    if run.waiting_for:
+        return Markup(_markdown().renderInline(run.waiting_for))
+    if run.status == "queued":
+        return Markup("a worker to pick it up (<code>sluice worker</code> processes take runs in turn)")
+    return None
 
 
 @pages.get("/runs/<int:run_id>")
@@ -145,7 +158,7 @@ def _secure(response: Response) -> Response:
 
 def _merge_request_url(run: Run, config: ServerConfig) -> str | None:
     forge, section = FORGES.get(run.forge), config.forge(run.forge)
-    if forge is None or section is None:
+    if forge is None or section is None or not run.number:
         return None
     return forge.merge_request_url(section, run.repository, run.number)
 

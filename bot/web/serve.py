@@ -25,7 +25,7 @@ def build_app(config: ServerConfig) -> Flask:
     from runner.state.store import StateStore
 
     return create_app(config, state=StateStore(config.state_url, statement_timeout=WEB_STATEMENT_TIMEOUT),
-                      dispatcher=broker_dispatcher(config.broker_url))
+                      dispatcher=broker_dispatcher(config))
 
 
 def share_metrics(work_dir: Path) -> None:
@@ -74,7 +74,7 @@ def serve_embedded(config: ServerConfig, host: str, port: int, worker_threads: i
     config.check_secrets()
     worker = WorkerProcess(config, threads=worker_threads)
     if config.broker_url == "stub://":
-        requeued = Inbox(worker.services.state).requeue_unfinished()
+        requeued = Inbox(worker.services.state, config.installation).requeue_unfinished()
         if requeued:
             log.info("%s unfinished events will be sent again", requeued)
     app = create_app(config, state=worker.services.state, dispatcher=worker.dispatcher)

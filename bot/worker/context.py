@@ -16,24 +16,35 @@ from bot.logs import Redactor, secrets_of
 from bot.records.audit import AuditLog
 from bot.records.comments import ReportComments
 from bot.records.inbox import Inbox
-from bot.records.runs import RunLog
+from bot.records.runs import RunLog, RunStatus
 from bot.worker.governance import Governance, Governed
 from bot.worker.keys import namespace, run_label, warehouse_lock
-from bot.worker.text import MARKER, fit
+from bot.worker.text import MARKER, fit, held
 from runner.checkout import Mirrors, redact
 from runner.engines import Engine, engine_class, open_engine
 from runner.errors import SluiceError
 from runner.project.loader import load_project
 from runner.project.nodes import Project
-from runner.state.locks import Locks
+from runner.state.locks import Lock, Locks
 from runner.state.store import StateStore
 
 log = logging.getLogger("sluice.worker")
 WAREHOUSE_WAIT = 300  # seconds a job waits for a single-writer warehouse before it retries later
+WAIT_NOTICE = 30.0  # seconds of waiting for the warehouse after which the thread is told
 
 
 class Transient(Exception):
     """Worth retrying later: the queue's Retries middleware backs off and tries again."""
+
+
+class Waiting(Exception):
+    """The job waits for lock `lock`, which someone else holds (`message`: who, since when, how to
+    release it): its event is parked, and sent again once the lock is free."""
+
+    def __init__(self, lock: str, message: str):
+        super().__init__(message)
+        self.lock = lock
+        self.message = message
 
 
 @dataclass
@@ -74,7 +85,7 @@ class JobContext:
 
     def __init__(self, services: Services):
         self.s = services
-        self.inbox = Inbox(services.state)
+        self.inbox = Inbox(services.state, services.config.installation)
         self.runs = RunLog(services.state, services.redact)
         self.locks = Locks(services.state)
         self.audit = AuditLog(services.state)
@@ -112,7 +123,7 @@ class JobContext:
             project = load_project(tree, cache_dir=self.s.config.work_dir / "cache")
             warehouse = self.warehouse_url(repository, project)
             state = self.s.project_state(repository)
-            with self.warehouse_lock(warehouse, f"run:{run_id}"):
+            with self.warehouse_lock(warehouse, run_id):
                 engine = open_engine(warehouse)
                 try:
                     yield project, state, engine
@@ -132,23 +143,53 @@ class JobContext:
         return url
 
     @contextmanager
-    def warehouse_lock(self, url: str, who: str) -> Iterator[None]:
+    def warehouse_lock(self, url: str, run_id: int | None, who: str = "",
+                       notice_after: float = WAIT_NOTICE) -> Iterator[None]:
+        """The single writer's turn on a DuckDB warehouse (server warehouses need none). A run
+        that has to wait says so on its page (who writes, since when), and, once it has waited
+        `notice_after` seconds, once in its merge request's thread."""
         if not engine_class(url).single_writer:
             yield  # server warehouses take concurrent builds
             return
         name = warehouse_lock(url)
-        with self.locks.hold(name, who, self.s.config.job_lease, note="one writer at a time",
-                             timeout=WAREHOUSE_WAIT) as lock:
+        who = who or f"run:{run_id}"
+        run = self.runs.get(run_id) if run_id is not None else None
+        reason = f"run #{run.id} ({run.kind} of {run.repository}{self._label(run.forge, run.number)})" \
+            if run is not None else who
+        waited: list[bool] = []
+
+        def on_held(lock: Lock) -> None:
+            waited.append(True)
+            if run_id is not None:
+                self.runs.wait(run_id, held(lock, "the warehouse's writer lock (one writer at a time)"),
+                               status=RunStatus.RUNNING)
+
+        def on_long_wait(lock: Lock) -> None:
+            if run is not None and run.number and run.forge in self.s.forges:
+                self.s.forges[run.forge].post_comment(
+                    run.repository, run.number,
+                    f"⏳ Run [#{run.id}]({self.s.config.run_url(run.id)}) waits: "
+                    f"{held(lock, 'the warehouse (one writer at a time)')} It goes on by itself.")
+
+        with self.locks.hold(name, who, self.s.config.job_lease, reason=reason, timeout=WAREHOUSE_WAIT,
+                             release="it is released when that run's warehouse work ends",
+                             on_held=on_held, on_long_wait=(notice_after, on_long_wait)) as lock:
             if lock is None:
                 raise Transient(f"the warehouse is busy ({name}); retrying later")
+            if waited and run_id is not None:
+                self.runs.resume(run_id, "took the warehouse's writer lock")
             yield
 
+    def _label(self, forge: str, number: int) -> str:
+        found = self.s.forges.get(forge)
+        return found.mr_label(number) if found is not None and number else ""
+
     @contextmanager
-    def warehouse(self, repository: Repository, who: str) -> Iterator[Engine]:
+    def warehouse(self, repository: Repository, run_id: int | None, who: str = "") -> Iterator[Engine]:
         """The repository's warehouse, opened under its lock, for work without a checkout."""
         repo_config = self.s.config.repository(repository.forge, repository.full_name)
         url = self.s.config.warehouses[repo_config.warehouses[0] if repo_config else "default"]
-        with self.warehouse_lock(url, who):
+        with self.warehouse_lock(url, run_id, who):
             engine = open_engine(url)
             try:
                 yield engine
@@ -158,16 +199,18 @@ class JobContext:
     # -- the thread ---------------------------------------------------------------------------------
 
     def post_report(self, repository: Repository, number: int, run_id: int, sha: str, report: str,
-                    summary: str) -> None:
-        """The one sticky comment per MR, found again by its marker and edited in place."""
+                    summary: str | None) -> None:
+        """The one sticky comment per MR, found again by its marker and edited in place; with a
+        `summary`, the run joins the comment's run history."""
         forge = self.forge(repository)
         saved = self.comments.get(repository.forge, repository.full_name, number)
-        history = (saved[1] if saved else "")
-        history += f"- run [#{run_id}]({self.s.config.run_url(run_id)}) at `{sha[:8]}`: {summary}\n"
+        history = saved.history if saved else ""
+        if summary is not None:
+            history += f"- run [#{run_id}]({self.s.config.run_url(run_id)}) at `{sha[:8]}`: {summary}\n"
         body = fit(report, history, forge.comment_limit, self.s.config.run_url(run_id))
-        comment_id = saved[0] if saved else forge.find_comment(repository.full_name, number, MARKER)
+        comment_id = saved.comment_id if saved else forge.find_comment(repository.full_name, number, MARKER)
         if comment_id is None:
             comment_id = forge.post_comment(repository.full_name, number, body)
         else:
             forge.edit_comment(repository.full_name, number, comment_id, body)
-        self.comments.save(repository.forge, repository.full_name, number, comment_id, history)
+        self.comments.save(repository.forge, repository.full_name, number, comment_id, history, report)

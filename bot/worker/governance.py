@@ -5,14 +5,15 @@ approvals and overrides recorded in the audit log, and the decisions built from 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
+from typing import Any
 
 from bot.config import ServerConfig
 from bot.events import Repository
 from bot.forges.base import Forge, MergeRequestInfo, Role
 from bot.records.audit import AuditLog
-from bot.records.runs import RunLog
+from bot.records.runs import RunKind, RunLog, RunStatus
 from policies import (
     Approval,
     CommandRequest,
@@ -101,7 +102,8 @@ class Governance:
         audit log."""
         last = next((r for r in reversed(self.runs.for_merge_request(repository.forge, repository.full_name,
                                                                      number))
-                     if r.kind == "pipeline" and r.status in ("success", "failed")), None)
+                     if r.kind == RunKind.PIPELINE and r.status in (RunStatus.SUCCESS, RunStatus.FAILED)),
+                    None)
         outcome = json.loads(last.policy) if last is not None and last.policy else {}
         approvals = list(self.approvals(repository, number))
         for user in forge.approvals(repository.full_name, number):
@@ -112,7 +114,16 @@ class Governance:
             built_sha=last.sha if last is not None else None, approvals=tuple(approvals),
             overrides=self.overrides(repository, number),
             tests_passed=bool(outcome.get("tests_passed")), breaking=bool(outcome.get("breaking")),
+            breaking_models=tuple(outcome.get("breaking_models", ())),
             blocking_failures=tuple(outcome.get("blocking", ())))
+
+    @staticmethod
+    def with_outcome(facts: MergeRequestFacts, outcome: dict[str, Any]) -> MergeRequestFacts:
+        """The facts once the run at `facts.head_sha` ended with `outcome` (`Outcome.describe`)."""
+        return replace(facts, built_sha=facts.head_sha, tests_passed=bool(outcome["tests_passed"]),
+                       breaking=bool(outcome["breaking"]),
+                       breaking_models=tuple(outcome["breaking_models"]),
+                       blocking_failures=tuple(outcome["blocking"]))
 
     @staticmethod
     def trust(governed: Governed, facts: MergeRequestFacts) -> Finding | None:

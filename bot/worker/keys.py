@@ -1,5 +1,10 @@
 """Names every worker agrees on, defined once: the locks and leases in the state store, the
-environment of a merge request, who holds what, and each repository's state namespace."""
+environment of a merge request, who holds what, and each repository's state namespace.
+
+Lock names carry the installation's name (`ServerConfig.installation`), so two installations
+sharing one state store never hold each other's locks; only a warehouse's writer lock does not:
+it guards a file, whoever writes it.
+"""
 
 from __future__ import annotations
 
@@ -10,8 +15,15 @@ import threading
 
 from bot.events import Repository
 
-SWEEPER_LOCK = "sluice:sweeper"
-JANITOR_LOCK = "sluice:janitor"
+
+def sweeper_lock(installation: str) -> str:
+    """One sweeper at a time among an installation's workers."""
+    return f"{installation}:sweeper"
+
+
+def janitor_lock(installation: str) -> str:
+    """One janitor pass at a time among an installation's workers."""
+    return f"{installation}:janitor"
 
 
 def worker_identity() -> str:
@@ -19,18 +31,23 @@ def worker_identity() -> str:
     return f"{socket.gethostname()}:{os.getpid()}:{threading.get_ident()}"
 
 
-def event_lease(event_id: int) -> str:
+def event_lease(installation: str, event_id: int) -> str:
     """The lock a worker holds while it works on an event (it expires if the worker dies)."""
-    return f"event:{event_id}"
+    return f"{installation}:event:{event_id}"
 
 
-def env_lock(repository: Repository, environment: str) -> str:
-    """The lock on one of a repository's environments (`/deploy`, promotion)."""
-    return f"env:{repository.forge}:{repository.full_name}:{environment}"
+def env_lock_prefix(installation: str) -> str:
+    """What every environment lock's name of this installation starts with."""
+    return f"{installation}:env:"
+
+
+def env_lock(installation: str, repository: Repository, environment: str) -> str:
+    """The lock on one of a repository's environments (`/deploy`, promotion, bootstrap)."""
+    return f"{env_lock_prefix(installation)}{repository.forge}:{repository.full_name}:{environment}"
 
 
 def warehouse_lock(url: str) -> str:
-    """The writer's lock of a single-writer warehouse (a DuckDB file)."""
+    """The writer's lock of a single-writer warehouse (a DuckDB file), for every installation."""
     return f"warehouse:{url}"
 
 
@@ -47,6 +64,11 @@ def run_label(run_id: int) -> str:
 def run_of_label(label: str) -> int | None:
     prefix, _, number = label.partition("-")
     return int(number) if prefix == "run" and number.isdigit() else None
+
+
+def branch_holder(repository: Repository, branch: str) -> str:
+    """A build of a branch's head (a push, `sluice bootstrap`) as the holder of locks."""
+    return f"{repository.forge}:{repository.full_name}@{branch}"
 
 
 def mr_environment(number: int) -> str:

@@ -1,6 +1,13 @@
 """A merge request ends: merged into the production branch, production is promoted (what the MR
 built is reused, anything merged meanwhile is built first); closed, its environment is dropped and
-its locks released."""
+its locks released (waking whatever waited for them).
+
+A promotion that finds production held (a `/deploy prod`, another promotion) says so once in the
+thread and waits without holding a worker: its event is parked until the lock is free. Holding
+it, the promotion renews the lock while it runs, so a dead worker's hold lapses in seconds. A merge
+that the promotion rules refuse leaves production behind its branch: the thread says what brings
+it level.
+"""
 
 from __future__ import annotations
 
@@ -9,8 +16,9 @@ from collections.abc import Mapping
 
 from bot.events import MergeRequestEvent, Repository
 from bot.forges.base import MergeRequestInfo
-from bot.records.runs import RunStatus
+from bot.records.runs import RunKind, RunStatus
 from bot.report.markdown import render_markdown
+from bot.worker import locking
 from bot.worker.context import JobContext, Transient
 from bot.worker.keys import env_lock, holder, mr_environment
 from bot.worker.text import findings
@@ -24,7 +32,6 @@ from runner.pipeline import run_pipeline
 from runner.state.store import StateStore
 
 log = logging.getLogger("sluice.worker")
-PROMOTION_WAIT = 300  # seconds a merge waits for production's lock before it retries later
 CATCH_UP = 20  # commits of the production branch promoted one by one, at most
 
 
@@ -42,21 +49,25 @@ def on_merged(ctx: JobContext, event: MergeRequestEvent, event_id: int) -> None:
         on_closed(ctx, event)
         return
     sha = info.merge_sha or event.merge_sha or info.head_sha
-    run_id = ctx.runs.create(repository.forge, repository.full_name, number, "promote",
-                             sha=sha, environment=PRODUCTION, event_id=event_id)
+    run_id = _promotion_run(ctx, event, event_id, sha)
     ctx.runs.start(run_id)
+    behind = (f"Production is now behind `{production_branch}`. To bring it level: satisfy the rules "
+              f"above, then a maintainer comments `/deploy prod` here (it checks the same rules), or "
+              f"the next merge into `{production_branch}` promotes everything merged so far.")
     try:
         text, status = _promote(ctx, event, info, sha, run_id)
     except (Transient, SluiceError) as exc:
         if isinstance(exc, SluiceError) and not is_transient(exc):
-            message = redact(str(exc))
-            text, status = f"❌ **Not promoted**: {message}. Production is unchanged.", RunStatus.FAILED
+            text = f"❌ **Not promoted**: {redact(str(exc))}. Production is unchanged. {behind}"
+            status = RunStatus.FAILED
         else:
             ctx.runs.append_log(run_id, f"will retry: {redact(str(exc))}")
             ctx.runs.finish(run_id, RunStatus.ERROR, f"{redact(str(exc))}; will retry")
             raise Transient(redact(str(exc))) from exc
-    finally:
-        ctx.locks.release_all(holder(repository, number))
+    # Done (a Waiting promotion keeps what it holds: it comes back for production's lock).
+    locking.release_all(ctx, holder(repository, number))
+    if status is RunStatus.FAILED and "Production is unchanged" in text and behind not in text:
+        text = text.replace("Production is unchanged.", f"Production is unchanged. {behind}", 1)
     forge.post_comment(repository.full_name, number, text)
     ctx.runs.finish(run_id, status, text.splitlines()[0], text)
 
@@ -77,13 +88,15 @@ def _promote(ctx: JobContext, event: MergeRequestEvent, info: MergeRequestInfo, 
         ctx.audit.record("sluice", "promotion_refused", forge=repository.forge,
                          repository=repository.full_name, number=number, sha=sha,
                          environment=PRODUCTION, rules=list(gate.blocking_labels))
-        return ("❌ **Not promoted**: the policy stops it. Production is unchanged.\n\n"
+        return ("❌ **Not promoted**: the promotion rules stop it. Production is unchanged.\n\n"
                 + findings(gate.blocking)), RunStatus.FAILED
-    who = holder(repository, number)
-    with ctx.locks.hold(env_lock(repository, PRODUCTION), who, ctx.s.config.job_lease,
-                        note="promotion on merge", timeout=PROMOTION_WAIT) as turn:
-        if turn is None:
-            raise Transient("production is locked by another promotion")
+    who, label = holder(repository, number), forge.mr_label(number)
+    locking.take(ctx, repository, PRODUCTION, who, f"the promotion of {label} on merge",
+                 ctx.s.config.job_lease, "it is released when that promotion ends", run_id,
+                 (repository, number), f"The promotion of {label} to production")
+    with locking.keeping(ctx, env_lock(ctx.s.config.installation, repository, PRODUCTION), who,
+                         ctx.s.config.job_lease, f"the promotion of {label} on merge",
+                         "it is released when that promotion ends"):
         earlier = _already_in_production(ctx, repository, sha)
         if earlier is not None:  # the promotion this one waited for took it along
             return earlier, RunStatus.SUCCESS
@@ -160,15 +173,24 @@ def _already_in_production(ctx: JobContext, repository: Repository, sha: str) ->
             "this merge; nothing left to do.")
 
 
+def _promotion_run(ctx: JobContext, event: MergeRequestEvent, event_id: int, sha: str) -> int:
+    """The event's promotion run when it waited before (one run page, one waiting message)."""
+    for run in ctx.runs.for_event(event_id):
+        if run.kind == RunKind.PROMOTE and run.status is RunStatus.WAITING:
+            return run.id
+    return ctx.runs.create(event.repository.forge, event.repository.full_name, event.number,
+                           RunKind.PROMOTE, sha=sha, environment=PRODUCTION, event_id=event_id)
+
+
 def on_closed(ctx: JobContext, event: MergeRequestEvent) -> None:
     repository, number = event.repository, event.number
     who = holder(repository, number)
-    released = ctx.locks.release_all(who)
+    released = locking.release_all(ctx, who)
     state = ctx.s.project_state(repository)
     env = mr_environment(number)
     if state.environment(env) is None:
         return
-    with ctx.warehouse(repository, f"close:{who}") as engine:
+    with ctx.warehouse(repository, None, f"close:{who}") as engine:
         drop_quietly(engine, state, env)
     log.info("closed %s: dropped %s, released %s", who, env, released)
 

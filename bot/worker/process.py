@@ -11,9 +11,8 @@ from typing import Any
 
 import dramatiq
 
-from bot.broker import DramatiqDispatcher, declare_actor, declare_gave_up, make_broker
+from bot.broker import DramatiqDispatcher, declare_actor, declare_gave_up, make_broker, queue_name
 from bot.config import ServerConfig
-from bot.records.inbox import Inbox
 from bot.worker.context import JobContext, Services
 from bot.worker.routing import gave_up, process
 from runner.errors import StateError
@@ -43,8 +42,9 @@ class WorkerProcess:
         self.broker = broker or make_broker(config.broker_url, max_retries=config.job_retries,
                                             min_backoff_ms=config.retry_backoff_ms,
                                             on_retry_enqueued=jobs.inbox.mark_dispatched)
-        self.actor = declare_actor(self.broker, process_event, max_retries=config.job_retries)
-        declare_gave_up(self.broker, event_gave_up)
+        queue = queue_name(config.installation)
+        self.actor = declare_actor(self.broker, process_event, queue, max_retries=config.job_retries)
+        declare_gave_up(self.broker, event_gave_up, queue)
         self.dispatcher = DramatiqDispatcher(self.broker, self.actor)
         # No more messages fetched ahead than threads to run them: what a consumer holds when it
         # dies waits for the broker to notice, so keep it small.
@@ -71,35 +71,36 @@ class WorkerProcess:
         """One janitor pass over every configured repository's environments and snapshots."""
         from bot.events import Repository
         from bot.metrics import record_janitor
+        from bot.worker.locking import expire_holds
         from runner.janitor import parse_duration, run_janitor
 
         ttl = parse_duration(self.config.janitor_ttl)
         dropped_envs = dropped_objects = 0
+        expire_holds(self.jobs)
         for repo in self.config.repositories:
             repository = Repository(repo.forge, repo.name, "")
             state = self.services.project_state(repository)
-            with self.jobs.warehouse(repository, "janitor") as engine:
+            with self.jobs.warehouse(repository, None, "janitor") as engine:
                 report = run_janitor(engine, state, ttl)
             dropped_envs += len(report.environments)
             dropped_objects += len(report.objects)
             if report.environments or report.objects:
                 log.info("janitor for %s: dropped %s environments, %s objects", repo.name,
                          len(report.environments), len(report.objects))
-        pruned = Inbox(self.services.state).prune(time.time() - ttl)
+        pruned = self.jobs.inbox.prune(time.time() - ttl)
         if pruned:
             log.info("janitor: forgot %s events finished more than %s ago", pruned, self.config.janitor_ttl)
         record_janitor(dropped_envs, dropped_objects)
         return dropped_envs, dropped_objects
 
     def _janitor_loop(self) -> None:
-        from bot.worker.keys import JANITOR_LOCK, worker_identity
-        from runner.state.locks import Locks
+        from bot.worker.keys import janitor_lock, worker_identity
 
-        locks = Locks(self.services.state)
         while not self._stop.wait(self.config.janitor_interval):
             try:
                 # One pass at a time across all workers; a dead worker's hold expires.
-                with locks.hold(JANITOR_LOCK, worker_identity(), ttl=600, note="janitor") as held:
+                with self.jobs.locks.hold(janitor_lock(self.config.installation), worker_identity(),
+                                          ttl=600, reason="the janitor") as held:
                     if held is not None:
                         self.janitor_pass()
             except Exception:  # a failed pass is logged and tried again next time
@@ -116,9 +117,10 @@ class WorkerProcess:
             target=run_sweeper, name="sluice-sweeper", daemon=True,
             args=(self._stop, self.services.state, self.dispatcher, self.config.sweep_after),
             kwargs={"interval_seconds": min(10.0, max(0.2, self.config.sweep_after)),
+                    "installation": self.config.installation,
                     "reap": lambda sweeping: reap(self.jobs, runs=sweeping)})
         self._sweeper.start()
-        log.info("worker started on %s", self.config.broker_url.split("@")[-1])
+        log.info("worker %s started on %s", self.config.installation, self.config.broker_url.split("@")[-1])
 
     def stop(self, timeout_ms: int = 30_000) -> None:
         self._stop.set()

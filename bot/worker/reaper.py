@@ -37,8 +37,14 @@ def reap(ctx: JobContext, runs: bool = True) -> Reaped:
     reaped = Reaped()
     grace = ctx.s.config.job_lease * 2  # a run's event lease is taken before the run is created
     for run in ctx.runs.live(time.time() - grace) if runs else ():
-        if run.event_id is None or ctx.locks.held_by(event_lease(run.event_id)) is not None:
-            continue  # its worker is alive (or it is no worker's: a command line's own run)
+        if run.event_id is None:
+            continue  # no worker's: a command line's own run
+        event = ctx.inbox.get(run.event_id)
+        installation = ctx.s.config.installation
+        if event is not None and event.installation not in (None, installation):
+            continue  # another installation's, sharing this state store: its own reaper's business
+        if ctx.locks.held_by(event_lease(installation, run.event_id)) is not None:
+            continue  # its worker is alive
         reason = "the worker running it stopped (killed or lost); the event is sent to another"
         ctx.runs.append_log(run.id, reason)
         ctx.runs.finish(run.id, RunStatus.ERROR, reason)

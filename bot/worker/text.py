@@ -3,8 +3,11 @@ findings, and text from a merge request made safe to quote inline."""
 
 from __future__ import annotations
 
+import time
+
 from policies import Finding, role_names
 from runner.pipeline import RunResult
+from runner.state.locks import Lock
 
 MARKER = "<!-- sluice-report -->"
 HISTORY_ROOM = 4_000  # characters kept free in the comment for the run history
@@ -14,6 +17,31 @@ STATUS_CONTEXT = "sluice"
 def quote(text: str) -> str:
     """Inline-code-safe and one line: for text that came from a user, a repository or an error."""
     return text.replace("`", "'").replace("\n", " ")[:200]
+
+
+def stamp(epoch: float) -> str:
+    """A moment as the thread shows it: `2026-05-01 10:02 UTC`."""
+    return time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(epoch))
+
+
+def span(seconds: float) -> str:
+    """A duration in a person's words: `45 s`, `20 min`, `8 h`, `2 d 3 h`."""
+    seconds = max(0, round(seconds))
+    if seconds < 60:
+        return f"{seconds} s"
+    minutes = seconds // 60
+    if minutes < 120:
+        return f"{minutes} min"
+    hours = minutes // 60
+    return f"{hours} h" if hours < 48 else f"{hours // 24} d {hours % 24} h"
+
+
+def held(lock: Lock, what: str) -> str:
+    """Who holds a lock, since when, until when, and how to release it: one sentence."""
+    until = f", until {stamp(lock.expires_at)}" if lock.expires_at is not None else ""
+    why = lock.reason or lock.holder
+    release = f" To release it: {lock.release}." if lock.release else ""
+    return f"{what} is held by {why} since {stamp(lock.since)}{until}.{release}"
 
 
 def findings(found: tuple[Finding, ...]) -> str:

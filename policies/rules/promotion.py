@@ -48,10 +48,11 @@ def _approvals(policy: Policy, mr: MergeRequestFacts, environment: str) -> list[
     approvers = count_approvals(policy, mr)
     if len(approvers) >= policy.approvals_required:
         return []
-    have = f"has {len(approvers)}" + (f" ({', '.join('@' + p for p in approvers)})" if approvers else "")
+    have = f"has {len(approvers)}" + (f": {', '.join('@' + p for p in approvers)}" if approvers else "")
     since = " at the head commit" if policy.reset_on_push else ""
-    return [rule.finding(environment, f"{environment} needs {policy.approvals_required} approval(s){since} "
-                         f"from {role_name(policy.approver_role)}s other than @{mr.author}; it {have}")]
+    needed = policy.approvals_required
+    return [rule.finding(environment, f"needs {needed} approval{'s' if needed != 1 else ''}{since} from "
+                         f"{role_name(policy.approver_role)}s other than @{mr.author} ({have})")]
 
 
 def _requirements(policy: Policy, mr: MergeRequestFacts, environment: str) -> list[Finding]:
@@ -65,8 +66,10 @@ def _requirements(policy: Policy, mr: MergeRequestFacts, environment: str) -> li
         findings.append(failures.finding(environment, f"blocking policy findings: {shown}"))
     breaking = policy.rules["breaking"]
     if breaking.enabled and mr.breaking:
-        findings.append(breaking.finding(environment, "the change is breaking for downstream models "
-                                         "and nobody has acknowledged it"))
+        what = ", ".join(f"`{m}`" for m in mr.breaking_models[:5]) + (
+            " …" if len(mr.breaking_models) > 5 else "")
+        findings.append(breaking.finding(environment, f"the change{' to ' + what if what else ''} is "
+                                         "breaking for downstream models and nobody has acknowledged it"))
     stale = policy.rules["stale-build"]
     if stale.enabled and mr.built_sha != mr.head_sha:
         built = mr.built_sha[:12] if mr.built_sha else "nothing"

@@ -146,10 +146,11 @@ class _Planner:
         for dep, change in changed.items():
             removed = sorted(lineage.reads_of(dep) & change.removed)
             if removed:
+                line = next((ref.line for ref in model.refs if self.project.resolve(ref.parts) == dep), None)
                 raise PlanError(
                     f"model {name} reads {', '.join(f'{dep}.{c}' for c in removed)}, which the change "
                     f"to {dep} removes; update {name} in the same change or keep the column",
-                    file=model.path)
+                    file=model.path, line=line)
         readers = {dep: change.for_readers() for dep, change in changed.items()}
         affected = lineage.affected_outputs(readers)
         star_added = any(change.added for dep, change in changed.items() if dep in lineage.star_tables)

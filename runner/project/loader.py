@@ -129,9 +129,11 @@ def load_project(root: Path | str, cache_dir: Path | None = None) -> Project:
         dag = DAG.build(graph)
     except Cycle as cycle:
         first = models[cycle.path[0]]
+        line = next((ref.line for ref in first.refs
+                     if len(cycle.path) > 1 and resolve_name(ref.parts, names) == cycle.path[1]), None)
         raise ProjectError(
             "dependency cycle: " + " -> ".join(cycle.path) + " (each model reads the next)",
-            file=first.path,
+            file=first.path, line=line,
         ) from None
     return Project(root=root, config=config, models=models, seeds=seeds, sources=sources,
                    tests=tuple(tests), dag=dag, names=names, exposures=tuple(exposures))

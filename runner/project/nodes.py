@@ -58,6 +58,9 @@ class Model:
     description: str = ""
     tags: tuple[str, ...] = ()
     columns: tuple[Column, ...] = ()
+    # Settings beyond materialization that change what its table holds (e.g. an incremental
+    # strategy), as (key, value) pairs: they are part of its fingerprint. Plain models have none.
+    config: tuple[tuple[str, str], ...] = ()
 
 
 @dataclass(frozen=True)

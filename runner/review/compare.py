@@ -27,8 +27,10 @@ class ModelComparison:
 
 def compare(project: Project, state: StateStore, engine: Engine, first: str, second: str,
             model: str | None = None, *, columns: Sequence[str] | None = None,
-            where: str | None = None, samples: int | None = None) -> list[ModelComparison]:
-    """Data diffs of the models whose snapshots differ between `first` and `second` (or of one)."""
+            where: str | None = None, samples: int | None = None,
+            key: Sequence[str] | None = None) -> list[ModelComparison]:
+    """Data diffs of the models whose snapshots differ between `first` and `second` (or of one).
+    `key`: the columns rows are matched by, instead of the model's unique key."""
     envs = []
     for name in (first, second):
         record = state.environment(name)
@@ -52,10 +54,10 @@ def compare(project: Project, state: StateStore, engine: Engine, first: str, sec
         assert present is not None
         # Checked even when there is nothing to compare: hostile input is refused, always.
         known = engine.columns(table(present.physical_schema, present.physical_table))
-        if columns:
-            unknown = [c for c in columns if c not in known]
+        for what, wanted in (("column", columns), ("key column", key)):
+            unknown = [c for c in wanted or () if c not in known]
             if unknown:
-                raise SluiceError(f"{name} has no column {', '.join(unknown)} (it has: {', '.join(known)})")
+                raise SluiceError(f"{name} has no {what} {', '.join(unknown)} (it has: {', '.join(known)})")
         condition = parse_predicate(where, known, project.config.dialect) if where else None
         if before is None or after is None or before.physical == after.physical:
             out.append(ModelComparison(name, before.physical if before else None,
@@ -63,7 +65,8 @@ def compare(project: Project, state: StateStore, engine: Engine, first: str, sec
             continue
         after_table = table(after.physical_schema, after.physical_table)
         diff = diff_relations(engine, table(before.physical_schema, before.physical_table), after_table,
-                              key=unique_key(project, name), columns=columns, where=condition, pii=pii,
+                              key=tuple(key) if key else unique_key(project, name), columns=columns,
+                              where=condition, pii=pii,
                               caps=caps)
         out.append(ModelComparison(name, before.physical, after.physical, diff, pii))
     return out

@@ -39,14 +39,19 @@ class Impact:
 
 
 def impact(plan: Plan, project: Project) -> Impact:
+    """A function of the plan against its base (production, for a merge request), never of what
+    this run happened to build: a model whose new version an earlier run already built is just as
+    changed as one built now."""
     modified = tuple(n.name for n in plan.nodes
                      if n.change in (Change.DIRECT, Change.ADDED, Change.REMOVED))
+    changed = plan.data_changed
     downstream = tuple(
         ImpactedModel(n.name, _columns(n.columns.changed | n.columns.added), n.reason)
-        for n in plan.nodes if n.change is Change.INDIRECT and n.action is Action.BUILD)
+        for n in plan.nodes if n.change is Change.INDIRECT and n.name in changed)
     unaffected = tuple(
         ImpactedModel(n.name, (), n.reason)
-        for n in plan.nodes if n.change is Change.INDIRECT and n.action is Action.REUSE)
+        for n in plan.nodes if n.change is Change.INDIRECT and n.name not in changed
+        and n.action is not Action.DROP)
     changed_data = set(modified) | {m.name for m in downstream}
     exposures = tuple(
         ExposureImpact(e, tuple(d for d in e.depends_on if d in changed_data))

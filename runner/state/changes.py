@@ -20,7 +20,13 @@ from sqlalchemy.engine import Connection, Row
 
 from runner.errors import EnvError
 from runner.state.records import HistoryEntry
-from runner.state.schema import environment_history, environment_models, environments, snapshots
+from runner.state.schema import (
+    environment_history,
+    environment_models,
+    environment_tests,
+    environments,
+    snapshots,
+)
 
 PENDING, DONE, ABANDONED = "pending", "done", "abandoned"
 
@@ -61,6 +67,8 @@ class EnvironmentChanges:
             target = dict(entry.after if models is None else models)
             if entry.action == "drop" and not target:
                 conn.execute(environments.delete().where(environments.c.name == entry.environment))
+                conn.execute(environment_tests.delete()
+                             .where(environment_tests.c.environment == entry.environment))
             elif _exists(conn, entry.environment) is None:
                 conn.execute(environments.insert().values(name=entry.environment, created_at=now,
                                                           updated_at=now, expires_at=None))

@@ -125,9 +125,19 @@ locks = sa.Table(
     "sluice_locks", metadata,
     sa.Column("name", sa.String(255), primary_key=True),
     sa.Column("holder", sa.String(255), nullable=False),
-    sa.Column("note", sa.String(255), nullable=False, default=""),
+    sa.Column("note", sa.String(255), nullable=False, default=""),  # why it is held
     sa.Column("since", sa.Float, nullable=False),
     sa.Column("expires_at", sa.Float),  # NULL: held until released
+    sa.Column("release_hint", sa.String(255)),  # what to do to release it (added in version 5)
+    sa.Column("renewed_at", sa.Float),  # the holder's last heartbeat (added in version 5)
+)
+
+# The data tests an environment's version was tested with, by definition fingerprint: a test
+# production has not seen is new or changed, and runs in a merge request whatever the data did.
+environment_tests = sa.Table(
+    "sluice_environment_tests", metadata,
+    sa.Column("environment", sa.String(64), primary_key=True),
+    sa.Column("fingerprint", sa.String(64), primary_key=True),
 )
 
 # What each source looked like when a snapshot reading it was built: the report's drift check.
@@ -140,6 +150,11 @@ source_states = sa.Table(
 )
 
 
+def _add_columns(conn: Connection, table: sa.Table, *names: str) -> None:
+    for name in names:
+        add_column(conn, table, name)
+
+
 # Numbered as they always were: versions 2 and 4 also created the bot's tables, which now have a
 # family of their own (bot/records/schema.py), so here they create what is left.
 MIGRATIONS: list[Migration] = [
@@ -148,12 +163,23 @@ MIGRATIONS: list[Migration] = [
     lambda conn: metadata.create_all(conn, tables=[locks]),
     lambda conn: metadata.create_all(conn, tables=[source_states]),
     lambda conn: None,
+    lambda conn: _add_columns(conn, locks, "release_hint", "renewed_at"),
+    lambda conn: metadata.create_all(conn, tables=[environment_tests]),
+    lambda conn: _rekey(conn),
     lambda conn: _changes_have_a_status(conn),
 ]
+
+
+def _rekey(conn: Connection) -> None:
+    # Deferred: the migration uses the tables above (runner.state.rekey imports this module).
+    from runner.state.rekey import rekey
+
+    rekey(conn)
 
 
 def _changes_have_a_status(conn: Connection) -> None:
     for column in ("status", "rolls_back", "finished_at", "commit"):
         add_column(conn, environment_history, column)
+
 
 STATE = Schema("state", metadata, schema_version, MIGRATIONS, lock_key=7_215_813_001)

@@ -25,6 +25,7 @@ from runner.state.schema import (
     Schema,
     environment_history,
     environment_models,
+    environment_tests,
     environments,
     migrate,
     schema_version,
@@ -204,6 +205,19 @@ class StateStore:
                                  .values(expires_at=at)).rowcount
         if not found:
             raise EnvError(f"there is no environment {name!r}")
+
+    def environment_tests(self, name: str) -> set[str]:
+        """The definition fingerprints of the tests `name`'s current version was tested with."""
+        with self.engine.connect() as conn:
+            return set(conn.execute(sa.select(environment_tests.c.fingerprint)
+                                    .where(environment_tests.c.environment == name)).scalars())
+
+    def set_environment_tests(self, name: str, fingerprints: Iterable[str]) -> None:
+        with self.engine.begin() as conn:
+            conn.execute(environment_tests.delete().where(environment_tests.c.environment == name))
+            rows = [{"environment": name, "fingerprint": fp} for fp in sorted(set(fingerprints))]
+            if rows:
+                conn.execute(environment_tests.insert(), rows)
 
     def record_source_states(self, fingerprint: str, states: Mapping[str, str]) -> None:
         if not states:

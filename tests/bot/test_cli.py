@@ -56,6 +56,7 @@ def test_init_writes_a_project_that_plans(tmp_path: Path):
     root = tmp_path / "new"
     result = sluice("init", str(root))
     assert result.exit_code == 0, result.output
+    assert "git init -b main" in result.output and "sluice init --git" in result.output
     assert "name: new" in (root / "sluice.yml").read_text()
     assert (root / "models" / "staging" / "stg_users.sql").is_file()
 

@@ -5,6 +5,7 @@ API action driven through the real python-gitlab and PyGithub clients against th
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import hmac
 import json
@@ -20,7 +21,7 @@ import pytest
 
 from bot.config import ServerConfig
 from bot.configkeys import ConfigError
-from bot.events import CommentEvent, MergeRequestEvent, MRAction, Repository, from_json, to_json
+from bot.events import CommentEvent, MergeRequestEvent, MRAction, PushEvent, Repository, from_json, to_json
 from bot.forges import FORGES, make_forge
 from bot.forges.base import CommitState, Forge, ForgeError, Role, WebhookError
 from bot.forges.github import GitHub, GitHubConfig
@@ -50,7 +51,7 @@ CODERTOCAT_PR: dict[str, Any] = {"number": 2, "head_sha": "ec26c3e57ca3a959ca5aa
                  "source_branch": "changes", "target_branch": "master", "author": "Codertocat",
                  "title": "Update the README with new information.", "repository": HELLO_WORLD}
 
-GITHUB_CASES: dict[str, tuple[str, MergeRequestEvent | CommentEvent | None]] = {
+GITHUB_CASES: dict[str, tuple[str, MergeRequestEvent | CommentEvent | PushEvent | None]] = {
     "github_pull_request_opened": (
         "pull_request", MergeRequestEvent(action=MRAction.OPENED, **CODERTOCAT_PR)),
     "github_pull_request_opened_with_installation": (
@@ -90,7 +91,11 @@ GITHUB_CASES: dict[str, tuple[str, MergeRequestEvent | CommentEvent | None]] = {
     "github_issue_comment_deleted_on_issue": ("issue_comment", None),
     "github_ping": ("ping", None),
     "github_ping_organization": ("ping", None),
-    "github_push": ("push", None),
+    "github_push": ("push", PushEvent(
+        repository=Repository("github", "Codertocat/Hello-World",
+                              "https://github.com/Codertocat/Hello-World.git", "master"),
+        branch="master", before="0" * 40, after="6113728f27ae82c7b1a177c8d03f9e96e0adf246",
+        pusher="Codertocat")),
     "github_push_tag_created": ("push", None),
     "github_push_tag_deleted": ("push", None),
     "github_check_run_created": ("check_run", None),
@@ -123,7 +128,7 @@ def _branch(name: str) -> str:
     return str(fixture(f"gitlab_webhooks/{name}.json")["object_attributes"]["source_branch"])
 
 
-GITLAB_CASES: dict[str, tuple[str, MergeRequestEvent | CommentEvent | None]] = {
+GITLAB_CASES: dict[str, tuple[str, MergeRequestEvent | CommentEvent | PushEvent | None]] = {
     "gitlab_merge_request_open": ("Merge Request Hook", MergeRequestEvent(
         repository=TEST_CI, number=3, action=MRAction.OPENED,
         head_sha="2f7670508b771e7e77839402be8b34b13787aba8",
@@ -159,7 +164,11 @@ GITLAB_CASES: dict[str, tuple[str, MergeRequestEvent | CommentEvent | None]] = {
                               "https://gitlab.com/lkysow-test/subgroup/sub-subgroup/atlantis-example.git",
                               "main", 7804027),
         number=2, comment_id=96056916, author="lkysow", body="atlantis plan")),
-    "gitlab_push": ("Push Hook", None),
+    "gitlab_push": ("Push Hook", PushEvent(
+        repository=Repository("gitlab", "mike/diaspora", "http://example.com/mike/diaspora.git", "master",
+                              15),
+        branch="master", before="95790bf891e76fee5e1747ab589903a6a1f80f22",
+        after="da1560886d4f094c3e6c9ef40349f7d38b5d27d7", pusher="jsmith")),
     "gitlab_tag_push": ("Tag Push Hook", None),
     "gitlab_pipeline": ("Pipeline Hook", None),
     "gitlab_job": ("Job Hook", None),
@@ -193,6 +202,41 @@ def test_gitlab_webhook_fixture(name: str) -> None:
     assert webhook.event == expected
     if webhook.event is not None:
         assert from_json(to_json(webhook.event)) == webhook.event
+
+
+def test_a_service_hook_merge_request_update_with_new_commits_is_a_push_to_the_merge_request() -> None:
+    """GitLab sends integrations' deliveries as `X-Gitlab-Event: Service Hook` (the header set of
+    a real capture, gitlab_webhook_headers.json): the body's object_kind says what it is."""
+    headers, body = gitlab_delivery("gitlab_merge_request_update_new_commit", "Service Hook")
+    webhook = GitLab.parse(headers, body)
+    assert webhook.event == MergeRequestEvent(action=MRAction.NEW_COMMITS, **WOODPECKER_MR)
+    headers, body = gitlab_delivery("gitlab_note_merge_request", "Service Hook")
+    assert isinstance(GitLab.parse(headers, body).event, CommentEvent)
+    headers, body = gitlab_delivery("gitlab_merge_request_update_no_code_change", "Service Hook")
+    assert GitLab.parse(headers, body).event is None  # still no new code
+
+
+def test_a_group_hook_merge_payload_without_a_project_id_is_read() -> None:
+    """The project's path is what the API calls use; a payload without `project.id` is fine."""
+    data = fixture("gitlab_webhooks/gitlab_merge_request_merge.json")
+    del data["project"]["id"]
+    headers = {"X-Gitlab-Event": "Merge Request Hook", "Idempotency-Key": "k"}
+    event = GitLab.parse(headers, json.dumps(data).encode()).event
+    assert isinstance(event, MergeRequestEvent) and event.action is MRAction.MERGED
+    assert event.repository == dataclasses.replace(WOODPECKER_TEST, project_id=None)
+    data["project"]["id"] = "not a number"
+    event = GitLab.parse(headers, json.dumps(data).encode()).event
+    assert event is not None and event.repository.project_id is None
+
+
+def test_pushes_of_tags_and_deleted_branches_are_not_events() -> None:
+    data = fixture("gitlab_webhooks/gitlab_push.json")
+    data["after"] = "0" * 40
+    headers = {"X-Gitlab-Event": "Push Hook", "Idempotency-Key": "k"}
+    assert GitLab.parse(headers, json.dumps(data).encode()).event is None
+    data = fixture("github_webhooks/github_push.json")
+    data["deleted"] = True
+    assert GitHub.parse({"X-GitHub-Event": "push"}, json.dumps(data).encode()).event is None
 
 
 def test_github_comment_by_a_bot_and_from_a_fork() -> None:

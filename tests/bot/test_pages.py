@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from flask.testing import FlaskClient
 
-from bot.broker import DramatiqDispatcher, declare_actor, make_broker
+from bot.broker import DramatiqDispatcher, declare_actor, make_broker, queue_name
 from bot.config import ServerConfig
 from bot.forges.github import GitHubConfig
 from bot.forges.gitlab import GitLabConfig
@@ -40,7 +40,7 @@ def client(state: StateStore) -> FlaskClient:
                                                          webhook_secret="s"),
                                   "github": GitHubConfig(token="t", webhook_secret="s")})
     broker = make_broker("redis://127.0.0.1:6379/13")  # never contacted by these pages
-    dispatcher = DramatiqDispatcher(broker, declare_actor(broker, lambda event_id: None))
+    dispatcher = DramatiqDispatcher(broker, declare_actor(broker, lambda event_id: None, queue_name("test")))
     return create_app(config, state=state, dispatcher=dispatcher).test_client()
 
 

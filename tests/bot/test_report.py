@@ -10,11 +10,17 @@ import os
 import re
 import shutil
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 
+from bot.report.gate import MergeGate, gate_from
 from bot.report.markdown import GITHUB_LIMIT, render_markdown
+from bot.worker.governance import Governance
+from bot.worker.pipeline import outcome
+from policies import Approval, Evaluation, MergeRequestFacts, check_promotion, load_policy
+from policies.roles import Role
 from runner.engines.duckdb import DuckDBEngine
 from runner.pipeline import RunResult, run_pipeline
 from runner.plan.builder import make_plan
@@ -30,6 +36,7 @@ RUN_URL = "https://sluice.example/runs/1"
 def stable(text: str) -> str:
     """Timings differ run to run; everything else must not."""
     text = re.sub(r"· \d+\.\d s", "· <elapsed> s", text)
+    text = re.sub(r"\| (build `[a-z_.]+`) \| \d+\.\d+ \|\n", "", text)  # their order varies too
     return re.sub(r"\| (plan|build|test|point) \| \d+\.\d+ \|", r"| \1 | <seconds> |", text)
 
 
@@ -53,13 +60,27 @@ class Shop:
         assert old in text
         path.write_text(text.replace(old, new))
 
-    def run(self, env: str, **kwargs: bool) -> tuple[RunResult, str]:
+    def run(self, env: str, approvals: tuple[str, ...] = (), **kwargs: bool) -> tuple[RunResult, str]:
         project = load_project(self.root)
         result = run_pipeline(project, self.state, self.engine, env, against="prod", **kwargs)
         the_review = review(result.plan, project, self.state, self.engine)
+        gate = merge_gate(result, approvals)
         for limit in (GITHUB_LIMIT, GITLAB_LIMIT):
-            assert len(render_markdown(result, RUN_URL, the_review, limit=limit)) <= limit
-        return result, stable(render_markdown(result, RUN_URL, the_review, limit=GITHUB_LIMIT))
+            assert len(render_markdown(result, RUN_URL, the_review, limit=limit, gate=gate)) <= limit
+        return result, stable(render_markdown(result, RUN_URL, the_review, limit=GITHUB_LIMIT, gate=gate))
+
+
+HEAD = "c0ffee" * 6 + "0123"
+
+
+def merge_gate(result: RunResult, approvals: tuple[str, ...]) -> MergeGate:
+    """The gate as the worker makes it: the default policy's promotion rules, for alice's merge
+    request approved by `approvals`, with this run's outcome."""
+    facts = MergeRequestFacts(author="alice", author_role=int(Role.DEVELOPER), head_sha=HEAD,
+                              now=datetime(2026, 3, 4, 10, 0, tzinfo=UTC),
+                              approvals=tuple(Approval(a, int(Role.DEVELOPER), HEAD) for a in approvals))
+    facts = Governance.with_outcome(facts, outcome(result, Evaluation(findings=())))
+    return gate_from(check_promotion(load_policy(None), facts, "prod", protected=True), "prod")
 
 
 @pytest.fixture
@@ -72,13 +93,19 @@ def shop(tmp_path: Path) -> Iterator[Shop]:
 
 
 def test_no_change(shop: Shop):
-    check_golden("report_no_change.md", shop.run("mr_1")[1])
+    text = shop.run("mr_1", approvals=("bob",))[1]
+    check_golden("report_no_change.md", text)
+    assert "> **Merge gate** (`sluice/promotion` ✅): merging promotes to `prod`." in text
 
 
 def test_additive_change(shop: Shop):
     shop.edit("models/marts/customers.sql", "    c.email,\n",
               "    c.email,\n    split_part(c.email, '@', 2) as email_domain,\n")
-    check_golden("report_additive.md", shop.run("mr_1")[1])
+    result, text = shop.run("mr_1")
+    check_golden("report_additive.md", text)
+    # Each model's build time is in the timings (left out of the golden file: it varies).
+    raw = render_markdown(result, RUN_URL)
+    assert result.build.seconds and all(f"| build `{name}` | " in raw for name in result.build.seconds)
 
 
 def test_breaking_change_with_downstream(shop: Shop):
@@ -87,6 +114,10 @@ def test_breaking_change_with_downstream(shop: Shop):
     shop.edit("models/staging/stg_customers.sql", "lower(email) as email", "upper(email) as email")
     _, text = shop.run("mr_1")
     check_golden("report_breaking.md", text)
+    assert "(`sluice/promotion` ⛔): merging will not promote to `prod`: needs 1 approval from" in text
+    assert "the change to `marts.orders`, `staging.stg_customers` is breaking" in text
+    assert "`/approve breaking` (developer, maintainer or owner)" in text
+    assert text.splitlines()[1].endswith("· built and tested; not ready to merge")
     assert "marts_orders --> marts_revenue_by_day" in text
     assert "`email=" not in text or "***" in text  # pii columns never shown in samples
 

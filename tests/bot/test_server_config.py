@@ -10,7 +10,7 @@ from click.testing import CliRunner
 from bot.cli.main import main
 from bot.config import load_server_config
 from bot.configkeys import ConfigError
-from runner.errors import ProjectError
+from runner.errors import ProjectError, SluiceError
 
 
 def write(tmp_path: Path, text: str) -> Path:
@@ -69,3 +69,19 @@ def test_serve_refuses_to_start_without_a_secret(tmp_path: Path, monkeypatch: py
 def test_github_needs_a_token_or_an_app(tmp_path: Path):
     with pytest.raises(ProjectError, match="github needs a token, or an app_id with a private key"):
         load_server_config(write(tmp_path, "github:\n  webhook_secret: s\n"), {})
+
+
+def test_installation_name_and_deploy_hold(tmp_path: Path) -> None:
+    assert load_server_config(None, {"SLUICE_PUBLIC_URL": "https://sluice.example.com"}).installation \
+        == "sluice_example_com"
+    named = load_server_config(None, {"SLUICE_NAME": "shop_data", "SLUICE_DEPLOY_HOLD": "2h"})
+    assert (named.installation, named.deploy_hold) == ("shop_data", "2h")
+    path = tmp_path / "server.yml"
+    path.write_text("name: Shop Data!\n")
+    with pytest.raises(SluiceError, match=r"server.yml:1: the installation name 'Shop Data!' is not valid"):
+        load_server_config(path, {})
+    path.write_text("deploy_hold: forever\n")
+    with pytest.raises(SluiceError, match=r"server.yml:1: deploy_hold: cannot read the duration 'forever'"):
+        load_server_config(path, {})
+    with pytest.raises(SluiceError, match=r"the variable SLUICE_DEPLOY_HOLD: deploy_hold: cannot read"):
+        load_server_config(None, {"SLUICE_DEPLOY_HOLD": "soon"})

@@ -68,7 +68,8 @@ def test_merge_request_lifecycle(tmp_path: Path, forge: Forge, origin: Origin, b
     assert bot.deliver(forge.comment(2, "/deploy staging", author="bob"), path(forge)) == 202
     bot.settle()
     label = "!1" if forge.name == "gitlab" else "#1"
-    assert any(f"`staging` is held by {label} since" in c and "/unlock staging" in c
+    assert any(f"`staging` is held by `/deploy staging` by @alice in {label} since" in c
+               and f"To release it: comment `/unlock staging` in {label}" in c
                for c in forge.comments(2))
 
     # Merge: production gets the MR's tables without a single rebuild, once a maintainer has
@@ -219,11 +220,11 @@ def test_redis_down_at_intake_the_event_is_processed_when_it_is_back(tmp_path: P
 
 @pytest.mark.parametrize("forge", ["github"], indirect=True)
 def test_rabbitmq_broker_carries_the_work_too(tmp_path: Path, forge: Forge, origin: Origin):
-    from bot.broker import QUEUE
+    from bot.broker import queue_name
 
     url = amqp_url()
     bot = Bot(server_config(tmp_path, forge, origin, broker_url=url))
-    bot.worker.broker.flush(QUEUE)
+    bot.worker.broker.flush(queue_name(bot.config.installation))
     bot.worker.start()
     try:
         sha = origin.branch("via-rabbit", ORDERS)
@@ -262,7 +263,7 @@ def test_other_commands(tmp_path: Path, forge: Forge, origin: Origin, bot: Bot):
     assert "- `marts.orders.amount` reaches: `marts.revenue_by_day.revenue`" in text
     assert "`/diff marts.orders`: new — production has no version of it yet." in text
     assert "Sluice commands (one per line)" in text
-    assert "`/unlock qa`: released." in text
+    assert "`/unlock qa`: released (it was held by `/deploy qa` by @alice in " in text
     assert "`/approve`: approval by @bob at `" in text and "recorded in the audit log" in text
     assert "`/destroy`: environment `mr_11` dropped" in text
     state = bot.project_state(forge)

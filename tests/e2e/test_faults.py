@@ -129,7 +129,7 @@ def test_a_state_store_that_hangs_is_answered_503_in_seconds_and_nothing_is_lost
     sha = deployment.origin.branch("one", ORDERS)
     forge.fake.add_merge_request(forge.repo, 1, head_sha=sha, source_branch="one", author="alice")
     deliveries = [forge.comment(1, "/lineage marts.orders") for _ in range(4)]  # four comments
-    deployment.wait(lambda: deployment.log.read_text().count("worker started") == 2, timeout=30,
+    deployment.wait(lambda: deployment.log.read_text().count(" started on ") == 2, timeout=30,
                     what="the workers to start")
     deployment.state_proxy.freeze()
     answers: list[tuple[int, float]] = []

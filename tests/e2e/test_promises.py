@@ -55,7 +55,7 @@ class Deployment:
         self.config = load_server_config(self.config_path, {})
         self.state = StateStore(self.config.state_url)
         self.app = create_app(self.config, state=self.state,
-                              dispatcher=broker_dispatcher(self.config.broker_url))
+                              dispatcher=broker_dispatcher(self.config))
         self.client = self.app.test_client()
         self.workers: list[subprocess.Popen[bytes]] = []
         self.log = tmp_path / "worker.log"
@@ -188,7 +188,7 @@ def test_no_event_is_lost_or_doubled_while_workers_die_and_redis_restarts(tmp_pa
     deployment.config_path.write_text(text)
     deployment.config = load_server_config(deployment.config_path, {})
     deployment.app = create_app(deployment.config, state=deployment.state,
-                                dispatcher=broker_dispatcher(deployment.config.broker_url))
+                                dispatcher=broker_dispatcher(deployment.config))
     deployment.client = deployment.app.test_client()
     try:
         first = deployment.start_worker()

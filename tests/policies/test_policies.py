@@ -667,12 +667,14 @@ def test_promotion_passes_with_everything_in_place(default: Policy) -> None:
 
 
 @pytest.mark.parametrize("changes, rule, says", [
-    ({"approvals": ()}, "approvals", "prod needs 1 approval(s) from developers other than @alice; it has 0"),
+    ({"approvals": ()}, "approvals", "needs 1 approval from developers other than @alice (has 0)"),
     ({"approvals": (Approval("alice", MAINTAINER, HEAD),)}, "approvals", "has 0"),
     ({"approvals": (Approval("rita", READ, HEAD),)}, "approvals", "has 0"),
     ({"tests_passed": False}, "tests", "the data tests have not all passed"),
     ({"blocking_failures": ("select-star: marts.orders",)}, "policy-failures", "select-star: marts.orders"),
     ({"breaking": True}, "breaking", "breaking for downstream models"),
+    ({"breaking": True, "breaking_models": ("marts.orders",)}, "breaking",
+     "the change to `marts.orders` is breaking for downstream models"),
     ({"built_sha": OLD}, "stale-build", f"built from {OLD[:12]}"),
     ({"built_sha": None}, "stale-build", "built from nothing"),
 ])
@@ -704,7 +706,7 @@ def test_promotion_approvals_counted_per_policy() -> None:
                  Approval("carol", MAINTAINER, OLD))
     result = check_promotion(two, mr(approvals=approvals), "prod", True)
     assert [f.message for f in result.blocking] == [
-        "prod needs 2 approval(s) at the head commit from developers other than @alice; it has 1 (@bob)"]
+        "needs 2 approvals at the head commit from developers other than @alice (has 1: @bob)"]
     fresh = (*approvals[:2], Approval("carol", MAINTAINER, HEAD))
     assert check_promotion(two, mr(approvals=fresh), "prod", True).ok
 

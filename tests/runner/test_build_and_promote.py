@@ -497,3 +497,27 @@ def test_by_default_tests_run_only_on_models_whose_data_changed(
     every = run_pipeline(project, state, warehouse, "mr_2", all_tests=True)
     assert every.build.built == []
     assert {r.test.name for r in every.tests.results} == everything
+
+
+def test_a_new_or_changed_test_runs_whatever_its_model_s_data_did(
+        shop: Shop, state: StateStore, warehouse: Engine) -> None:
+    """Only the tests changed: no model's data changes, yet the new and the edited test run (and
+    the edited one fails), while unchanged tests of unchanged data stay out."""
+    build_prod(shop, state, warehouse)
+    shop.edit("models/schema.yml", "values: [placed, shipped, completed, return_pending, returned]",
+              "values: [placed, shipped, completed]")  # an edited test: returns now fail it
+    shop.write("tests/assert_customers_have_names.sql",
+               "select customer_id from marts.customers where first_name is null\n")  # a new one
+    project = shop.load()
+
+    result = run_pipeline(project, state, warehouse, "mr_1", against="prod")
+
+    assert result.build.built == [] and not result.plan.data_changed
+    ran = {r.test.name for r in result.tests.results}
+    assert ran == {"accepted_values(staging.stg_orders.status)", "assert_customers_have_names"}
+    assert [r.test.name for r in result.tests.failed] == ["accepted_values(staging.stg_orders.status)"]
+    # Once production has them, they are known: an unchanged rerun runs nothing.
+    shop.edit("models/schema.yml", "values: [placed, shipped, completed]",
+              "values: [placed, shipped, completed, return_pending, returned, lost]")
+    assert run_pipeline(shop.load(), state, warehouse, "prod").ok
+    assert run_pipeline(shop.load(), state, warehouse, "mr_2", against="prod").tests.results == []

@@ -204,7 +204,7 @@ BAD_PROJECT_FILES = [
          ORDERS_SQL: "select id\n\nfrom raw_orders\n"},
         ORDERS_SQL, 3, "table 'raw_orders' is ambiguous: write one of marts.raw_orders, raw.raw_orders"),
     bad("model reading itself is a cycle", {"models/a.sql": "select x from main.a\n"},
-        "models/a.sql", None, "dependency cycle: main.a -> main.a", base="empty"),
+        "models/a.sql", 1, "dependency cycle: main.a -> main.a", base="empty"),
     # duplicate names
     bad("model files differing only in case are a duplicate", {"models/marts/Orders.sql": "select 1 as a\n"},
         ORDERS_SQL, None, "duplicate model name 'marts.orders'", "models/marts/Orders.sql"),
@@ -334,7 +334,7 @@ def test_dependency_cycle_prints_the_cycle(empty: Path):
     error = load_error(empty)
 
     assert error.file in ("models/a.sql", "models/b.sql")
-    assert str(error).startswith(f"{error.file}: ")
+    assert str(error).startswith(f"{error.file}:1: ")  # the line that reads the next model
     assert "dependency cycle:" in str(error)
     assert "main.a -> main.b -> main.a" in str(error) or "main.b -> main.a -> main.b" in str(error)
 
@@ -351,7 +351,7 @@ def test_three_model_cycle_follows_the_reads(empty: Path):
     assert cycle in ("main.a -> main.c -> main.b -> main.a", "main.c -> main.b -> main.a -> main.c",
                      "main.b -> main.a -> main.c -> main.b")
     first = cycle.split(" -> ")[0].split(".")[1]
-    assert_names(error, f"models/{first}.sql")
+    assert_names(error, f"models/{first}.sql", 1)
 
 
 def test_staging_reading_a_mart_closes_a_cycle_in_the_demo(shop: Path):

@@ -13,6 +13,7 @@ from runner.pipeline import run_pipeline
 from runner.project.loader import load_project
 from runner.review.summary import review
 from runner.state.store import StateStore
+from tests.support.repos import Shop
 
 MODEL = "select id, amount * {factor} as amount from raw.events\n"
 
@@ -77,3 +78,29 @@ def test_no_drift_when_the_source_did_not_change(setup):
     found = review(result.plan, project, state, engine).model("marts.events_value")
     assert found is not None and found.drift == ()
     assert found.data is not None and found.data.changed == 99
+
+
+def test_the_report_tells_the_same_story_on_a_rerun(shop: Shop, tmp_path: Path):
+    """The impact is the plan against production: a second run, which finds every snapshot
+    already built, still names the downstream models, the exposure they reach, and their colours."""
+    engine = DuckDBEngine(tmp_path / "shop.duckdb")
+    state = StateStore(f"sqlite:///{tmp_path / 'shop.db'}")
+    try:
+        assert run_pipeline(shop.load(), state, engine, "prod").ok
+        shop.edit("models/marts/orders.sql", "p.total_amount as amount",
+                  "p.total_amount - p.coupon_amount as amount")
+        stories = []
+        for _ in range(2):
+            project = shop.load()
+            result = run_pipeline(project, state, engine, "mr_1", against="prod")
+            stories.append((result.built, review(result.plan, project, state, engine).impact))
+        (built_first, first), (built_again, again) = stories
+        assert built_first > 0 and built_again == 0  # the rerun built nothing...
+        assert again == first  # ...and says the same
+        assert [d.name for d in again.downstream] == ["marts.revenue_by_day"]
+        assert "marts.revenue_by_day" not in [u.name for u in again.unaffected]
+        assert [e.exposure.name for e in again.exposures] == ["revenue_dashboard"]
+        assert 'marts_revenue_by_day["marts.revenue_by_day<br/><i>revenue</i>"]:::breaking' in again.mermaid
+    finally:
+        engine.close()
+        state.close()

@@ -4,11 +4,13 @@ the web app and a real worker on Redis, and the changes the tests push."""
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 from bot.config import RepositoryConfig, ServerConfig
 from bot.records.inbox import Inbox
+from bot.records.runs import Run
 from bot.web.app import create_app
 from bot.worker.process import WorkerProcess
 from bot.worker.text import MARKER
@@ -52,6 +54,18 @@ class Forge:
             return self.fake.merge_request_hook(self.repo, number, "update", oldrev=old)
         return self.fake.pull_request_hook(self.repo, number, "synchronize", before=old)
 
+    def push_branch(self, branch: str, before: str, after: str,
+                    **kwargs: str) -> tuple[dict[str, str], bytes]:
+        """A push to a branch outside any merge request (e.g. the production branch)."""
+        return self.fake.push_hook(self.repo, branch, before, after, **kwargs)
+
+    def approve(self, number: int, user: str) -> tuple[dict[str, str], bytes]:
+        """`user` approves on the forge itself (GitLab's approval, GitHub's approving review)."""
+        self.fake.approve(self.repo, number, user)
+        if isinstance(self.fake, FakeGitLab):
+            return self.fake.merge_request_hook(self.repo, number, "approval", actor=user)
+        return self.fake.review_hook(self.repo, number, user, "approved")
+
     def comment(self, number: int, body: str, author: str = "alice") -> tuple[dict[str, str], bytes]:
         comment = self.fake.add_comment(self.repo, number, body, author=author)
         if isinstance(self.fake, FakeGitLab):
@@ -64,11 +78,19 @@ class Forge:
     def reports(self, number: int) -> list[str]:
         return [body for body in self.comments(number) if MARKER in body]
 
-    def last_status(self, sha: str) -> str:
-        statuses = self.fake.statuses(self.repo, sha)
-        assert statuses, f"no status for {sha}"
+    def last_status(self, sha: str, context: str = "sluice") -> str:
+        """The commit's latest status of `context` (`sluice`, `sluice/promotion`, …)."""
+        statuses = [s for s in self.fake.statuses(self.repo, sha)
+                    if (s.get("context") or s.get("name")) == context]
+        assert statuses, f"no {context} status for {sha}"
         state = str(statuses[-1].get("state"))
         return {"failed": "failure"}.get(state, state)  # GitLab's word for GitHub's "failure"
+
+    def status_description(self, sha: str, context: str) -> str:
+        statuses = [s for s in self.fake.statuses(self.repo, sha)
+                    if (s.get("context") or s.get("name")) == context]
+        assert statuses, f"no {context} status for {sha}"
+        return str(statuses[-1].get("description"))
 
 
 
@@ -84,10 +106,10 @@ class Bot:
         headers, body = delivery
         return self.client.post(path, data=body, headers=headers).status_code
 
-    def settle(self, timeout: float = 60.0) -> None:
-        """Wait until every stored event is done."""
+    def settle(self, timeout: float = 60.0, parked: int = 0) -> None:
+        """Wait until every stored event is done, but `parked` ones waiting for a lock."""
         deadline = time.monotonic() + timeout
-        while self.inbox.pending_count():
+        while self.inbox.pending_count() != parked or len(self.inbox.waiting()) != parked:
             assert time.monotonic() < deadline, "events still pending"
             time.sleep(0.05)
 
@@ -127,6 +149,26 @@ def build_production(bot: Bot, forge: Forge, origin: Origin) -> None:
 
 def path(forge: Forge) -> str:
     return f"/webhooks/{forge.name}"
+
+
+def run_page(bot: Bot, run_id: int) -> str:
+    """The run's page as a browser gets it."""
+    response = bot.client.get(f"/runs/{run_id}")
+    assert response.status_code == 200, response.status_code
+    return response.get_data(as_text=True)
+
+
+def runs_of(bot: Bot, forge: Forge, number: int, kind: str | None = None) -> list[Run]:
+    runs = bot.worker.jobs.runs.for_merge_request(forge.name, forge.repo, number)
+    return [r for r in runs if kind is None or r.kind == kind]
+
+
+def wait_until(check: Callable[[], object], timeout: float = 60.0, what: str = "the condition") -> None:
+    """Poll the real system until `check()` holds (a worker's progress has no event to wait on)."""
+    deadline = time.monotonic() + timeout
+    while not check():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.05)
 
 
 def warehouse_tables(tmp_path: Path, bot: Bot) -> set[str]:

@@ -1,5 +1,6 @@
 """What a command handler is given: the worker's shared context, the comment, the parsed command,
-the commenter's role and the repository's effective policy."""
+the commenter's role, the repository's effective policy and the command's own run (its page
+shows the answer and what the command logged)."""
 
 from __future__ import annotations
 
@@ -21,6 +22,7 @@ class CommandContext:
     role: Role
     governed: Governed
     event_id: int
+    run_id: int
 
     @property
     def repository(self) -> Repository:
@@ -42,3 +44,6 @@ class CommandContext:
         return self.jobs.governance.facts(self.repository, self.number, info,
                                           self.forge.role(self.repository.full_name, info.author),
                                           self.forge)
+
+    def log(self, line: str) -> None:
+        self.jobs.runs.append_log(self.run_id, line)

@@ -1,16 +1,24 @@
-"""`/deploy`, `/unlock`, `/rollback` and `/destroy`: commands that move or drop environments."""
+"""`/deploy`, `/unlock`, `/rollback` and `/destroy`: commands that move or drop environments.
+
+`/deploy <env>` holds the environment for the server's `deploy_hold` (said in the answer); the
+hold lapses by itself then, and the janitor writes that in the audit log.
+"""
 
 from __future__ import annotations
 
 import time
 from contextlib import nullcontext
 
+from bot.worker import locking
 from bot.worker.commands.base import CommandContext
 from bot.worker.keys import env_lock, holder, mr_environment
-from bot.worker.merge import PROMOTION_WAIT
-from bot.worker.text import findings
+from bot.worker.text import findings, held, span, stamp
 from runner import environments
+from runner.environments import NothingToRollBack
+from runner.janitor import parse_duration
 from runner.naming import PRODUCTION
+
+ROLLBACK_WAIT = 300.0  # seconds /rollback prod waits for a promotion in flight
 
 
 def deploy(cc: CommandContext) -> str:
@@ -24,38 +32,43 @@ def deploy(cc: CommandContext) -> str:
         gate = ctx.governance.promotion(cc.governed, cc.facts(cc.merge_request()), env)
         if not gate.ok:
             return f"`/deploy {env}`: refused by the policy.\n\n" + findings(gate.blocking)
-    lock_name = env_lock(repository, env)
+    lock_name = env_lock(ctx.s.config.installation, repository, env)
     who = holder(repository, number)
-    lock = ctx.locks.acquire(lock_name, who, note=f"/deploy by @{cc.event.author}")
+    label = cc.forge.mr_label(number)
+    hold = parse_duration(ctx.s.config.deploy_hold)
+    locking.expire_holds(ctx)
+    lock = ctx.locks.acquire(lock_name, who, f"`/deploy {env}` by @{cc.event.author} in {label}", ttl=hold,
+                             release=f"comment `/unlock {env}` in {label} (a maintainer may, anywhere)")
     if lock is None:
         current = ctx.locks.held_by(lock_name)
         if current is not None:
-            since = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(current.since))
-            other = current.holder.rsplit("!", 1)[-1]
-            label = cc.forge.mr_label(int(other)) if other.isdigit() else other
-            return (f"`/deploy {env}`: `{env}` is held by {label} since {since}. Ask there for "
-                    f"`/unlock {env}`, or a maintainer can `/unlock {env}` here.")
+            return f"`/deploy {env}`: {held(current, f'`{env}`')}"
         return f"`/deploy {env}`: `{env}` is busy; try again."
-    with ctx.warehouse(repository, f"deploy:{who}") as engine:
+    cc.log(f"holding {env} until {stamp(time.time() + hold)}")
+    with ctx.warehouse(repository, cc.run_id) as engine:
         result = environments.promote(engine, state, source, env)
     ctx.audit.record(cc.event.author, "deploy", forge=repository.forge, repository=repository.full_name,
-                     number=number, environment=env, source=source, moved=len(result.changed))
+                     number=number, environment=env, source=source, moved=len(result.changed),
+                     hold_until=lock.expires_at)
+    until = stamp(lock.expires_at) if lock.expires_at else "it is released"
     return (f"`/deploy {env}`: `{env}` now points at this merge request's snapshots "
-            f"({len(result.changed)} views moved, 0 rebuilt). `/unlock {env}` releases it.")
+            f"({len(result.changed)} views moved, 0 rebuilt). This merge request holds `{env}` for "
+            f"{span(hold)}, until {until}; `/unlock {env}` releases it earlier."
+            + (" Merges wait for production while it is held." if env == PRODUCTION else ""))
 
 
 def unlock(cc: CommandContext) -> str:
     """Who may release whose lock is the policy's call (checked before this runs)."""
     env = cc.command.args[0]
-    lock_name = env_lock(cc.repository, env)
+    lock_name = env_lock(cc.jobs.s.config.installation, cc.repository, env)
     current = cc.jobs.locks.held_by(lock_name)
     if current is None:
         return f"`/unlock {env}`: `{env}` is not locked."
-    cc.jobs.locks.release(lock_name)
+    locking.release(cc.jobs, lock_name)
     cc.jobs.audit.record(cc.event.author, "unlock", forge=cc.repository.forge,
                          repository=cc.repository.full_name, number=cc.number, environment=env,
-                         held_by=current.holder)
-    return f"`/unlock {env}`: released."
+                         held_by=current.holder, reason=current.reason)
+    return f"`/unlock {env}`: released (it was held by {current.reason or current.holder})."
 
 
 def rollback(cc: CommandContext) -> str:
@@ -64,23 +77,37 @@ def rollback(cc: CommandContext) -> str:
     ctx, repository, number = cc.jobs, cc.repository, cc.number
     state = ctx.s.project_state(repository)
     who = holder(repository, number)
-    # Production's lock, as promotions hold it: a rollback waits for the promotions in flight and
+    # Production's lock, as promotions take it: a rollback waits for a promotion in flight and
     # then undoes exactly the last one.
-    turn = (ctx.locks.hold(env_lock(repository, env), who, ctx.s.config.job_lease, note="rollback",
-                           timeout=PROMOTION_WAIT) if env == PRODUCTION else nullcontext(True))
-    with turn as held:
-        if not held:
-            return (f"`/rollback {env}`: a promotion of `{env}` has held it for over "
-                    f"{PROMOTION_WAIT:.0f} s; try again when it is done.")
+    name = env_lock(ctx.s.config.installation, repository, env)
+    reason = f"`/rollback {env}` by @{cc.event.author}"
+    turn = (ctx.locks.hold(name, who, ctx.s.config.job_lease, reason=reason, timeout=ROLLBACK_WAIT)
+            if env == PRODUCTION else nullcontext(True))
+    with turn as taken:
+        if not taken:
+            current = ctx.locks.held_by(name)
+            what = held(current, f"`{env}`") if current is not None else f"`{env}` is busy."
+            return f"`/rollback {env}`: {what} Try again once it is free."
         before = state.environment(env)
-        with ctx.warehouse(repository, f"rollback:{who}") as engine:
-            result = environments.rollback(engine, state, env)
+        try:
+            with ctx.warehouse(repository, cc.run_id) as engine:
+                result = environments.rollback(engine, state, env)
+        except NothingToRollBack as exc:
+            if env == PRODUCTION:
+                return f"`/rollback {env}`: {exc.message}."
+            if not exc.created:
+                return (f"`/rollback {env}`: `{env}` has no change to roll back (it does not exist, or "
+                        "was dropped).")
+            return (f"`/rollback {env}`: `{env}` has no earlier version to roll back to: its only "
+                    f"change created it. `/deploy {env}` from a merge request points it elsewhere.")
         after = state.environment(env)
+    if env == PRODUCTION:
+        ctx.inbox.wake(name)  # whatever waited for production goes on
     ctx.audit.record(cc.event.author, "rollback", forge=repository.forge, repository=repository.full_name,
                      number=number, environment=env,
                      before=dict(before.models) if before else {},
                      after=dict(after.models) if after else {}, moved=list(result.changed))
-    moved = ", ".join(f"`{name}`" for name in result.changed) or "no view"
+    moved = ", ".join(f"`{view}`" for view in result.changed) or "no view"
     return (f"`/rollback {env}`: `{env}` points at its previous snapshots again "
             f"({len(result.changed)} views moved back, 0 rebuilt: {moved}).")
 
@@ -90,6 +117,6 @@ def destroy(cc: CommandContext) -> str:
     env = mr_environment(cc.number)
     if state.environment(env) is None:
         return f"`/destroy`: there is no environment `{env}`."
-    with cc.jobs.warehouse(cc.repository, f"destroy:{holder(cc.repository, cc.number)}") as engine:
+    with cc.jobs.warehouse(cc.repository, cc.run_id) as engine:
         environments.drop(engine, state, env)
     return f"`/destroy`: environment `{env}` dropped; its tables go when the janitor's TTL passes."

@@ -19,8 +19,7 @@ def test(cc: CommandContext) -> str:
     if state.environment(env) is None:
         return f"`/test`: there is no environment `{env}` yet; comment `/plan` first."
     info = cc.merge_request()
-    run_id = ctx.runs.create(repository.forge, repository.full_name, number, "command",
-                             sha=info.head_sha, environment=env, event_id=cc.event_id)
+    run_id = cc.run_id
     with ctx.workspace(repository, info.head_sha, run_id) as (project, st, engine):
         rows = environments.describe(st, env)
         physical = {name: (s.physical_schema, s.physical_table) for name, s in rows}
@@ -31,8 +30,9 @@ def test(cc: CommandContext) -> str:
     for failed in result.failed:
         what = failed.error or f"{failed.failures} failing rows"
         lines.append(f"- ❌ {failed.test.name}: {quote(what)}")
-    ctx.runs.finish(run_id, RunStatus.SUCCESS if result.ok else RunStatus.FAILED, lines[0])
-    return "\n".join(lines)
+    text = "\n".join(lines)
+    ctx.runs.finish(run_id, RunStatus.SUCCESS if result.ok else RunStatus.FAILED, lines[0], text + "\n")
+    return text
 
 
 def diff(cc: CommandContext) -> str:
@@ -47,9 +47,7 @@ def lineage(cc: CommandContext) -> str:
 def _inspect(cc: CommandContext) -> str:
     ctx, repository, number, command = cc.jobs, cc.repository, cc.number, cc.command
     info = cc.merge_request()
-    run_id = ctx.runs.create(repository.forge, repository.full_name, number, "command",
-                             sha=info.head_sha, environment=mr_environment(number),
-                             event_id=cc.event_id)
+    run_id = cc.run_id
     try:
         with ctx.workspace(repository, info.head_sha, run_id) as (project, state, engine):
             if command.name == "lineage":
@@ -59,7 +57,8 @@ def _inspect(cc: CommandContext) -> str:
     except SluiceError as exc:
         if is_transient(exc):
             raise
-        ctx.runs.finish(run_id, RunStatus.FAILED, str(exc))
-        return f"`{quote(command.line)}`: {quote(str(exc))}"
-    ctx.runs.finish(run_id, RunStatus.SUCCESS, command.line)
+        reply = f"`{quote(command.line)}`: {quote(str(exc))}"
+        ctx.runs.finish(run_id, RunStatus.FAILED, str(exc), reply + "\n")
+        return reply
+    ctx.runs.finish(run_id, RunStatus.SUCCESS, command.line, text)
     return text

@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 from bot.commands import USAGE
-from bot.records.runs import RunStatus
+from bot.records.runs import RunKind, RunStatus
 from bot.worker.commands.base import CommandContext
+from bot.worker.gatekeeper import recompute
 from bot.worker.pipeline import run_pipeline
 
 
 def plan(cc: CommandContext) -> str:
     run_id = run_pipeline(cc.jobs, cc.repository, cc.number, cc.event_id)
+    if run_id:
+        cc.log(f"pipeline run #{run_id}")
     return f"`/plan`: done, see the report above (run #{run_id})." if run_id else \
         "`/plan`: this merge request is not open."
 
@@ -29,11 +32,15 @@ def approve(cc: CommandContext) -> str:
     text = (f"`/approve`: {what} by @{cc.event.author} at `{info.head_sha[:8]}` recorded in the "
             "audit log.")
     runs = [r for r in ctx.runs.for_merge_request(repository.forge, repository.full_name, number)
-            if r.kind == "pipeline" and r.sha == info.head_sha]
+            if r.kind == RunKind.PIPELINE and r.sha == info.head_sha]
     waiting = bool(runs) and runs[-1].status is RunStatus.WAITING
     if waiting and ctx.governance.trust(cc.governed, cc.facts(info)) is None:
         run_pipeline(ctx, repository, number, cc.event_id)
         text += " The commit is trusted now: planned and built, see the report above."
+        return text
+    gate = recompute(ctx, repository, number, cc.run_id, f"{what} by @{cc.event.author}")
+    if gate is not None:
+        text += f" Now {gate.line}."
     return text
 
 

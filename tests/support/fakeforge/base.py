@@ -22,8 +22,8 @@ request bodies as received), `set_role(repo, user, Role | raw)`, `approve` / `un
 `fail_next(n, status)`, `stall_next(n, seconds)` (for client timeouts), and `requests` (every
 request received: method, path, query, headers, json, status). GitHub adds `add_review(...)` and
 `enable_app()` (GitHub App auth: returns the PEM key; JWTs are checked against it). Webhook
-builders (signed with `webhook_secret`): GitLab `merge_request_hook`, `note_hook`; GitHub
-`pull_request_hook`, `issue_comment_hook`, `review_hook`.
+builders (signed with `webhook_secret`): GitLab `merge_request_hook`, `note_hook`, `push_hook`;
+GitHub `pull_request_hook`, `issue_comment_hook`, `review_hook`, `push_hook`.
 
 `config()` is the GitLabConfig / GitHubConfig (with `webhook_secret`) for the fake;
 `requests_to(method, regex)` filters the request log; `errors` lists exceptions the fake raised

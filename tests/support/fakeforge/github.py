@@ -67,6 +67,7 @@ class FakeGitHub(FakeForge):
         comment = repo + "/issues/comments/(?P<comment>\\d+)"
         self.route("GET", "/user")(self._current_user)
         self.route("GET", "/app")(self._app)
+        self.route("GET", repo)(self._get_repo)
         self.route("GET", repo + "/installation")(self._installation)
         self.route("POST", "/app/installations/(?P<id>\\d+)/access_tokens")(self._access_token)
         self.route("GET", repo + "/pulls/(?P<number>\\d+)")(self._get_pull)
@@ -192,6 +193,19 @@ class FakeGitHub(FakeForge):
         data["repository"] = self._repo_json(repo)
         data["sender"] = self._user_json(user)
         return self._signed("pull_request_review", data, secret)
+
+    def push_hook(self, repo: str, branch: str, before: str, after: str, pusher: str = "alice",
+                  secret: str | None = None) -> tuple[dict[str, str], bytes]:
+        """A `push` delivery: `branch` moved from `before` to `after`."""
+        data = fixture("github_webhooks/github_push.json")
+        data.update(ref=f"refs/heads/{branch}", before=before, after=after, created=False,
+                    deleted=False, forced=False, repository=self._repo_json(repo),
+                    pusher={"name": pusher, "email": f"{pusher}@example.com"},
+                    sender=self._user_json(pusher),
+                    compare=f"{self.url}/{repo}/compare/{before[:12]}...{after[:12]}")
+        data["head_commit"].update(id=after, tree_id=after)
+        data["commits"] = [dict(data["head_commit"])]
+        return self._signed("push", data, secret)
 
     def _signed(self, kind: str, data: dict[str, Any], secret: str | None) -> tuple[dict[str, str], bytes]:
         body = json.dumps(data).encode()
@@ -333,6 +347,9 @@ class FakeGitHub(FakeForge):
         data.update(token=token, expires_at=expires.strftime("%Y-%m-%dT%H:%M:%SZ"))
         data.pop("repositories", None)
         return 201, data, {}
+
+    def _get_repo(self, match: re.Match[str], request: Request) -> tuple[int, Any, dict[str, str]]:
+        return 200, self._repo_json(self._full_name(match)), {}
 
     def _get_pull(self, match: re.Match[str], request: Request) -> tuple[int, Any, dict[str, str]]:
         return 200, self._pull_json(self._find_pull(match)), {}

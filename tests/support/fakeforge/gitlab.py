@@ -162,6 +162,17 @@ class FakeGitLab(FakeForge):
         data["merge_request"]["last_commit"]["id"] = mr.head_sha
         return self._signed("Note Hook", data, secret)
 
+    def push_hook(self, repo: str, branch: str, before: str, after: str, pusher: str = "alice",
+                  kind: str = "Push Hook", secret: str | None = None) -> tuple[dict[str, str], bytes]:
+        """A "Push Hook" delivery: `branch` moved from `before` to `after`."""
+        project = self.add_project(repo)
+        data = fixture("gitlab_webhooks/gitlab_push.json")
+        data.update(ref=f"refs/heads/{branch}", before=before, after=after, checkout_sha=after,
+                    user_id=self._known_user(pusher), user_name=pusher, user_username=pusher,
+                    project_id=project.id, project=self._hook_project(project), total_commits_count=1)
+        data["commits"] = [dict(data["commits"][-1], id=after)]
+        return self._signed(kind, data, secret)
+
     def _hook_project(self, project: _Project) -> dict[str, Any]:
         name = project.path.rsplit("/", 1)[-1]
         return {"id": project.id, "name": name, "description": "", "web_url": f"{self.url}/{project.path}",
