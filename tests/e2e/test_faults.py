@@ -15,6 +15,7 @@ import pytest
 
 from bot.forges.base import Role
 from bot.records.runs import RunLog, RunStatus
+from bot.worker.keys import event_lease
 from runner.engines import open_engine
 from tests.support.deployment import Deployment, deployed
 from tests.support.e2e import ORDERS, SEGMENTS, Forge
@@ -51,7 +52,8 @@ def lease_holder_pid(deployment: Deployment, event_id: int) -> int | None:
 
     store = deployment.state()
     try:
-        held = Locks(store).held_by(f"event:{event_id}")
+        [installation] = deployment.installations()
+        held = Locks(store).held_by(event_lease(installation, event_id))
     finally:
         store.close()
     return int(held.holder.split(":")[1]) if held is not None else None

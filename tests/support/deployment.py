@@ -21,7 +21,7 @@ import requests
 
 from bot.events import Repository
 from bot.records.runs import RunLog
-from bot.worker.keys import namespace
+from bot.worker.keys import janitor_lock, namespace, sweeper_lock
 from runner.engines import open_engine
 from runner.pipeline import run_pipeline
 from runner.project.loader import load_project
@@ -33,8 +33,6 @@ from tests.support.proxy import Proxy
 from tests.support.repos import Origin, git
 from tests.support.services import free_port, start_redis
 from tests.support.warehouses import PG_SERVER, fresh_database
-
-SINGLETONS = ("sluice:sweeper", "sluice:janitor")  # held by live workers by design
 
 
 @dataclass
@@ -143,6 +141,11 @@ class Deployment:
             engine.close()
             state.close()
 
+    def installations(self) -> set[str]:
+        from bot.config import load_server_config
+
+        return {load_server_config(self.config_path, {}).installation}
+
     def leftovers(self) -> dict[str, list[str]]:
         """What should not be there once everything settled: events not done, runs still
         running, locks held (the sweeper's and janitor's aside), worktrees, orphan tables."""
@@ -150,7 +153,10 @@ class Deployment:
         try:
             runs = [f"run {r.id} ({r.kind})" for r in RunLog(store).live(time.time() + 1)]
             with store.engine.connect() as conn:
-                held = [row.name for row in conn.execute(locks_table.select()) if row.name not in SINGLETONS
+                # The sweeper's and the janitor's are held by live workers by design.
+                singletons = {sweeper_lock(name) for name in self.installations()} | {
+                    janitor_lock(name) for name in self.installations()}
+                held = [row.name for row in conn.execute(locks_table.select()) if row.name not in singletons
                         and (row.expires_at is None or row.expires_at > time.time())]
         finally:
             store.close()
