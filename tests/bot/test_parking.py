@@ -32,12 +32,12 @@ def test_a_parked_event_waits_for_its_lock_then_goes_out(state: StateStore):
     assert locks.acquire("mine:env:gitlab:data/shop:prod", "gitlab:data/shop!1", "/deploy prod", ttl=3600)
     inbox.park(event, "mine:env:gitlab:data/shop:prod")
     out = Recorder()
-    assert sweep(state, out, 0, stalled_after_seconds=0, installation="mine") == 0
+    assert sweep(state, out, 0, installation="mine") == 0
     assert out.sent == [] and [e.id for e in inbox.waiting()] == [event]
     assert inbox.pending_count() == 1  # not done: it is waiting
 
     locks.release("mine:env:gitlab:data/shop:prod")  # released without a wake (a crash, a lapse)
-    assert sweep(state, out, 0, stalled_after_seconds=0, installation="mine") == 1
+    assert sweep(state, out, 0, installation="mine") == 1
     assert out.sent == [event] and inbox.waiting() == []
 
 
