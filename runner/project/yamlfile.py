@@ -105,6 +105,7 @@ def parse_yaml(text: str, name: str, limits: Limits = DEFAULT_LIMITS) -> YamlMap
     yaml.allow_duplicate_keys = False
     try:
         with recursion_refused(limits, name):
+            _flow_depth(text, name, limits)
             _check_shape(yaml, text, name, limits)
             data = yaml.load(text)
     except MarkedYAMLError as exc:
@@ -123,6 +124,40 @@ def parse_yaml(text: str, name: str, limits: Limits = DEFAULT_LIMITS) -> YamlMap
         converted = _convert(data, name)
     assert isinstance(converted, YamlMapping)
     return converted
+
+
+def _flow_depth(text: str, name: str, limits: Limits) -> None:
+    """Refuse flow collections (`[`, `{`) nested deeper than `limits.max_nesting`, from the text:
+    ruamel's scanner looks far ahead in deep flow nesting and takes seconds before the first event.
+    A bracket or a quote counts only where a YAML token starts (after `:`, `-`, `?`, a line start,
+    or inside a flow collection after `[`, `{`, `,`), so brackets in plain text, quoted scalars and
+    comments do not."""
+    depth, line, i, n = 0, 1, 0, len(text)
+    last = "\n"  # the last character that is not a space
+    while i < n:
+        c = text[i]
+        starts = last in ":-?\n" if depth == 0 else last in "[{,:"
+        if c == "\n":
+            line += 1
+        elif c in "\"'" and starts:
+            i += 1
+            while i < n and not (text[i] == c and not (c == '"' and text[i - 1] == "\\")):
+                if c == "'" and text.startswith("''", i):
+                    i += 1
+                line += text[i] == "\n"
+                i += 1
+        elif c == "#" and (i == 0 or text[i - 1].isspace()):
+            while i + 1 < n and text[i + 1] != "\n":
+                i += 1
+        elif c in "[{" and starts:
+            depth += 1
+            if depth > limits.max_nesting:
+                raise limits.too_deep(depth, name, line)
+        elif c in "]}" and depth:
+            depth -= 1
+        if i < n and (not text[i].isspace() or text[i] == "\n"):
+            last = text[i]
+        i += 1
 
 
 def _check_shape(yaml: YAML, text: str, name: str, limits: Limits) -> None:
