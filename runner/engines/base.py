@@ -57,6 +57,8 @@ class Engine(ABC):
     can_clone: ClassVar[bool] = False
     # DDL inside a transaction commits or rolls back with it: promotion moves every view at once.
     transactional_ddl: ClassVar[bool] = True
+    # Seconds a build (and a data test's query) may run; None: no limit.
+    build_timeout: float | None = None
 
     @classmethod
     @abstractmethod

@@ -60,6 +60,7 @@ class DuckDBEngine(Engine):
     def __init__(self, path: Path | str, sandbox: Sandbox = TRUSTED):
         self.path = str(path)
         self.sandbox = sandbox
+        self.build_timeout = sandbox.build_timeout
         if self.path != ":memory:":
             Path(self.path).parent.mkdir(parents=True, exist_ok=True)
             # Beside the file, so that every engine this process opens on it shares the folder
@@ -186,7 +187,7 @@ class DuckDBEngine(Engine):
             self.swap_in(cursor, temp, target, kind)
 
     def _timed(self, cursor: Cursor, sql: str) -> None:
-        seconds = self.sandbox.build_timeout
+        seconds = self.build_timeout
         with self.time_limit(seconds) as limit:
             try:
                 cursor.execute(sql)

@@ -20,6 +20,7 @@ import pytest
 from click.testing import CliRunner
 
 from bot.cli.main import main
+from runner.checkout import CheckoutError, Mirrors
 from runner.engines.base import Engine
 from runner.engines.duckdb import DuckDBEngine
 from runner.engines.postgres import PostgresEngine
@@ -29,6 +30,7 @@ from runner.pipeline import run_pipeline
 from runner.project.loader import load_project
 from runner.state.store import StateStore
 from tests.support.paths import DEMO
+from tests.support.repos import git
 from tests.support.warehouses import ENGINES, fresh_database, rows, views_sql
 
 ORDERS = "models/marts/orders.sql"
@@ -244,3 +246,22 @@ def test_the_command_line_shows_a_hostile_file_as_one_line(tmp_path: Path) -> No
     lines = [line for line in result.output.splitlines() if line.strip()]
     assert len(lines) == 1 and "models/bomb.yml" in lines[0] and "max_yaml_nodes" in lines[0], result.output
     assert not (root / ".sluice/warehouse.duckdb").exists()  # nothing was built
+
+
+def test_a_committed_symlink_is_refused_from_the_bot_s_checkout(tmp_path: Path) -> None:
+    work = tmp_path / "work"
+    shutil.copytree(DEMO, work)
+    (work / "sluice.yml").unlink()
+    (work / "sluice.yml").symlink_to("/etc/hostname")
+    (work / "models/marts/leak.sql").symlink_to("/proc/self/environ")
+    git(work, "init", "-q", "-b", "main")
+    git(work, "add", "-A")
+    git(work, "commit", "-q", "-m", "hostile links")
+    sha = git(work, "rev-parse", "HEAD")
+    mirrors = Mirrors(tmp_path / "server", allow_local=True)
+
+    with pytest.raises(CheckoutError, match=r"^sluice.yml is a symlink at [0-9a-f]{12}; Sluice reads only"):
+        mirrors.read_file("t:shop", str(work), sha, "sluice.yml")
+    with mirrors.checkout("t:shop", str(work), sha) as tree, pytest.raises(ProjectError) as refused:
+        load_project(tree)
+    assert str(refused.value).startswith("sluice.yml: is a symlink that leads outside the repository")

@@ -127,3 +127,20 @@ def test_a_bad_limit_is_refused_naming_its_key(tmp_path: Path, text: str, messag
     with pytest.raises((ConfigError, SluiceError)) as refused:
         load_server_config(path, environ={})
     assert str(refused.value).replace(str(path), "server.yml").startswith(message), str(refused.value)
+
+
+def test_a_runaway_singular_test_stops_at_the_build_timeout(
+        shop: Shop, state: StateStore, tmp_path: Path) -> None:
+    engine = DuckDBEngine(tmp_path / "w.duckdb", Sandbox(build_timeout=0.5))
+    try:
+        shop.write("tests/runaway.sql", "with recursive r(i) as (select 1 as i union all "
+                   "select i + 1 from r) select o.id from raw.raw_orders as o join r on o.id = -r.i\n")
+        started = time.perf_counter()
+        result = run_pipeline(shop.load(), state, engine, "prod")
+        assert time.perf_counter() - started < 20
+        [failed] = [t for t in result.tests.results if t.test.file == "tests/runaway.sql"]
+        assert failed.error == ("stopped after 0.5 s, the build timeout; the server setting build_timeout "
+                                "raises it")
+        assert result.build.ok and not result.tests.ok
+    finally:
+        engine.close()
