@@ -11,13 +11,16 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
-from bot.configkeys import ENV_PREFIX, ConfigError, Key, read_keys
+from bot.configkeys import ENV_PREFIX, LIMIT_KEYS, SANDBOX_KEYS, ConfigError, Key, read_keys
 from bot.forges import FORGES
 from bot.forges.base import ForgeConfig
 from runner.engines import SCHEMES, scheme_of
+from runner.engines.sandbox import UNTRUSTED, Sandbox
 from runner.errors import SluiceError
 from runner.janitor import parse_duration
+from runner.limits import DEFAULT_LIMITS, Limits
 from runner.project.yamlfile import YamlMapping, load_yaml
 
 __all__ = ["ENV_PREFIX", "TOP_KEYS", "ConfigError", "RepositoryConfig", "ServerConfig",
@@ -70,6 +73,8 @@ class ServerConfig:
     retry_backoff_ms: int = 1000  # the first retry's delay; it doubles, up to a minute
     janitor_ttl: str = "7d"  # physical objects unreferenced for longer are dropped
     deploy_hold: str = "8h"  # how long `/deploy <env>` holds the environment before it lapses
+    limits: Limits = DEFAULT_LIMITS  # sizes, nesting and the report's time budget for repositories' files
+    sandbox: Sandbox = UNTRUSTED  # how warehouses hold merge-request SQL
 
     @property
     def installation(self) -> str:
@@ -109,6 +114,7 @@ TOP_KEYS: tuple[Key, ...] = (
     Key("sweep_after", "float"), Key("policy_file", "path"), Key("janitor_interval", "float"),
     Key("janitor_ttl"), Key("job_lease", "float"), Key("job_retries", "int"),
     Key("retry_backoff_ms", "int"), Key("deploy_hold"),
+    *LIMIT_KEYS, *SANDBOX_KEYS,
 )
 CONFIG_VARIABLE = f"{ENV_PREFIX}CONFIG"
 
@@ -166,8 +172,42 @@ def load_server_config(path: Path | None, environ: Mapping[str, str] | None = No
                 parse_duration(values[key])
             except SluiceError as exc:
                 raise _error(data, key, f"{key}: {exc.message}", environ) from None
+    limits, sandbox = _limits(data, values, environ), _sandbox(data, values, environ)
     return dataclasses.replace(ServerConfig(), forges=forges, warehouses=warehouse_urls,
-                               repositories=tuple(repositories), **values)
+                               repositories=tuple(repositories), limits=limits, sandbox=sandbox,
+                               **values)
+
+
+MEMORY = re.compile(r"^\d+(\.\d+)?\s*([KMGT]i?B|B)$", re.IGNORECASE)
+
+
+def _limits(data: YamlMapping, values: dict[str, Any], environ: Mapping[str, str]) -> Limits:
+    """The limits' keys, taken out of `values`; every one a positive number (report_budget 0: none)."""
+    given = {key.name: values.pop(key.name) for key in LIMIT_KEYS if key.name in values}
+    for name, value in given.items():
+        if value < 0 or (value == 0 and name != "report_budget"):
+            raise _error(data, name, f"{name} must be a positive number, not {value}", environ)
+    if given.get("report_budget") == 0:
+        given["report_budget"] = None
+    return Limits(**given)
+
+
+def _sandbox(data: YamlMapping, values: dict[str, Any], environ: Mapping[str, str]) -> Sandbox:
+    """The sandbox's keys, taken out of `values` (build_timeout 0: none)."""
+    given = {key.name: values.pop(key.name) for key in SANDBOX_KEYS if key.name in values}
+    renamed = {"duckdb_memory_limit": "memory_limit", "duckdb_threads": "threads"}
+    for name in ("build_timeout", "duckdb_threads", "lock_timeout", "idle_in_transaction_timeout"):
+        if name in given and (given[name] < 0 or (given[name] == 0 and name != "build_timeout")):
+            raise _error(data, name, f"{name} must be a positive number, not {given[name]}", environ)
+    if given.get("build_timeout") == 0:
+        given["build_timeout"] = None
+    if "duckdb_memory_limit" in given and not MEMORY.match(given["duckdb_memory_limit"].strip()):
+        raise _error(data, "duckdb_memory_limit", "duckdb_memory_limit must be a size such as 4GB or "
+                     f"512MiB, not {given['duckdb_memory_limit']!r}", environ)
+    if "build_role" in given and not re.match(r"^[a-z_][a-z0-9_]{0,62}$", given["build_role"]):
+        raise _error(data, "build_role", f"build_role {given['build_role']!r} is not a plain role name",
+                     environ)
+    return dataclasses.replace(UNTRUSTED, **{renamed.get(k, k): v for k, v in given.items()})
 
 
 def _error(data: YamlMapping, key: str, message: str, environ: Mapping[str, str]) -> SluiceError:

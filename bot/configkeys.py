@@ -36,6 +36,19 @@ class Key:
         return f"{ENV_PREFIX}{middle}{self.name.upper()}"
 
 
+# How far merge-request code may go: file sizes, nesting, the report's time (runner.limits.Limits)
+# and how the warehouse holds its SQL (runner.engines.sandbox.Sandbox).
+LIMIT_KEYS: tuple[Key, ...] = (
+    Key("max_model_bytes", "int"), Key("max_yaml_bytes", "int"), Key("max_seed_bytes", "int"),
+    Key("max_nesting", "int"), Key("max_yaml_nodes", "int"), Key("report_budget", "float"),
+)
+SANDBOX_KEYS: tuple[Key, ...] = (
+    Key("build_timeout", "float"), Key("duckdb_memory_limit"), Key("duckdb_threads", "int"),
+    Key("lock_timeout", "float"), Key("idle_in_transaction_timeout", "float"),
+    Key("allow_superuser", "bool"), Key("build_role"),
+)
+
+
 def read_keys(where: YamlMapping, keys: Iterable[Key], environ: Mapping[str, str],
               section: str | None = None) -> dict[str, Any]:
     """The value of every key set in the file or the environment (the environment wins); keys set

@@ -49,6 +49,9 @@ def build(plan: Plan, project: Project, engine: Engine, state: StateStore, threa
     if not todo:
         return result
     engine.ensure_schemas({n.physical_schema for n in todo.values()})
+    # The build role may create in Sluice's schemas and read them and the declared sources only.
+    engine.grant_reads({schema for schema, _ in physical.values()},
+                       [table(*name.split(".", 1)) for name in sorted(project.sources)])
     sources = SourceStates(engine)
     waiting = {name: {p for p in project.dag.parents.get(name, ()) if p in todo} for name in todo}
     failed: set[str] = set()

@@ -92,9 +92,14 @@ class Mirrors:
             return repo
 
     def read_file(self, key: str, url: str, sha: str, path: str) -> str | None:
-        """One file's text at a commit, without a worktree (None when it is not there)."""
+        """One file's text at a commit, without a worktree (None when it is not there). A symlink
+        is refused: its text is a path, and it would name a file outside the repository."""
         repo = self.fetch(key, url, sha)
         try:
+            entry = str(repo.git.ls_tree(sha, "--", path))
+            if entry.startswith("120000 "):
+                raise CheckoutError(f"{path} is a symlink at {sha[:12]}; Sluice reads only files "
+                                    "inside the repository (replace the link with the file itself)")
             return str(repo.git.show(f"{sha}:{path}"))
         except git.GitCommandError:
             return None

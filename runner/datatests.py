@@ -13,7 +13,8 @@ from typing import Any
 
 from sqlglot import exp
 
-from runner.engines.base import Engine
+from runner.engines.base import Engine, TimeLimit
+from runner.engines.sandbox import timed_out
 from runner.errors import WarehouseError
 from runner.naming import table
 from runner.plan.fingerprint import data_test_fingerprint
@@ -116,20 +117,24 @@ def run_tests(tests: list[DataTest], project: Project, engine: Engine,
         started = time.perf_counter()
         query = failing_rows_query(test, project, physical)
         failing = query.subquery("failing")
+        limit = TimeLimit()
         try:
-            _, counted = engine.fetch(exp.select(exp.func("count", exp.Star())).from_(failing))
-            failures = int(counted[0][0])
-            names: list[str] = []
-            rows: list[tuple[Any, ...]] = []
-            if failures:
-                sample = (exp.select(exp.Star()).from_(failing.copy())
-                          .order_by(exp.Literal.number(1)).limit(SAMPLE_ROWS))
-                names, rows = engine.fetch(sample)
+            # A test's query is project SQL too: it stops at the build timeout like a model.
+            with engine.time_limit(engine.build_timeout) as limit:
+                _, counted = engine.fetch(exp.select(exp.func("count", exp.Star())).from_(failing))
+                failures = int(counted[0][0])
+                names: list[str] = []
+                rows: list[tuple[Any, ...]] = []
+                if failures:
+                    sample = (exp.select(exp.Star()).from_(failing.copy())
+                              .order_by(exp.Literal.number(1)).limit(SAMPLE_ROWS))
+                    names, rows = engine.fetch(sample)
             result = TestResult(test, failures, tuple(names), tuple(rows),
                                 seconds=time.perf_counter() - started,
                                 sql=_shown(query, project) if failures else "")
         except WarehouseError as exc:
-            result = TestResult(test, 0, error=exc.message, seconds=time.perf_counter() - started,
+            error = timed_out(engine.build_timeout) if limit.expired and engine.build_timeout else exc.message
+            result = TestResult(test, 0, error=error, seconds=time.perf_counter() - started,
                                 sql=_shown(query, project))
         run.results.append(result)
         if progress:

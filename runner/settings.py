@@ -35,10 +35,17 @@ class Settings:
 def local_settings(root: Path, environ: Mapping[str, str] | None = None,
                    state_url: str | None = None, warehouse_url: str | None = None) -> Settings:
     """Settings for a laptop: a SQLite state file and a DuckDB warehouse under `<root>/.sluice/`,
-    unless URLs are given (options or SLUICE_STATE_URL / SLUICE_WAREHOUSE_URL)."""
+    unless URLs are given (options or SLUICE_STATE_URL / SLUICE_WAREHOUSE_URL); the parse cache in
+    the user's cache folder (never in the project, where a commit could bring one)."""
     environ = environ or {}
     local = root.resolve() / LOCAL_DIR
     state = state_url or environ.get("SLUICE_STATE_URL") or f"sqlite:///{local / 'state.db'}"
     warehouse = (warehouse_url or environ.get("SLUICE_WAREHOUSE_URL")
                  or f"duckdb:///{local / 'warehouse.duckdb'}")
-    return Settings(state_url=state, warehouses={"*": warehouse}, cache_dir=local / "cache")
+    return Settings(state_url=state, warehouses={"*": warehouse}, cache_dir=user_cache_dir(environ))
+
+
+def user_cache_dir(environ: Mapping[str, str]) -> Path:
+    """`$XDG_CACHE_HOME/sluice`, else `~/.cache/sluice`."""
+    base = environ.get("XDG_CACHE_HOME")
+    return (Path(base) if base and Path(base).is_absolute() else Path.home() / ".cache") / "sluice"

@@ -4,6 +4,7 @@ warehouse, the warehouse's writer lock, the sticky report comment)."""
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -120,11 +121,12 @@ class JobContext:
         key, url = self.clone_source(repository)
         self.runs.append_log(run_id, f"checking out {sha[:12]}")
         with self.s.mirrors.checkout(key, url, sha, label=run_label(run_id)) as tree:
-            project = load_project(tree, cache_dir=self.s.config.work_dir / "cache")
+            project = load_project(tree, cache_dir=self.s.config.work_dir / "cache",
+                                   limits=self.s.config.limits)
             warehouse = self.warehouse_url(repository, project)
             state = self.s.project_state(repository)
             with self.warehouse_lock(warehouse, run_id):
-                engine = open_engine(warehouse)
+                engine = open_engine(warehouse, self.s.config.sandbox)  # runs the checkout's SQL
                 try:
                     yield project, state, engine
                 finally:
@@ -190,7 +192,8 @@ class JobContext:
         repo_config = self.s.config.repository(repository.forge, repository.full_name)
         url = self.s.config.warehouses[repo_config.warehouses[0] if repo_config else "default"]
         with self.warehouse_lock(url, run_id, who):
-            engine = open_engine(url)
+            # Sluice's own statements only (promotion, drops): no merge-request SQL runs here.
+            engine = open_engine(url, dataclasses.replace(self.s.config.sandbox, untrusted=False))
             try:
                 yield engine
             finally:

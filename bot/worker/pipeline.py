@@ -85,7 +85,8 @@ def _pipeline(ctx: JobContext, repository: Repository, number: int, info: MergeR
             for name, seconds in sorted(result.build.seconds.items()):
                 ctx.runs.append_log(run_id, f"built {name} in {seconds:.2f} s")
             ctx.runs.check_current(run_id)
-            the_review = review(result.plan, project, state, engine) if result.build.ok else None
+            the_review = (review(result.plan, project, state, engine,
+                                 budget=ctx.s.config.limits.report_budget) if result.build.ok else None)
             rules = ctx.governance.model_rules(governed, project, facts)
         ctx.runs.check_current(run_id)  # never post over a newer run's result
         decided = outcome(result, rules)

@@ -11,6 +11,7 @@ import importlib
 from dataclasses import dataclass
 
 from runner.engines.base import Engine
+from runner.engines.sandbox import TRUSTED, Sandbox
 from runner.errors import SluiceError
 
 
@@ -51,10 +52,11 @@ def engine_class(url: str) -> type[Engine]:
     return engine
 
 
-def open_engine(url: str) -> Engine:
+def open_engine(url: str, sandbox: Sandbox = TRUSTED) -> Engine:
     """Open a warehouse from a URL: `duckdb:///path/to/file.duckdb` (or `duckdb://` in memory), or
-    `postgresql://user@host:5432/db` (also `postgresql+psycopg://`; see `PostgresEngine`)."""
-    return engine_class(url).from_url(url)
+    `postgresql://user@host:5432/db` (also `postgresql+psycopg://`; see `PostgresEngine`).
+    `sandbox`: how the engine holds project SQL (`UNTRUSTED` for merge-request code)."""
+    return engine_class(url).from_url(url, sandbox)
 
 
 __all__ = ["DEFAULT_DIALECT", "DIALECTS", "ENGINES", "SCHEMES", "Engine", "engine_class", "open_engine"]

@@ -18,6 +18,7 @@ from typing import Any, ClassVar, Protocol
 
 from sqlglot import exp
 
+from runner.engines.sandbox import TRUSTED, Sandbox
 from runner.naming import TEMP_MARK
 
 
@@ -56,11 +57,14 @@ class Engine(ABC):
     can_clone: ClassVar[bool] = False
     # DDL inside a transaction commits or rolls back with it: promotion moves every view at once.
     transactional_ddl: ClassVar[bool] = True
+    # Seconds a build (and a data test's query) may run; None: no limit.
+    build_timeout: float | None = None
 
     @classmethod
     @abstractmethod
-    def from_url(cls, url: str) -> Engine:
-        """Open the warehouse a URL of one of this engine's schemes names."""
+    def from_url(cls, url: str, sandbox: Sandbox = TRUSTED) -> Engine:
+        """Open the warehouse a URL of one of this engine's schemes names, holding project SQL as
+        `sandbox` says."""
 
     # -- what each engine provides -------------------------------------------------------------
 
@@ -133,6 +137,11 @@ class Engine(ABC):
     def load_seed(self, target: exp.Table, path: Path) -> None:
         """Load a CSV file as the table `target`, all at once or not at all (as `build`)."""
         self.build(target, self.load_csv_sql(target, path), "table")
+
+    def grant_reads(self, schemas: set[str], sources: Sequence[exp.Table]) -> None:
+        """Before a run's builds: let the role builds run as create in `schemas` (Sluice's own) and
+        read them and the declared `sources`, nothing else. Engines without roles do nothing."""
+        return None
 
     def point_views(self, cursor: Cursor, views: Sequence[tuple[exp.Table, exp.Table]]) -> None:
         """`CREATE OR REPLACE VIEW view AS SELECT * FROM target` for each pair."""

@@ -1,8 +1,19 @@
-"""DuckDB, the embedded default warehouse: one file, one writer process, many threads."""
+"""DuckDB, the embedded default warehouse: one file, one writer process, many threads.
+
+Project SQL runs in a sandbox: the database is opened without external access (no files, no
+network, no extensions installed or loaded) and its configuration is locked, so a model cannot
+read `/proc/self/environ` even if a check above missed the function that would. Seeds, which
+Sluice reads itself, are staged in a folder of Sluice's own: the only one DuckDB may read.
+"""
 
 from __future__ import annotations
 
+import contextlib
+import os
+import shutil
+import tempfile
 import threading
+import uuid
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -12,7 +23,8 @@ import duckdb
 import sqlglot
 from sqlglot import exp
 
-from runner.engines.base import Cursor, Engine, TimeLimit, WarehouseObject
+from runner.engines.base import Cursor, Engine, TimeLimit, WarehouseObject, temporary
+from runner.engines.sandbox import TRUSTED, Sandbox, timed_out
 from runner.errors import SluiceError, WarehouseError
 
 
@@ -45,24 +57,53 @@ class DuckDBEngine(Engine):
     single_writer = True
     list_types = True
 
-    def __init__(self, path: Path | str):
+    def __init__(self, path: Path | str, sandbox: Sandbox = TRUSTED):
         self.path = str(path)
+        self.sandbox = sandbox
+        self.build_timeout = sandbox.build_timeout
         if self.path != ":memory:":
             Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+            # Beside the file, so that every engine this process opens on it shares the folder
+            # (they share one DuckDB instance, whose allowed folders are fixed once locked).
+            self.stage = Path(self.path).resolve().parent / f".{Path(self.path).name}.seeds"
+            self.stage.mkdir(mode=0o700, exist_ok=True)
+            self._own_stage = False
+        else:
+            self.stage, self._own_stage = Path(tempfile.mkdtemp(prefix="sluice-seeds-")), True
         try:
             self._root = duckdb.connect(self.path)
+            self._lock_down()
         except duckdb.Error as exc:
             raise SluiceError(f"cannot open the DuckDB warehouse {self.path}: {_first_line(exc)}") from None
         self._local = threading.local()
         self._lock = threading.Lock()
 
+    def _lock_down(self) -> None:
+        """The sandbox, once per DuckDB instance (a second engine on the same file in this
+        process shares the first one's instance, already locked)."""
+        [(locked,)] = self._root.execute("SELECT current_setting('lock_configuration')").fetchall()
+        if locked:
+            return
+        folder = exp.Literal.string(f"{self.stage}{os.sep}")
+        settings: list[tuple[str, exp.Expr]] = [
+            ("allowed_directories", exp.Array(expressions=[folder])),
+            ("enable_external_access", exp.false()),
+            ("autoinstall_known_extensions", exp.false()),
+            ("autoload_known_extensions", exp.false()),
+            ("memory_limit", exp.Literal.string(self.sandbox.memory_limit)),
+            ("threads", exp.Literal.number(self.sandbox.threads)),
+            ("lock_configuration", exp.true()),  # last: nothing after it can loosen the others
+        ]
+        for name, value in settings:
+            self._root.execute(f"SET {name} = {value.sql(dialect=self.dialect)}")
+
     @classmethod
-    def from_url(cls, url: str) -> DuckDBEngine:
+    def from_url(cls, url: str, sandbox: Sandbox = TRUSTED) -> DuckDBEngine:
         """`duckdb:///relative/file.duckdb`, `duckdb:////absolute/file.duckdb` (as SQLAlchemy's
         SQLite URLs), or `duckdb://` for an in-memory warehouse."""
         prefix = "duckdb:///"
         path = url[len(prefix):] if url.startswith(prefix) else ""
-        return cls(path or ":memory:")
+        return cls(path or ":memory:", sandbox)
 
     def _connection(self) -> duckdb.DuckDBPyConnection:
         connection = getattr(self._local, "connection", None)
@@ -137,6 +178,38 @@ class DuckDBEngine(Engine):
     def hash_values(self, values: Sequence[exp.Expr]) -> exp.Expr | None:
         return exp.func("hash", *values)
 
+    def build(self, target: exp.Table, query: exp.Query, materialized: str) -> None:
+        """As `Engine.build`, stopped by the build timeout."""
+        kind = "VIEW" if materialized == "view" else "TABLE"
+        temp = temporary(target)
+        with self.transaction() as cursor:
+            self._timed(cursor, self.sql(exp.Create(this=temp, kind=kind, expression=query)))
+            self.swap_in(cursor, temp, target, kind)
+
+    def _timed(self, cursor: Cursor, sql: str) -> None:
+        seconds = self.build_timeout
+        with self.time_limit(seconds) as limit:
+            try:
+                cursor.execute(sql)
+            except WarehouseError:
+                if limit.expired and seconds is not None:
+                    raise WarehouseError(timed_out(seconds)) from None
+                raise
+
+    def load_seed(self, target: exp.Table, path: Path) -> None:
+        """The CSV file is copied into the stage folder (the only one the sandbox may read), read
+        there with DuckDB's own type inference, and removed."""
+        staged = self.stage / f"{uuid.uuid4().hex}.csv"
+        try:
+            shutil.copyfile(path, staged)
+        except OSError as exc:
+            raise WarehouseError(f"cannot read the seed {path.name}: {exc.strerror or exc}") from None
+        try:
+            self.build(target, self.load_csv_sql(target, staged), "table")
+        finally:
+            with contextlib.suppress(OSError):
+                staged.unlink()
+
     def load_csv_sql(self, target: exp.Table, path: Path) -> exp.Query:
         reader = exp.Anonymous(this="read_csv", expressions=[
             exp.Literal.string(str(path)),
@@ -155,3 +228,5 @@ class DuckDBEngine(Engine):
 
     def close(self) -> None:
         self._root.close()
+        if self._own_stage:
+            shutil.rmtree(self.stage, ignore_errors=True)

@@ -23,6 +23,7 @@ from sqlglot import exp
 
 from runner.engines import ENGINES
 from runner.engines.base import Cursor, Engine, TimeLimit, WarehouseObject, temporary
+from runner.engines.sandbox import TRUSTED, Sandbox, timed_out
 from runner.engines.seedfile import read_seed
 from runner.errors import SluiceError, WarehouseError
 
@@ -39,6 +40,9 @@ SERVER_OPTIONS = "-c client_connection_check_interval=1000"
 POOL_WAIT_SECONDS = 60.0
 # Serialises schema creation across processes: concurrent `CREATE SCHEMA IF NOT EXISTS` race.
 _SCHEMA_LOCK = 0x51_1C_E5_C4
+# A build's search_path: the catalog, then (explicitly last) temporary objects, so that an
+# unqualified name can never resolve to a table or function someone put in pg_temp.
+BUILD_SEARCH_PATH = "pg_catalog, pg_temp"
 _BIGINT_MAX = 2**63 - 1
 MAX_NAME_BYTES = 63
 
@@ -230,29 +234,137 @@ class PostgresEngine(Engine):
     means dropping and re-creating its dependent views with their grants, inside the caller's
     transaction; that protocol is part of every statement here and stays with them.)
 
-    `build_timeout` (seconds) becomes the `statement_timeout` of each model and seed build;
-    `pool_size` bounds the connections open at once (concurrent builds take one each). Other
-    query parameters go to libpq.
+    `build_timeout` (seconds; default: the sandbox's) becomes the `statement_timeout` of each
+    model and seed build; `pool_size` bounds the connections open at once (concurrent builds take
+    one each). Other query parameters go to libpq.
+
+    Each build's transaction also gets a `lock_timeout`, an `idle_in_transaction_session_timeout`
+    and a pinned `search_path`. With an untrusted sandbox (merge-request code) or a configured
+    build role, the model's query runs as that least-privilege role (`SET LOCAL ROLE`): it may
+    create only in Sluice's schemas and read only them and the declared sources
+    (`grant_reads`), and a superuser connection is refused unless `allow_superuser`, since a
+    superuser's SET ROLE is undone by one `set_config('role', …)` in the SQL it runs.
     """
 
     dialect = "postgres"
 
-    def __init__(self, url: str, *, build_timeout: float | None = None, pool_size: int | None = None):
+    def __init__(self, url: str, *, build_timeout: float | None = None, pool_size: int | None = None,
+                 sandbox: Sandbox = TRUSTED):
         conninfo, own, self.where = _parse_url(url)
-        self.build_timeout = build_timeout if build_timeout is not None else own.get("build_timeout")
+        self.sandbox = sandbox
+        self.build_timeout = build_timeout if build_timeout is not None else own.get(
+            "build_timeout", sandbox.build_timeout)
         size = pool_size if pool_size is not None else int(own.get("pool_size") or DEFAULT_POOL_SIZE)
         if size < 1:
             raise SluiceError(f"the PostgreSQL warehouse's pool_size must be at least 1, not {size}")
         self._pool = _Pool(conninfo, size, self.where)
         self._local = threading.local()
+        self._role_ready = False
         try:
             self._pool.put(self._pool.get())  # a wrong URL fails here, not in the first build
         except WarehouseError as exc:
             raise SluiceError(exc.message) from None
+        if sandbox.untrusted and not sandbox.allow_superuser:
+            self._refuse_superuser()
 
     @classmethod
-    def from_url(cls, url: str) -> PostgresEngine:
-        return cls(url)
+    def from_url(cls, url: str, sandbox: Sandbox = TRUSTED) -> PostgresEngine:
+        return cls(url, sandbox=sandbox)
+
+    # -- the sandbox ----------------------------------------------------------------------------
+
+    @property
+    def build_role(self) -> str | None:
+        """The role builds run as: the configured one, or Sluice's own for untrusted code."""
+        if self.sandbox.build_role or self.sandbox.untrusted:
+            return self.sandbox.role
+        return None
+
+    def _refuse_superuser(self) -> None:
+        with self._catalog() as cursor:
+            [(user, superuser)] = cursor.catalog(
+                "SELECT current_user, rolsuper FROM pg_roles WHERE rolname = current_user")
+        if superuser:
+            raise SluiceError(
+                f"the PostgreSQL warehouse {self.where} logs in as {user}, a superuser: merge-request "
+                "builds refuse it (the SQL they run could take the superuser's rights back); connect "
+                "as a role without superuser, or set allow_superuser: true in the server "
+                "configuration")
+
+    def _ensure_role(self) -> str | None:
+        """Create Sluice's build role when missing (a configured one must exist) and make sure
+        this connection's user may act as it (own and drop what it builds)."""
+        role = self.build_role
+        if role is None or self._role_ready:
+            return role
+        name = exp.to_identifier(role, quoted=True).sql(dialect=self.dialect)
+        with self._catalog() as cursor:
+            exists = cursor.catalog("SELECT 1 FROM pg_roles WHERE rolname = %s", [role])
+            if not exists and self.sandbox.build_role:
+                raise SluiceError(f"the build_role {role!r} does not exist on the PostgreSQL warehouse "
+                                  f"{self.where}; create it, or change build_role in the server "
+                                  "configuration")
+            if not exists:
+                try:
+                    cursor.execute(f"CREATE ROLE {name} NOLOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE")
+                except WarehouseError as exc:
+                    # Roles are shared by every database of the server: another may have won.
+                    if not cursor.catalog("SELECT 1 FROM pg_roles WHERE rolname = %s", [role]):
+                        raise SluiceError(f"cannot create the build role {role!r} on {self.where} "
+                                          f"({exc.message}); create it and grant it to this user, or "
+                                          "set build_role in the server configuration") from None
+            [(member,)] = cursor.catalog("SELECT pg_has_role(current_user, %s, 'MEMBER')", [role])
+            if not member:
+                try:
+                    cursor.execute(f"GRANT {name} TO CURRENT_USER")
+                except WarehouseError as exc:
+                    raise SluiceError(f"this user cannot act as the build role {role!r} on {self.where} "
+                                      f"({exc.message}); grant it (GRANT {role} TO the user in the "
+                                      "warehouse URL), or change build_role") from None
+        self._role_ready = True
+        return role
+
+    def grant_reads(self, schemas: set[str], sources: Sequence[exp.Table]) -> None:
+        role = self._ensure_role()
+        if role is None:
+            return
+        grantee = exp.to_identifier(role, quoted=True).sql(dialect=self.dialect)
+        self.ensure_schemas(schemas)
+        with self.transaction() as cursor, self._catalog() as catalog:
+            for schema in sorted(schemas):
+                quoted = exp.to_identifier(schema, quoted=True).sql(dialect=self.dialect)
+                cursor.execute(f"GRANT USAGE, CREATE ON SCHEMA {quoted} TO {grantee}")
+                cursor.execute(f"GRANT SELECT ON ALL TABLES IN SCHEMA {quoted} TO {grantee}")
+            for source in sources:
+                if source.db.startswith("pg_") or source.db == "information_schema":
+                    continue  # the catalog is no project's source
+                found = catalog.catalog("SELECT to_regclass(%s) IS NOT NULL", [self._regclass(source)])
+                if not found or not found[0][0]:
+                    continue
+                quoted = exp.to_identifier(source.db, quoted=True).sql(dialect=self.dialect)
+                cursor.execute(f"GRANT USAGE ON SCHEMA {quoted} TO {grantee}")
+                cursor.execute(f"GRANT SELECT ON TABLE {self._regclass(source)} TO {grantee}")
+
+    @contextmanager
+    def _as_build_role(self, cursor: Cursor) -> Iterator[None]:
+        """The block's statements run as the build role (when there is one), inside the
+        caller's transaction; Sluice's own statements after it run as the connection's user."""
+        role = self._ensure_role()
+        if role is None:
+            yield
+            return
+        cursor.execute(f"SET LOCAL ROLE {exp.to_identifier(role, quoted=True).sql(dialect=self.dialect)}")
+        yield
+        cursor.execute("RESET ROLE")
+
+    def _timed(self, cursor: Cursor, sql: str) -> None:
+        """Run one build statement, its timeout said in the one line a user reads."""
+        try:
+            cursor.execute(sql)
+        except WarehouseError as exc:
+            if "statement timeout" in exc.message and self.build_timeout is not None:
+                raise WarehouseError(timed_out(float(self.build_timeout))) from None
+            raise
 
     # -- connections ----------------------------------------------------------------------------
 
@@ -359,12 +471,17 @@ class PostgresEngine(Engine):
                 yield limit
 
     def _limit_build(self, cursor: Cursor) -> None:
-        """The build timeout, as this transaction's `statement_timeout`."""
-        if self.build_timeout is None:
-            return
-        milliseconds = exp.Literal.string(str(max(1, round(float(self.build_timeout) * 1000))))
-        cursor.execute(self.sql(exp.select(exp.func(
-            "set_config", exp.Literal.string("statement_timeout"), milliseconds, exp.true()))))
+        """This transaction's settings for a build: the build timeout as its `statement_timeout`,
+        the lock and idle timeouts, and the pinned search_path."""
+        settings = {"search_path": BUILD_SEARCH_PATH,
+                    "lock_timeout": _milliseconds(self.sandbox.lock_timeout),
+                    "idle_in_transaction_session_timeout":
+                        _milliseconds(self.sandbox.idle_in_transaction_timeout)}
+        if self.build_timeout is not None:
+            settings["statement_timeout"] = _milliseconds(float(self.build_timeout))
+        for name, value in settings.items():
+            cursor.execute(self.sql(exp.select(exp.func(
+                "set_config", exp.Literal.string(name), exp.Literal.string(value), exp.true()))))
 
     # -- statements -----------------------------------------------------------------------------
 
@@ -376,10 +493,15 @@ class PostgresEngine(Engine):
         super().create_schema(cursor, schema)
 
     def build(self, target: exp.Table, query: exp.Query, materialized: str) -> None:
+        """As `Engine.build`; the query runs as the build role, within the build's limits."""
         _check_names([target])
+        kind = "VIEW" if materialized == "view" else "TABLE"
+        temp = temporary(target)
         with self.transaction() as cursor:
             self._limit_build(cursor)
-            super().build(target, query, materialized)
+            with self._as_build_role(cursor):
+                self._timed(cursor, self.sql(exp.Create(this=temp, kind=kind, expression=query)))
+            self.swap_in(cursor, temp, target, kind)
 
     def swap_in(self, cursor: Cursor, temp: exp.Table, target: exp.Table, kind: str) -> None:
         # A leftover target may have views on it (an environment already points there): they
@@ -483,13 +605,16 @@ class PostgresEngine(Engine):
         with self._connection() as connection, self.transaction() as cursor:
             self._limit_build(cursor)
             create = exp.Create(this=exp.Schema(this=temp, expressions=columns), kind="TABLE")
-            cursor.execute(self.sql(create))
-            try:
-                with connection.cursor() as raw, raw.copy(self.sql(copy)) as writer:
-                    for row in seed.rows:
-                        writer.write_row(row)
-            except psycopg.Error as exc:
-                raise WarehouseError(f"{path.name}: {_first_line(exc)}") from exc
+            with self._as_build_role(cursor):
+                self._timed(cursor, self.sql(create))
+                try:
+                    with connection.cursor() as raw, raw.copy(self.sql(copy)) as writer:
+                        for row in seed.rows:
+                            writer.write_row(row)
+                except psycopg.Error as exc:
+                    if "statement timeout" in _first_line(exc) and self.build_timeout is not None:
+                        raise WarehouseError(timed_out(float(self.build_timeout))) from None
+                    raise WarehouseError(f"{path.name}: {_first_line(exc)}") from exc
             self.swap_in(cursor, temp, target, "TABLE")
 
     def load_csv_sql(self, target: exp.Table, path: Path) -> exp.Query:
@@ -536,6 +661,10 @@ def _parse_url(url: str) -> tuple[str, dict[str, float], str]:
     host = parts.hostname or "localhost"
     where = f"{host}:{parts.port or 5432}{parts.path or '/'}"
     return conninfo, own, where
+
+
+def _milliseconds(seconds: float) -> str:
+    return str(max(1, round(seconds * 1000)))
 
 
 def _check_names(relations: Sequence[exp.Table]) -> None:

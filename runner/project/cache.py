@@ -1,5 +1,6 @@
 """The parse cache: canonical SQL and table references by file-content hash, so an unchanged
-model file is not parsed again."""
+model file is not parsed again. It lives in the server's (or the user's) cache folder only, never
+in a repository: an entry says what a file parses to, so whoever can write it can change a model."""
 
 from __future__ import annotations
 
@@ -11,7 +12,12 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+import sqlglot
+
 from runner.project.parsing import ParsedQuery, TableRef, parse_query
+
+# Entries made by another parser version may hold another canonical text: they never match.
+_VERSION = f"sluice-parse-2:sqlglot-{sqlglot.__version__}"
 
 
 class ParseCache:
@@ -32,7 +38,7 @@ class ParseCache:
             self.entries = entries if isinstance(entries, dict) else {}
 
     def parse(self, sql: str, dialect: str, file: str) -> ParsedQuery:
-        key = hashlib.sha256(f"{dialect}\0{sql}".encode()).hexdigest()
+        key = hashlib.sha256(f"{_VERSION}\0{dialect}\0{sql}".encode()).hexdigest()
         hit = self.entries.get(key)
         if hit is not None:
             return ParsedQuery(hit[0], tuple(TableRef(tuple(p), line) for p, line in hit[1]))

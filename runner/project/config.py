@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePosixPath, PureWindowsPath
 
 from runner.engines import DEFAULT_DIALECT, DIALECTS
 from runner.errors import ProjectError
+from runner.limits import DEFAULT_LIMITS, Limits
 from runner.naming import PRODUCTION, is_environment_name
+from runner.project.files import inside
 from runner.project.yamlfile import YamlMapping, load_yaml, parse_yaml
 
 CONFIG_FILE = "sluice.yml"
@@ -65,18 +67,33 @@ def check_identifier(value: str, what: str, where: YamlMapping | None = None, ke
     return value
 
 
-def load_project_config(root: Path) -> ProjectConfig:
+def load_project_config(root: Path, limits: Limits = DEFAULT_LIMITS) -> ProjectConfig:
     path = root / CONFIG_FILE
     if not path.is_file():
         raise ProjectError(
             f"no {CONFIG_FILE} here; run `sluice init {root}` to start a project", file=path
         )
-    return config_from(load_yaml(path, CONFIG_FILE))
+    return config_from(load_yaml(inside(root.resolve(), path, CONFIG_FILE), CONFIG_FILE, limits))
 
 
-def parse_project_config(text: str) -> ProjectConfig:
+def parse_project_config(text: str, limits: Limits = DEFAULT_LIMITS) -> ProjectConfig:
     """A sluice.yml read from somewhere else than a checkout (e.g. a branch's head in git)."""
-    return config_from(parse_yaml(text, CONFIG_FILE))
+    return config_from(parse_yaml(text, CONFIG_FILE, limits))
+
+
+def _project_path(paths: YamlMapping, key: str, default: str) -> str:
+    """A folder named in `paths:`, relative to the repository's root and staying inside it."""
+    value = paths.get_str(key) or default
+    posix, windows = PurePosixPath(value), PureWindowsPath(value)
+    if posix.is_absolute() or windows.is_absolute() or windows.drive or value.startswith("~"):
+        raise paths.error(key, f"paths.{key} must be a folder inside the repository, relative to "
+                          f"sluice.yml, not the absolute path {value!r}")
+    if ".." in posix.parts or ".." in windows.parts:
+        raise paths.error(key, f"paths.{key} must stay inside the repository: {value!r} goes up with "
+                          "'..'")
+    if "\0" in value:
+        raise paths.error(key, f"paths.{key} holds a NUL character")
+    return value
 
 
 def config_from(data: YamlMapping) -> ProjectConfig:
@@ -130,9 +147,9 @@ def config_from(data: YamlMapping) -> ProjectConfig:
         name=name,
         dialect=dialect,
         warehouse=data.get_str("warehouse") or "default",
-        models_path=paths.get_str("models") or "models",
-        seeds_path=paths.get_str("seeds") or "seeds",
-        tests_path=paths.get_str("tests") or "tests",
+        models_path=_project_path(paths, "models", "models"),
+        seeds_path=_project_path(paths, "seeds", "seeds"),
+        tests_path=_project_path(paths, "tests", "tests"),
         seed_schema=seed_schema,
         default_schema=default_schema,
         threads=threads,

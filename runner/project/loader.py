@@ -14,9 +14,11 @@ from pathlib import Path
 from typing import Any
 
 from runner.errors import ProjectError
+from runner.limits import DEFAULT_LIMITS, Limits, recursion_refused
 from runner.project.cache import ParseCache
 from runner.project.config import ProjectConfig, check_identifier, load_project_config
 from runner.project.dag import DAG, Cycle
+from runner.project.files import inside, project_files
 from runner.project.nodes import (
     COLUMN_TESTS,
     EXPOSURE_TYPES,
@@ -35,15 +37,19 @@ from runner.project.parsing import ParsedQuery, TableRef
 from runner.project.yamlfile import YamlMapping, load_yaml
 
 
-def load_project(root: Path | str, cache_dir: Path | None = None) -> Project:
-    """Read and check the whole project under `root`."""
+def load_project(root: Path | str, cache_dir: Path | None = None,
+                 limits: Limits = DEFAULT_LIMITS) -> Project:
+    """Read and check the whole project under `root`. Files are read only inside `root`, within
+    `limits`; the parse cache is used only from a `cache_dir` outside the project (a cache a
+    repository carries would let it say what its SQL parses to)."""
     root = Path(root).resolve()
-    config = load_project_config(root)
-    cache = ParseCache(cache_dir / "parse-cache.json" if cache_dir else None)
+    config = load_project_config(root, limits)
+    outside = cache_dir is not None and not cache_dir.resolve().is_relative_to(root)
+    cache = ParseCache(cache_dir / "parse-cache.json" if cache_dir and outside else None)
     models_dir = root / config.models_path
 
     parsed: dict[str, tuple[Model, ParsedQuery]] = {}
-    for path in _files(models_dir, (".sql",)):
+    for path in _files(root, models_dir, (".sql",)):
         rel = _rel(root, path)
         schema, table = _model_name(models_dir, path, config, rel)
         name = f"{schema}.{table}"
@@ -51,13 +57,14 @@ def load_project(root: Path | str, cache_dir: Path | None = None) -> Project:
             raise ProjectError(
                 f"duplicate model name {name!r}: also defined in {parsed[name][0].path}", file=rel
             )
-        sql = _read(path, rel)
-        query = cache.parse(sql, config.dialect, rel)
+        sql = _read(root, path, rel, limits)
+        with recursion_refused(limits, rel):
+            query = cache.parse(sql, config.dialect, rel)
         model = Model(name=name, schema=schema, table=table, path=rel, canonical=query.canonical,
                       depends_on=(), refs=query.refs)
         parsed[name] = (model, query)
 
-    seeds = _load_seeds(root, config)
+    seeds = _load_seeds(root, config, limits)
     for name, seed in seeds.items():
         if name in parsed:
             raise ProjectError(
@@ -67,8 +74,8 @@ def load_project(root: Path | str, cache_dir: Path | None = None) -> Project:
 
     sources: dict[str, Source] = {}
     entries: dict[str, YamlMapping] = {}
-    yaml_files = [p for p in _files(models_dir, (".yml", ".yaml"))]
-    docs = [(path, load_yaml(path, _rel(root, path))) for path in yaml_files]
+    yaml_files = [p for p in _files(root, models_dir, (".yml", ".yaml"))]
+    docs = [(path, load_yaml(path, _rel(root, path), limits)) for path in yaml_files]
     for _, doc in docs:
         doc.check_keys({"version", "models", "sources", "seeds", "exposures"}, "a models YAML file")
         for source in _load_sources(doc, config):
@@ -113,7 +120,7 @@ def load_project(root: Path | str, cache_dir: Path | None = None) -> Project:
         )
         tests.extend(column_tests)
 
-    tests.extend(_load_singular_tests(root, config, cache, names))
+    tests.extend(_load_singular_tests(root, config, cache, names, limits))
     cache.save()
     exposures = [exposure for _, doc in docs for exposure in _load_exposures(doc, names)]
     seen: set[str] = set()
@@ -139,21 +146,24 @@ def load_project(root: Path | str, cache_dir: Path | None = None) -> Project:
                    tests=tuple(tests), dag=dag, names=names, exposures=tuple(exposures))
 
 
-def _files(directory: Path, suffixes: tuple[str, ...]) -> Iterator[Path]:
-    if not directory.is_dir():
-        return iter(())
-    return iter(sorted(p for p in directory.rglob("*") if p.suffix in suffixes and p.is_file()))
+def _files(root: Path, directory: Path, suffixes: tuple[str, ...]) -> Iterator[Path]:
+    return project_files(root, directory, suffixes)
 
 
 def _rel(root: Path, path: Path) -> str:
     return path.relative_to(root).as_posix()
 
 
-def _read(path: Path, rel: str) -> str:
+def _read(root: Path, path: Path, rel: str, limits: Limits) -> str:
+    """A model or test file's SQL: inside the checkout, within the size and nesting limits."""
     try:
-        return path.read_text(encoding="utf-8")
+        resolved = inside(root, path, rel)
+        limits.check_size(resolved.stat().st_size, "model", rel)
+        sql = resolved.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         raise ProjectError(f"cannot read file: {exc}", file=rel) from None
+    limits.check_sql_nesting(sql, rel)
+    return sql
 
 
 def _model_name(models_dir: Path, path: Path, config: ProjectConfig, rel: str) -> tuple[str, str]:
@@ -180,12 +190,17 @@ def _resolve_ref(ref: TableRef, names: Names, file: str) -> str:
     )
 
 
-def _load_seeds(root: Path, config: ProjectConfig) -> dict[str, Seed]:
+def _load_seeds(root: Path, config: ProjectConfig, limits: Limits) -> dict[str, Seed]:
     seeds: dict[str, Seed] = {}
-    for path in _files(root / config.seeds_path, (".csv",)):
+    for path in _files(root, root / config.seeds_path, (".csv",)):
         rel = _rel(root, path)
         table = check_identifier(path.stem.lower(), "seed name (the file name)", file=rel)
-        data = path.read_bytes()
+        resolved = inside(root, path, rel)
+        try:
+            limits.check_size(resolved.stat().st_size, "seed", rel)
+            data = resolved.read_bytes()
+        except OSError as exc:
+            raise ProjectError(f"cannot read file: {exc}", file=rel) from None
         try:
             header = next(csv.reader(data.decode("utf-8").splitlines()), None)
         except UnicodeDecodeError:
@@ -341,11 +356,13 @@ def _column_test(item: Any, col: YamlMapping, key: str, model: str, column: str,
 
 
 def _load_singular_tests(root: Path, config: ProjectConfig, cache: ParseCache,
-                         names: Names) -> list[DataTest]:
+                         names: Names, limits: Limits) -> list[DataTest]:
     tests = []
-    for path in _files(root / config.tests_path, (".sql",)):
+    for path in _files(root, root / config.tests_path, (".sql",)):
         rel = _rel(root, path)
-        query = cache.parse(_read(path, rel), config.dialect, rel)
+        sql = _read(root, path, rel, limits)
+        with recursion_refused(limits, rel):
+            query = cache.parse(sql, config.dialect, rel)
         deps = tuple(sorted({_resolve_ref(ref, names, rel) for ref in query.refs}))
         tests.append(DataTest("singular", None, None, rel, 1, sql=query.canonical,
                               depends_on=deps))

@@ -69,8 +69,10 @@ def pii_columns(project: Project, name: str) -> set[str]:
     return {c.name for c in model.columns if "pii" in c.tags} if model is not None else set()
 
 
-def review(plan: Plan, project: Project, state: StateStore, engine: Engine | None) -> Review:
-    """`engine` None: no data diffs (a dry run)."""
+def review(plan: Plan, project: Project, state: StateStore, engine: Engine | None,
+           budget: float | None = None) -> Review:
+    """`engine` None: no data diffs (a dry run). `budget`: seconds for all the data diffs (the
+    server's report_budget); once spent, the models left say they were skipped, and why."""
     started = time.perf_counter()
     settings = project.config.diff
     previous = state.snapshots(fingerprints=[n.previous for n in plan.nodes if n.previous])
@@ -88,10 +90,16 @@ def review(plan: Plan, project: Project, state: StateStore, engine: Engine | Non
         wants_data = (node.change in (Change.DIRECT, Change.INDIRECT) and node.action is not Action.DROP
                       and (node.action is Action.BUILD or node.reused_from is None)
                       and before is not None and before.physical != node.physical)
+        left = None if budget is None else budget - (time.perf_counter() - started)
         if wants_data and engine is not None:
             if diffs_done >= settings.max_models:
                 note = "not diffed: over the report's cap of models (diff.max_models)"
+            elif left is not None and left <= 0:
+                note = (f"not diffed: the report's time budget of {budget:g} s ran out (the server "
+                        "setting report_budget raises it)")
             else:
+                if left is not None and left < settings.seconds:
+                    settings = replace(settings, seconds=max(left, 0.1))
                 assert before is not None and sources is not None
                 drift = _drift(state, sources, project, node.name, before)
                 if drift and settings.baseline == "rebuild":

@@ -217,7 +217,8 @@ def deployed(root: Path, forge: Forge) -> Iterator[Deployment]:
             f"gitlab:\n  url: {gl.url}\n  token: {gl.token}\n  webhook_secret: {gl.webhook_secret}\n"
             f"warehouses:\n  default: {proxied_warehouse}\n"
             f"repositories:\n  - forge: gitlab\n    name: {forge.repo}\n    clone_url: {origin.bare}\n"
-            "allow_local_clones: true\n")
+            "allow_local_clones: true\n"
+            "allow_superuser: true\n")  # the test server's only login is its superuser
         deployment.start_redis()
         deployment.build_production()
         try:
