@@ -9,7 +9,7 @@ from __future__ import annotations
 import csv
 import hashlib
 import re
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -33,12 +33,17 @@ from runner.project.nodes import (
 )
 from runner.project.parsing import ParsedQuery, TableRef
 from runner.project.yamlfile import YamlMapping, load_yaml
+from runner.safety import Allowlist, check_sql, load_allowlist, refuse_unsafe
 
 
-def load_project(root: Path | str, cache_dir: Path | None = None) -> Project:
-    """Read and check the whole project under `root`."""
+def load_project(root: Path | str, cache_dir: Path | None = None,
+                 sql_allowlist: Iterable[str] = ()) -> Project:
+    """Read and check the whole project under `root`. `sql_allowlist`: the functions the server's
+    policy file adds to the dialect's allowlist (never the repository's)."""
     root = Path(root).resolve()
     config = load_project_config(root)
+    allow = load_allowlist(config.dialect, sql_allowlist)
+    texts: dict[str, str] = {}
     cache = ParseCache(cache_dir / "parse-cache.json" if cache_dir else None)
     models_dir = root / config.models_path
 
@@ -56,6 +61,7 @@ def load_project(root: Path | str, cache_dir: Path | None = None) -> Project:
         model = Model(name=name, schema=schema, table=table, path=rel, canonical=query.canonical,
                       depends_on=(), refs=query.refs)
         parsed[name] = (model, query)
+        texts[name] = sql
 
     seeds = _load_seeds(root, config)
     for name, seed in seeds.items():
@@ -101,6 +107,7 @@ def load_project(root: Path | str, cache_dir: Path | None = None) -> Project:
     tests: list[DataTest] = []
     for name, (model, query) in parsed.items():
         deps = tuple(sorted({_resolve_ref(ref, names, model.path) for ref in query.refs}))
+        refuse_unsafe(check_sql(texts[name], config.dialect, names, model.path, allowlist=allow))
         meta = entries.get(name)
         materialized, unique_key, description, tags, columns, column_tests = (
             _model_meta(meta, name, names) if meta is not None else ("table", (), "", (), (), [])
@@ -113,7 +120,7 @@ def load_project(root: Path | str, cache_dir: Path | None = None) -> Project:
         )
         tests.extend(column_tests)
 
-    tests.extend(_load_singular_tests(root, config, cache, names))
+    tests.extend(_load_singular_tests(root, config, cache, names, allow))
     cache.save()
     exposures = [exposure for _, doc in docs for exposure in _load_exposures(doc, names)]
     seen: set[str] = set()
@@ -341,12 +348,14 @@ def _column_test(item: Any, col: YamlMapping, key: str, model: str, column: str,
 
 
 def _load_singular_tests(root: Path, config: ProjectConfig, cache: ParseCache,
-                         names: Names) -> list[DataTest]:
+                         names: Names, allow: Allowlist) -> list[DataTest]:
     tests = []
     for path in _files(root / config.tests_path, (".sql",)):
         rel = _rel(root, path)
-        query = cache.parse(_read(path, rel), config.dialect, rel)
+        sql = _read(path, rel)
+        query = cache.parse(sql, config.dialect, rel)
         deps = tuple(sorted({_resolve_ref(ref, names, rel) for ref in query.refs}))
+        refuse_unsafe(check_sql(sql, config.dialect, names, rel, allowlist=allow))
         tests.append(DataTest("singular", None, None, rel, 1, sql=query.canonical,
                               depends_on=deps))
     return tests
