@@ -10,6 +10,7 @@ from dataclasses import dataclass
 
 from ruamel.yaml import YAML
 
+from runner.engines import DEFAULT_DIALECT
 from runner.errors import ProjectError
 
 FOLDER = "allowlists"
@@ -44,7 +45,7 @@ class Allowlist:
 
 def load_allowlist(dialect: str, extra: Iterable[str] = ()) -> Allowlist:
     """The dialect's reviewed allowlist, extended by the server's `extra` names."""
-    return _shipped(dialect or "duckdb").extend(extra)
+    return _shipped(dialect or DEFAULT_DIALECT).extend(extra)
 
 
 @functools.lru_cache(maxsize=8)
