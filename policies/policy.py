@@ -45,8 +45,10 @@ from policies.sql import compile_pattern
 
 # The slash commands, each with a permission (bot.commands parses exactly these).
 COMMANDS = ("plan", "test", "deploy", "unlock", "destroy", "diff", "lineage", "approve", "rollback", "help")
-SERVER_ONLY = ("allowed_overrides", "python_rules")
-TOP_KEYS = ("allowed_overrides", "python_rules", "permissions", "rules", "custom")
+# sql_allowlist: functions the server adds to the dialect's SQL allowlist (policies/allowlists/);
+# a repository extending it would be the repository deciding what its own SQL may reach.
+SERVER_ONLY = ("allowed_overrides", "python_rules", "sql_allowlist")
+TOP_KEYS = ("allowed_overrides", "python_rules", "permissions", "rules", "custom", "sql_allowlist")
 REPOSITORY_FILE = "sluice.yml"
 DEFAULT_OVERRIDERS = ("maintainer", "owner")
 _PERMISSION_FIELDS = ("default", "protected", "others", "environments")
@@ -98,6 +100,7 @@ class Policy:
     allowed_overrides: tuple[str, ...] = ()
     sources: tuple[str, ...] = ()  # the files it was built from, in order
     repository_changes: tuple[str, ...] = ()  # keys the repository set
+    sql_allowlist: tuple[str, ...] = ()  # functions the server adds to the SQL allowlist
 
     def rule(self, rule_id: str) -> RuleSettings:
         return self.rules[rule_id]
@@ -170,6 +173,7 @@ class Policy:
             "rules": rules,
             "custom": [rule.describe() for rule in self.custom],
             "python_rules": [{"id": r.id, "source": r.source} for r in self.python_rules],
+            "sql_allowlist": list(self.sql_allowlist),
         }
 
 
@@ -204,6 +208,11 @@ def load_policy(repository: Mapping[str, Any] | None = None, *, server: Path | s
     return builder.build()
 
 
+def server_sql_allowlist(server: Path | str | None) -> tuple[str, ...]:
+    """The functions the server's policy file adds to the SQL allowlist (`sql_allowlist`)."""
+    return load_policy(server=server).sql_allowlist if server is not None else ()
+
+
 # -- merging the layers -----------------------------------------------------------------------------
 
 class _Builder:
@@ -220,6 +229,7 @@ class _Builder:
         self.sources: list[str] = []
         self.changes: list[str] = []
         self.repository_rules: set[str] = set()  # custom rules the repository itself defines
+        self.sql_allowlist: tuple[str, ...] = ()
 
     def apply(self, data: Mapping[str, Any], src: Document, trusted: bool) -> None:
         src.track(data)
@@ -235,6 +245,8 @@ class _Builder:
             self.allowed_source = (src, "allowed_overrides")
         if "python_rules" in data:
             self._python(data["python_rules"], src)
+        if "sql_allowlist" in data:
+            self._sql_allowlist(data["sql_allowlist"], src)
         if "custom" in data:
             self._custom(data["custom"], src, trusted)
         for rule_id, settings in mapping(data.get("rules"), src, "rules", "'rules'").items():
@@ -296,6 +308,16 @@ class _Builder:
             if not trusted:
                 self.repository_rules.add(rule.id)
                 self.changes.append(f"{src.prefix}{path}")
+
+    # -- the SQL allowlist ---------------------------------------------------------------------------
+
+    def _sql_allowlist(self, value: Any, src: Document) -> None:
+        data = mapping(value, src, "sql_allowlist", "'sql_allowlist'")
+        check_keys(data, ("functions",), src, "sql_allowlist", "'sql_allowlist'")
+        names = data.get("functions") or []
+        if not isinstance(names, list) or not all(isinstance(n, str) and n.strip() for n in names):
+            raise src.error("sql_allowlist.functions", "expected a list of function names")
+        self.sql_allowlist = tuple(dict.fromkeys(n.strip().lower() for n in names))
 
     # -- Python rules --------------------------------------------------------------------------------
 
@@ -411,7 +433,8 @@ class _Builder:
             ) for command, fields in self.permissions.items()}
         return Policy(rules=rules, permissions=permissions, custom=tuple(self.custom.values()),
                       python_rules=tuple(self.python.values()), allowed_overrides=self.allowed,
-                      sources=tuple(self.sources), repository_changes=tuple(dict.fromkeys(self.changes)))
+                      sources=tuple(self.sources), repository_changes=tuple(dict.fromkeys(self.changes)),
+                      sql_allowlist=self.sql_allowlist)
 
 
 def _parse_custom(item: Any, src: Document, path: str) -> tuple[CustomRule, dict[str, Any]]:

@@ -16,6 +16,10 @@ import sqlglot
 from sqlglot import exp
 from sqlglot.errors import SqlglotError
 
+# The safety gate is not here: runner/safety/ allows only allowlisted SQL (policies/allowlists/)
+# at load, before any rule runs. These lists only word the single-query rule's findings for a
+# model that reaches a policy some other way (a report on SQL loaded elsewhere, a rule test).
+
 # Statements and clauses that write, configure or reach outside the warehouse's tables.
 FORBIDDEN_NODES: tuple[type[exp.Expr], ...] = (
     exp.Insert, exp.Update, exp.Delete, exp.Merge, exp.Create, exp.Drop, exp.Alter, exp.Command,

@@ -21,6 +21,7 @@ class Settings:
     cache_dir: Path | None = None
     state_namespace: str | None = None  # a repository's namespace in a shared (the bot's) store
     default_warehouse: str = "default"  # the connection used when there is no sluice.yml to name one
+    sql_allowlist: tuple[str, ...] = ()  # functions the server's policy file adds to the allowlist
 
     def warehouse_url(self, name: str) -> str:
         url = self.warehouses.get(name) or self.warehouses.get("*")

@@ -66,6 +66,9 @@ BREAKAGES = {
                                   lambda t: "select 1;\ndrop table marts.orders\n"),
     "an unknown table": ("models/marts/orders.sql",
                          lambda t: t.replace("from staging.stg_orders as o", "from staging.nope as o")),
+    "a function outside the SQL allowlist": (
+        "models/marts/orders.sql", lambda t: t.replace("    o.status,\n",
+                                                       "    o.status,\n    getenv('HOME') as home,\n")),
     "a cycle": ("models/staging/stg_orders.sql",
                 lambda t: t.replace("from raw.raw_orders",
                                     "from raw.raw_orders join marts.orders as x on true")),

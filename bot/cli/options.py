@@ -19,6 +19,8 @@ import click
 from rich.console import Console
 from rich.markup import escape
 
+from policies.errors import PolicyError
+from policies.policy import server_sql_allowlist
 from runner.engines import Engine, open_engine
 from runner.errors import SluiceError
 from runner.project.loader import load_project
@@ -59,7 +61,8 @@ class Workspace:
     @property
     def project(self) -> Project:
         if self._project is None:
-            self._project = load_project(self.root, cache_dir=self.settings.cache_dir)
+            self._project = load_project(self.root, cache_dir=self.settings.cache_dir,
+                                         sql_allowlist=self.settings.sql_allowlist)
         return self._project
 
     @property
@@ -182,7 +185,15 @@ def server_settings(config_path: Path, repository: str | None) -> Settings:
     return Settings(state_url=config.state_url,
                     warehouses={name: config.warehouses[name] for name in entry.warehouses},
                     cache_dir=config.work_dir / "cache", state_namespace=namespace(repo),
-                    default_warehouse=entry.warehouses[0])
+                    default_warehouse=entry.warehouses[0],
+                    sql_allowlist=_server_sql_allowlist(config.policy_file))
+
+
+def _server_sql_allowlist(policy_file: Path | None) -> tuple[str, ...]:
+    try:
+        return server_sql_allowlist(policy_file)
+    except PolicyError as exc:
+        raise SluiceError(str(exc)) from None
 
 
 def default_environment(root: Path) -> str:

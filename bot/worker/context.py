@@ -122,7 +122,8 @@ class JobContext:
         self.runs.append_log(run_id, f"checking out {sha[:12]}")
         with self.s.mirrors.checkout(key, url, sha, label=run_label(run_id)) as tree:
             project = load_project(tree, cache_dir=self.s.config.work_dir / "cache",
-                                   limits=self.s.config.limits)
+                                   limits=self.s.config.limits,
+                                   sql_allowlist=self.governance.sql_allowlist())
             warehouse = self.warehouse_url(repository, project)
             state = self.s.project_state(repository)
             with self.warehouse_lock(warehouse, run_id):

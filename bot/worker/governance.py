@@ -29,6 +29,7 @@ from policies import (
     load_policy,
     needs_approval,
 )
+from policies.policy import server_sql_allowlist
 from runner.checkout import Mirrors
 from runner.errors import SluiceError
 from runner.naming import PRODUCTION
@@ -72,6 +73,13 @@ class Governance:
         except PolicyError as exc:
             raise PolicyProblem(str(exc)) from None
         return Governed(policy, base)
+
+    def sql_allowlist(self) -> tuple[str, ...]:
+        """The functions the server's policy file adds to the SQL allowlist."""
+        try:
+            return server_sql_allowlist(self.config.policy_file)
+        except PolicyError as exc:
+            raise PolicyProblem(str(exc)) from None
 
     # -- what the audit log holds ---------------------------------------------------------------
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import csv
 import hashlib
 import re
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -35,15 +35,19 @@ from runner.project.nodes import (
 )
 from runner.project.parsing import ParsedQuery, TableRef
 from runner.project.yamlfile import YamlMapping, load_yaml
+from runner.safety import Allowlist, check_sql, load_allowlist, refuse_unsafe
 
 
 def load_project(root: Path | str, cache_dir: Path | None = None,
-                 limits: Limits = DEFAULT_LIMITS) -> Project:
+                 limits: Limits = DEFAULT_LIMITS, sql_allowlist: Iterable[str] = ()) -> Project:
     """Read and check the whole project under `root`. Files are read only inside `root`, within
     `limits`; the parse cache is used only from a `cache_dir` outside the project (a cache a
-    repository carries would let it say what its SQL parses to)."""
+    repository carries would let it say what its SQL parses to). `sql_allowlist`: the functions
+    the server's policy file adds to the dialect's allowlist (never the repository's)."""
     root = Path(root).resolve()
     config = load_project_config(root, limits)
+    allow = load_allowlist(config.dialect, sql_allowlist)
+    texts: dict[str, str] = {}
     outside = cache_dir is not None and not cache_dir.resolve().is_relative_to(root)
     cache = ParseCache(cache_dir / "parse-cache.json" if cache_dir and outside else None)
     models_dir = root / config.models_path
@@ -63,6 +67,7 @@ def load_project(root: Path | str, cache_dir: Path | None = None,
         model = Model(name=name, schema=schema, table=table, path=rel, canonical=query.canonical,
                       depends_on=(), refs=query.refs)
         parsed[name] = (model, query)
+        texts[name] = sql
 
     seeds = _load_seeds(root, config, limits)
     for name, seed in seeds.items():
@@ -108,6 +113,7 @@ def load_project(root: Path | str, cache_dir: Path | None = None,
     tests: list[DataTest] = []
     for name, (model, query) in parsed.items():
         deps = tuple(sorted({_resolve_ref(ref, names, model.path) for ref in query.refs}))
+        refuse_unsafe(check_sql(texts[name], config.dialect, names, model.path, allowlist=allow))
         meta = entries.get(name)
         materialized, unique_key, description, tags, columns, column_tests = (
             _model_meta(meta, name, names) if meta is not None else ("table", (), "", (), (), [])
@@ -120,7 +126,7 @@ def load_project(root: Path | str, cache_dir: Path | None = None,
         )
         tests.extend(column_tests)
 
-    tests.extend(_load_singular_tests(root, config, cache, names, limits))
+    tests.extend(_load_singular_tests(root, config, cache, names, limits, allow))
     cache.save()
     exposures = [exposure for _, doc in docs for exposure in _load_exposures(doc, names)]
     seen: set[str] = set()
@@ -356,7 +362,7 @@ def _column_test(item: Any, col: YamlMapping, key: str, model: str, column: str,
 
 
 def _load_singular_tests(root: Path, config: ProjectConfig, cache: ParseCache,
-                         names: Names, limits: Limits) -> list[DataTest]:
+                         names: Names, limits: Limits, allow: Allowlist) -> list[DataTest]:
     tests = []
     for path in _files(root, root / config.tests_path, (".sql",)):
         rel = _rel(root, path)
@@ -364,6 +370,7 @@ def _load_singular_tests(root: Path, config: ProjectConfig, cache: ParseCache,
         with recursion_refused(limits, rel):
             query = cache.parse(sql, config.dialect, rel)
         deps = tuple(sorted({_resolve_ref(ref, names, rel) for ref in query.refs}))
+        refuse_unsafe(check_sql(sql, config.dialect, names, rel, allowlist=allow))
         tests.append(DataTest("singular", None, None, rel, 1, sql=query.canonical,
                               depends_on=deps))
     return tests

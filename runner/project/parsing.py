@@ -49,6 +49,8 @@ class ParsedQuery:
 
 
 def _statement_kind(node: exp.Expr) -> str:
+    if isinstance(node, exp.Command):  # a statement sqlglot does not model: LOAD, INSTALL, ...
+        return str(node.this).upper()
     return node.key.upper()
 
 
@@ -74,7 +76,7 @@ def parse_query(sql: str, dialect: str, file: str) -> ParsedQuery:
         raise ProjectError(
             f"a model must be a SELECT query, found {_statement_kind(query)}; "
             "Sluice creates and replaces tables itself",
-            file=file, line=_first_line(query),
+            file=file, line=_first_line(query) or _first_text_line(sql),
         )
     for node in query.walk():
         if isinstance(node, exp.Identifier) and _SUSPICIOUS.search(node.name):
@@ -142,6 +144,11 @@ def _first_line(node: exp.Expr) -> int | None:
         if line is not None:
             return int(line)
     return None
+
+
+def _first_text_line(sql: str) -> int:
+    """The line the text starts on (a statement sqlglot keeps as a command carries no position)."""
+    return sql[: len(sql) - len(sql.lstrip())].count("\n") + 1
 
 
 def _syntax_error(exc: ParseError | TokenError, file: str) -> ProjectError:

@@ -1,10 +1,11 @@
 """`/diff --where "<predicate>"`: a condition typed in a merge request comment, made safe to run.
 
 The text is untrusted. It is parsed by sqlglot and accepted only if every node of the tree is on
-an allow-list: one boolean condition over the model's columns and literals, with a few scalar
-functions. Anything else (a subquery, a second statement, a table function, an unknown or
-table-qualified column, `*`) is refused with a message naming the offending part. The returned
-tree holds the model's column names as quoted identifiers, ready to filter both sides of a diff.
+an allow-list: one boolean condition over the model's columns and literals, calling only functions
+of the dialect's SQL allowlist (the one models and tests pass, `runner.safety`). Anything else (a
+subquery, a second statement, a table function, an unknown or table-qualified column, `*`) is
+refused with a message naming the offending part. The returned tree holds the model's column names
+as quoted identifiers, ready to filter both sides of a diff.
 """
 
 from __future__ import annotations
@@ -16,6 +17,8 @@ from sqlglot import exp
 from sqlglot.errors import ParseError
 
 from runner.errors import SluiceError
+from runner.safety import Allowlist, check_query, load_allowlist
+from runner.safety.check import function_name
 
 
 class PredicateError(SluiceError):
@@ -31,14 +34,6 @@ LOGIC: tuple[type[exp.Expr], ...] = (exp.And, exp.Or, exp.Not, exp.Paren)
 ARITHMETIC: tuple[type[exp.Expr], ...] = (exp.Add, exp.Sub, exp.Mul, exp.Div, exp.Mod, exp.Neg, exp.DPipe)
 LITERALS: tuple[type[exp.Expr], ...] = (exp.Literal, exp.Null, exp.Boolean)
 
-# The scalar functions a predicate may call, by sqlglot class, with the name users know them by.
-FUNCTIONS: dict[type[exp.Expr], str] = {
-    exp.Lower: "lower", exp.Upper: "upper", exp.Trim: "trim", exp.Length: "length",
-    exp.Coalesce: "coalesce", exp.Nullif: "nullif", exp.Abs: "abs", exp.Round: "round",
-    exp.Floor: "floor", exp.Ceil: "ceil", exp.DateTrunc: "date_trunc", exp.TimestampTrunc: "date_trunc",
-    exp.Extract: "extract", exp.Cast: "cast", exp.TryCast: "try_cast",
-}
-
 # Types a value may be cast to: scalars only (no nested, no user-defined types).
 CAST_TYPES = (exp.DataType.NUMERIC_TYPES | exp.DataType.TEXT_TYPES | exp.DataType.TEMPORAL_TYPES
               | {exp.DType.BOOLEAN})
@@ -46,8 +41,10 @@ CAST_TYPES = (exp.DataType.NUMERIC_TYPES | exp.DataType.TEXT_TYPES | exp.DataTyp
 MAX_LENGTH = 2000  # a condition typed in a comment; longer text is refused before parsing
 
 
-def parse_predicate(text: str, columns: Collection[str], dialect: str) -> exp.Expr:
+def parse_predicate(text: str, columns: Collection[str], dialect: str,
+                    allowlist: Allowlist | None = None) -> exp.Expr:
     """The condition in `text` over `columns`, or PredicateError saying what is not allowed."""
+    allow = allowlist if allowlist is not None else load_allowlist(dialect)
     if not text.strip():
         raise PredicateError("`--where` needs a condition, e.g. --where \"status = 'paid'\"")
     if len(text) > MAX_LENGTH:
@@ -70,7 +67,12 @@ def parse_predicate(text: str, columns: Collection[str], dialect: str) -> exp.Ex
                              f"`{_shown(predicate, dialect)}`")
     names = {name.lower(): name for name in columns}
     for node in predicate.walk():
-        _check(node, names, dialect)
+        _check(node, names, dialect, allow)
+    # And the check every model passes, on the condition as it will run: reads no table at all.
+    refusals = check_query(exp.select(exp.Star()).where(predicate.copy()), dialect, None, "--where",
+                           allowlist=allow)
+    if refusals:
+        raise PredicateError(f"`--where`: {refusals[0].message}")
     if not _is_condition(predicate):
         raise PredicateError(f"`--where` must be a condition such as `status = 'paid'` or `amount > 10`, "
                              f"not `{_shown(predicate, dialect)}`")
@@ -97,7 +99,7 @@ def _is_condition(node: exp.Expr) -> bool:
     return isinstance(node, CONDITIONS)
 
 
-def _check(node: exp.Expr, names: dict[str, str], dialect: str) -> None:
+def _check(node: exp.Expr, names: dict[str, str], dialect: str, allow: Allowlist) -> None:
     shown = _shown(node, dialect)
     if isinstance(node, exp.Query | exp.Subquery | exp.Exists):
         raise PredicateError(f"subqueries are not allowed in `--where`: `{shown}`")
@@ -147,12 +149,12 @@ def _check(node: exp.Expr, names: dict[str, str], dialect: str) -> None:
         return
     if isinstance(node, CONDITIONS + LOGIC + ARITHMETIC + LITERALS):
         return
-    if isinstance(node, exp.Func) and type(node) in FUNCTIONS:
-        return
     if isinstance(node, exp.Func):
-        allowed = ", ".join(sorted(set(FUNCTIONS.values())))
-        raise PredicateError(f"function `{_function_name(node, dialect)}` is not allowed in `--where` "
-                             f"(allowed: {allowed})")
+        name = function_name(node, dialect)
+        if name is None or (allow.allows(name) and name not in allow.generators):
+            return
+        raise PredicateError(f"function `{name}` is not allowed in `--where` (allowlist: "
+                             f"{allow.file})")
     raise PredicateError(f"`{shown}` is not allowed in `--where`")
 
 
@@ -172,13 +174,6 @@ def _is_unit(node: exp.Var) -> bool:
     if isinstance(parent, exp.Interval | exp.DateTrunc | exp.TimestampTrunc) and node.arg_key == "unit":
         return True
     return isinstance(parent, exp.Extract) and node.arg_key == "this"
-
-
-def _function_name(node: exp.Func, dialect: str) -> str:
-    """The name as the user's dialect spells it (sqlglot may know `regexp_matches` as RegexpLike)."""
-    if isinstance(node, exp.Anonymous):
-        return str(node.name).lower()
-    return _shown(node, dialect).split("(", 1)[0].strip().lower()
 
 
 def _shown(node: exp.Expr, dialect: str) -> str:
