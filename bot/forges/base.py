@@ -17,8 +17,8 @@ from bot.events import Event, Repository
 from policies.roles import Role
 from runner.project.yamlfile import YamlMapping
 
-__all__ = ["CommitState", "Forge", "ForgeConfig", "ForgeError", "MergeRequestInfo", "RedactingForge",
-           "Role", "Webhook", "WebhookError"]
+__all__ = ["CommitState", "Forge", "ForgeApproval", "ForgeConfig", "ForgeError", "MergeRequestInfo",
+           "RedactingForge", "Role", "Webhook", "WebhookError"]
 
 
 class CommitState(StrEnum):
@@ -39,6 +39,16 @@ class MergeRequestInfo:
     author: str
     merge_sha: str | None = None
     from_fork: bool = False  # the source branch lives in another repository
+
+
+@dataclass(frozen=True)
+class ForgeApproval:
+    """One user's standing approval of a merge request on the forge, and the commit it was given
+    on when the forge says so (GitHub: the review's `commit_id`). GitLab's approvals name no
+    commit (None): the bot keeps the head its approval webhook carried (`Governance`)."""
+
+    user: str
+    sha: str | None = None
 
 
 @dataclass(frozen=True)
@@ -142,8 +152,8 @@ class Forge(ABC):
     def role(self, repo: str, user: str) -> Role: ...
 
     @abstractmethod
-    def approvals(self, repo: str, number: int) -> list[str]:
-        """Users who approved the merge request (GitHub: latest review state APPROVED)."""
+    def approvals(self, repo: str, number: int) -> list[ForgeApproval]:
+        """The standing approvals of the merge request (GitHub: latest review state APPROVED)."""
 
     def clone_url(self, repository_url: str) -> str:
         """The URL git fetches from, with credentials if the forge needs them."""
@@ -204,7 +214,7 @@ class RedactingForge(Forge):
     def role(self, repo: str, user: str) -> Role:
         return self.inner.role(repo, user)
 
-    def approvals(self, repo: str, number: int) -> list[str]:
+    def approvals(self, repo: str, number: int) -> list[ForgeApproval]:
         return self.inner.approvals(repo, number)
 
     def clone_url(self, repository_url: str) -> str:

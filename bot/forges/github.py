@@ -22,6 +22,7 @@ from bot.forges._common import field, header, load, reason, requests_errors, tra
 from bot.forges.base import (
     CommitState,
     Forge,
+    ForgeApproval,
     ForgeConfig,
     ForgeError,
     MergeRequestInfo,
@@ -229,15 +230,16 @@ class GitHub(Forge):
         role_name = str(data.get("role_name") or "")
         return _ROLES.get(role_name) or _ROLES.get(str(data.get("permission") or "none"), Role.NONE)
 
-    def approvals(self, repo: str, number: int) -> list[str]:
-        latest: dict[str, str] = {}
+    def approvals(self, repo: str, number: int) -> list[ForgeApproval]:
+        latest: dict[str, tuple[str, str | None]] = {}
         with _calls(f"reading the reviews of #{number} in {repo}"):
             for review in self._client(repo).get_repo(repo).get_pull(number).get_reviews():
                 # comments after an approval leave it standing, as on GitHub's own page
                 if review.user is not None and review.state in ("APPROVED", "CHANGES_REQUESTED",
                                                                  "DISMISSED"):
-                    latest[review.user.login] = review.state
-        return [user for user, state in latest.items() if state == "APPROVED"]
+                    # the commit the review was given on: it approves that commit, not later ones
+                    latest[review.user.login] = (review.state, review.commit_id or None)
+        return [ForgeApproval(user, sha) for user, (state, sha) in latest.items() if state == "APPROVED"]
 
     def clone_url(self, repository_url: str) -> str:
         parts = urllib.parse.urlsplit(repository_url)
@@ -348,6 +350,7 @@ def _pr_event(data: dict[str, Any], action: MRAction) -> MergeRequestEvent:
         title=str(pr.get("title") or ""),
         from_fork=not isinstance(head_repo, dict) or head_repo.get("full_name") != base_name,
         merge_sha=pr.get("merge_commit_sha") if action is MRAction.MERGED else None,
+        actor=str(((data.get("review") or {}).get("user") or data.get("sender") or {}).get("login") or ""),
     )
 
 

@@ -23,6 +23,7 @@ from bot.forges._common import field, header, load, reason, requests_errors, tra
 from bot.forges.base import (
     CommitState,
     Forge,
+    ForgeApproval,
     ForgeConfig,
     ForgeError,
     MergeRequestInfo,
@@ -234,11 +235,14 @@ class GitLab(Forge):
                 return Role.NONE
             return _role(int(member.attributes["access_level"]))
 
-    def approvals(self, repo: str, number: int) -> list[str]:
+    def approvals(self, repo: str, number: int) -> list[ForgeApproval]:
+        # GitLab's approvals name no commit (and, unless the project resets them on push, stay
+        # standing across pushes): which commit each was given on is what its webhook said.
         with _calls(f"reading the approvals of !{number} in {repo}"):
             mr = self._project(repo).mergerequests.get(number, lazy=True)
             approval = mr.approvals.get()
-            return [entry["user"]["username"] for entry in approval.attributes.get("approved_by") or []]
+            return [ForgeApproval(entry["user"]["username"])
+                    for entry in approval.attributes.get("approved_by") or []]
 
     def clone_url(self, repository_url: str) -> str:
         if not self.config.token:
@@ -338,6 +342,7 @@ def _merge_request_event(data: dict[str, Any]) -> MergeRequestEvent | None:
         title=str(attrs.get("title") or ""),
         from_fork=source_id is not None and target_id is not None and source_id != target_id,
         merge_sha=merge_sha,
+        actor=str((data.get("user") or {}).get("username") or ""),
     )
 
 

@@ -110,6 +110,14 @@ class JobContext:
                else self.forge(repository).clone_url(repository.clone_url))
         return f"{repository.forge}:{repository.full_name}", url
 
+    def load_only(self, repository: Repository, sha: str, run_id: int) -> Project:
+        """Check out `sha` and load its project (the loader's static checks) without opening a
+        warehouse: all that untrusted code gets before someone approves its commit."""
+        key, url = self.clone_source(repository)
+        self.runs.append_log(run_id, f"checking out {sha[:12]} (static checks only)")
+        with self.s.mirrors.checkout(key, url, sha, label=run_label(run_id)) as tree:
+            return load_project(tree, cache_dir=self.s.config.work_dir / "cache")
+
     # -- the warehouse ----------------------------------------------------------------------------
 
     @contextmanager
