@@ -18,7 +18,16 @@ from github import Auth, Github, GithubException, GithubIntegration, RateLimitEx
 
 from bot.configkeys import ConfigError, Key
 from bot.events import CommentEvent, MergeRequestEvent, MRAction, PushEvent, Repository
-from bot.forges._common import field, header, load, reason, requests_errors, transient, with_credentials
+from bot.forges._common import (
+    field,
+    header,
+    load,
+    number_field,
+    reason,
+    requests_errors,
+    transient,
+    with_credentials,
+)
 from bot.forges.base import (
     CommitState,
     Forge,
@@ -29,6 +38,7 @@ from bot.forges.base import (
     Role,
     Webhook,
     WebhookError,
+    repository_path,
 )
 from runner.project.yamlfile import YamlMapping
 
@@ -241,6 +251,9 @@ class GitHub(Forge):
                     latest[review.user.login] = (review.state, review.commit_id or None)
         return [ForgeApproval(user, sha) for user, (state, sha) in latest.items() if state == "APPROVED"]
 
+    def web_url(self) -> str:
+        return self.config.web_url()
+
     def clone_url(self, repository_url: str) -> str:
         parts = urllib.parse.urlsplit(repository_url)
         if parts.scheme != "https":
@@ -319,10 +332,12 @@ def _calls(doing: str) -> Iterator[None]:
 
 
 def _repository(data: dict[str, Any]) -> Repository:
+    # The payload's clone URL is kept for the record only: git fetches from the configured
+    # GitHub host plus the (checked) path, never from a URL a payload names.
     return Repository(forge="github",
-                      full_name=field(data, "repository.full_name", str),
-                      clone_url=field(data, "repository.clone_url", str),
-                      default_branch=data["repository"].get("default_branch") or "main")
+                      full_name=repository_path(field(data, "repository.full_name", str), segments=(2, 2)),
+                      clone_url=str(field(data, "repository", dict).get("clone_url") or ""),
+                      default_branch=str(data["repository"].get("default_branch") or "main"))
 
 
 def _push_event(data: dict[str, Any]) -> PushEvent | None:
@@ -341,7 +356,7 @@ def _pr_event(data: dict[str, Any], action: MRAction) -> MergeRequestEvent:
     base_name = field(data, "pull_request.base.repo.full_name", str)
     return MergeRequestEvent(
         repository=_repository(data),
-        number=field(data, "pull_request.number", int),
+        number=number_field(data, "pull_request.number"),
         action=action,
         head_sha=field(data, "pull_request.head.sha", str),
         source_branch=field(data, "pull_request.head.ref", str),
@@ -350,14 +365,21 @@ def _pr_event(data: dict[str, Any], action: MRAction) -> MergeRequestEvent:
         title=str(pr.get("title") or ""),
         from_fork=not isinstance(head_repo, dict) or head_repo.get("full_name") != base_name,
         merge_sha=pr.get("merge_commit_sha") if action is MRAction.MERGED else None,
-        actor=str(((data.get("review") or {}).get("user") or data.get("sender") or {}).get("login") or ""),
+        actor=_login(data, "review.user") or _login(data, "sender"),
     )
+
+
+def _login(data: dict[str, Any], path: str) -> str:
+    value: Any = data
+    for key in (*path.split("."), "login"):
+        value = value.get(key) if isinstance(value, dict) else None
+    return str(value) if isinstance(value, str) else ""
 
 
 def _comment_event(data: dict[str, Any]) -> CommentEvent:
     return CommentEvent(
         repository=_repository(data),
-        number=field(data, "issue.number", int),
+        number=number_field(data, "issue.number"),
         comment_id=field(data, "comment.id", int),
         author=field(data, "comment.user.login", str),
         body=str(field(data, "comment", dict).get("body") or ""),

@@ -244,9 +244,9 @@ def test_a_group_hook_merge_payload_without_a_project_id_is_read() -> None:
     event = GitLab.parse(headers, json.dumps(data).encode()).event
     assert isinstance(event, MergeRequestEvent) and event.action is MRAction.MERGED
     assert event.repository == dataclasses.replace(WOODPECKER_TEST, project_id=None)
-    data["project"]["id"] = "not a number"
-    event = GitLab.parse(headers, json.dumps(data).encode()).event
-    assert event is not None and event.repository.project_id is None
+    data["project"]["id"] = "not a number"  # there, it must be an id
+    with pytest.raises(WebhookError, match=r"'project\.id' is not a whole number"):
+        GitLab.parse(headers, json.dumps(data).encode())
 
 
 def test_pushes_of_tags_and_deleted_branches_are_not_events() -> None:
@@ -336,7 +336,8 @@ def test_github_form_encoded_delivery() -> None:
     headers, body = github_delivery("github_pull_request_opened", "pull_request")
     form = urllib.parse.urlencode({"payload": body.decode()}).encode()
     webhook = GitHub.parse({**headers, "Content-Type": "application/x-www-form-urlencoded"}, form)
-    assert webhook.event == _acted("github_pull_request_opened", GITHUB_CASES["github_pull_request_opened"][1])
+    opened = GITHUB_CASES["github_pull_request_opened"][1]
+    assert webhook.event == _acted("github_pull_request_opened", opened)
     secret = "form secret"
     signature = "sha256=" + hmac.new(secret.encode(), form, hashlib.sha256).hexdigest()
     assert GitHub.verify({"X-Hub-Signature-256": signature}, form, secret)
@@ -400,7 +401,7 @@ def test_malformed_deliveries(forge: type[Forge], headers: dict[str, str], body:
     ("github_pull_request_synchronize", ("repository", "full_name"), "repository.full_name"),
     ("github_issue_comment_created", ("comment", "id"), "comment.id"),
     ("gitlab_merge_request_open", ("object_attributes", "last_commit"), "object_attributes.last_commit.id"),
-    ("gitlab_merge_request_merge", ("project", "git_http_url"), "project.git_http_url"),
+    ("gitlab_merge_request_merge", ("project", "path_with_namespace"), "project.path_with_namespace"),
     ("gitlab_note_merge_request", ("merge_request", "iid"), "merge_request.iid"),
 ])
 def test_missing_fields_are_named(name: str, path: tuple[str, ...], field: str) -> None:
@@ -419,7 +420,7 @@ def test_missing_fields_are_named(name: str, path: tuple[str, ...], field: str) 
 def test_wrong_field_type_is_named() -> None:
     data = fixture("github_webhooks/github_pull_request_opened.json")
     data["pull_request"]["number"] = "2"
-    with pytest.raises(WebhookError, match=r"'pull_request\.number' is not a int"):
+    with pytest.raises(WebhookError, match=r"'pull_request\.number' is not a whole number"):
         GitHub.parse({"X-GitHub-Event": "pull_request"}, json.dumps(data).encode())
 
 
