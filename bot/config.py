@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from bot import links
 from bot.configkeys import ENV_PREFIX, LIMIT_KEYS, SANDBOX_KEYS, ConfigError, Key, read_keys
 from bot.forges import FORGES
 from bot.forges.base import ForgeConfig
@@ -75,6 +76,8 @@ class ServerConfig:
     deploy_hold: str = "8h"  # how long `/deploy <env>` holds the environment before it lapses
     limits: Limits = DEFAULT_LIMITS  # sizes, nesting and the report's time budget for repositories' files
     sandbox: Sandbox = UNTRUSTED  # how warehouses hold merge-request SQL
+    link_secret: str | None = None  # the key of run links' tokens (default: from the webhook secrets)
+    metrics_token: str | None = None  # the bearer token /metrics asks for; without it, no /metrics
 
     @property
     def installation(self) -> str:
@@ -91,8 +94,15 @@ class ServerConfig:
     def forge(self, name: str) -> ForgeConfig | None:
         return self.forges.get(name)
 
+    def link_key(self) -> bytes:
+        return links.link_key(self.link_secret, (f.webhook_secret or "" for f in self.forges.values()))
+
+    def run_path(self, run_id: int) -> str:
+        """The run page's path with its token: what the bot links to (`bot.links`)."""
+        return f"/runs/{run_id}?token={links.run_token(self.link_key(), run_id)}"
+
     def run_url(self, run_id: int) -> str:
-        return f"{self.public_url.rstrip('/')}/runs/{run_id}"
+        return f"{self.public_url.rstrip('/')}{self.run_path(run_id)}"
 
     def check_secrets(self) -> None:
         """Refuse to serve a forge without a webhook secret unless `insecure` was asked for."""
@@ -113,7 +123,7 @@ TOP_KEYS: tuple[Key, ...] = (
     Key("max_body_bytes", "int"), Key("insecure", "bool"), Key("allow_local_clones", "bool"),
     Key("sweep_after", "float"), Key("policy_file", "path"), Key("janitor_interval", "float"),
     Key("janitor_ttl"), Key("job_lease", "float"), Key("job_retries", "int"),
-    Key("retry_backoff_ms", "int"), Key("deploy_hold"),
+    Key("retry_backoff_ms", "int"), Key("deploy_hold"), Key("link_secret"), Key("metrics_token"),
     *LIMIT_KEYS, *SANDBOX_KEYS,
 )
 CONFIG_VARIABLE = f"{ENV_PREFIX}CONFIG"

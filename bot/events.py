@@ -44,6 +44,7 @@ class MergeRequestEvent:
     title: str = ""
     from_fork: bool = False
     merge_sha: str | None = None  # the merge commit, for MERGED
+    actor: str = ""  # who did it (for APPROVED/UNAPPROVED: the approver), when the payload says
     kind: str = field(default="merge_request", init=False)
 
 

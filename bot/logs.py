@@ -38,6 +38,7 @@ def secrets_of(config: ServerConfig) -> list[str]:
     found: list[str] = []
     for forge in config.forges.values():
         found.extend(forge.secrets())
+    found.extend(s for s in (config.link_secret, config.metrics_token) if s)
     for url in (config.state_url, config.broker_url, *config.warehouses.values()):
         try:
             password = make_url(url).password

@@ -19,6 +19,8 @@ from runner.errors import WarehouseError
 from runner.naming import table
 from runner.plan.fingerprint import data_test_fingerprint
 from runner.project.nodes import DataTest, Project
+from runner.review.diffvalues import MASK
+from runner.review.summary import pii_columns
 from runner.rewrite import physical_query
 
 SAMPLE_ROWS = 5
@@ -105,6 +107,20 @@ def _relation(name: str, physical: Mapping[str, tuple[str, str]], alias: str = "
     return relation
 
 
+def masked_sample(test: DataTest, project: Project, names: list[str],
+                  rows: list[tuple[Any, ...]]) -> tuple[tuple[Any, ...], ...]:
+    """The failing rows as a report may show them: values of `pii`-tagged columns masked, by the
+    rule the data diffs follow (`pii_columns`, `MASK`). A singular test's columns are whatever
+    its SQL names them, so when it reads a model with tagged columns every value is masked."""
+    read = [name for name in (test.model, *test.depends_on) if name]
+    tagged = {c.lower() for name in read for c in pii_columns(project, name)}
+    if not tagged:
+        return tuple(rows)
+    hide = [test.kind == "singular" or n.lower() in tagged for n in names]
+    return tuple(tuple(MASK if h and v is not None else v for h, v in zip(hide, row, strict=False))
+                 for row in rows)
+
+
 def _shown(query: exp.Query, project: Project) -> str:
     return query.sql(dialect=project.config.dialect, pretty=True)
 
@@ -129,7 +145,7 @@ def run_tests(tests: list[DataTest], project: Project, engine: Engine,
                     sample = (exp.select(exp.Star()).from_(failing.copy())
                               .order_by(exp.Literal.number(1)).limit(SAMPLE_ROWS))
                     names, rows = engine.fetch(sample)
-            result = TestResult(test, failures, tuple(names), tuple(rows),
+            result = TestResult(test, failures, tuple(names), masked_sample(test, project, names, rows),
                                 seconds=time.perf_counter() - started,
                                 sql=_shown(query, project) if failures else "")
         except WarehouseError as exc:

@@ -82,13 +82,50 @@ def load(body: bytes, *, form: bool = False, content_type: str = "") -> dict[str
     return data
 
 
+# Ids must fit the columns they are kept in: merge request numbers an INTEGER, every other id a
+# BIGINT. A payload beyond them is refused at intake (400), never an overflow later (500).
+MAX_NUMBER = 2**31 - 1
+MAX_ID = 2**63 - 1
+
+
+
 def field(data: dict[str, Any], path: str, kind: type[T]) -> T:
-    """The value at dotted `path`, which must exist and be a `kind`."""
+    """The value at dotted `path`, which must exist and be a `kind` (an int: an id from 0 to
+    2^63 - 1)."""
     value: Any = data
     for key in path.split("."):
         if not isinstance(value, dict) or value.get(key) is None:
             raise WebhookError(f"the payload has no '{path}'")
         value = value[key]
     if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
-        raise WebhookError(f"the payload's '{path}' is not a {kind.__name__}")
+        what = "whole number" if kind is int else kind.__name__
+        raise WebhookError(f"the payload's '{path}' is not a {what}")
+    if isinstance(value, int):
+        check_id(path, value, MAX_ID)
     return value
+
+
+def number_field(data: dict[str, Any], path: str) -> int:
+    """A merge request's number: a whole number from 1 to 2^31 - 1."""
+    value = field(data, path, int)
+    if value < 1:
+        raise WebhookError(f"the payload's '{path}' is out of range: {value} (merge request numbers "
+                           "start at 1)")
+    return check_id(path, value, MAX_NUMBER)
+
+
+def check_id(path: str, value: int, largest: int) -> int:
+    if not 0 <= value <= largest:
+        shown = str(value) if len(str(value)) <= 30 else f"{str(value)[:30]}…"
+        raise WebhookError(f"the payload's '{path}' is out of range: {shown} (0 to {largest})")
+    return value
+
+
+def optional_id(data: dict[str, Any], path: str) -> int | None:
+    """An id the payload may leave out; when it is there, it must be one."""
+    value: Any = data
+    for key in path.split("."):
+        if not isinstance(value, dict) or value.get(key) is None:
+            return None
+        value = value[key]
+    return field(data, path, int)

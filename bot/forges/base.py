@@ -6,6 +6,7 @@ PyGithub). Adding Bitbucket or Gitea is one new module.
 
 from __future__ import annotations
 
+import re
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -17,8 +18,8 @@ from bot.events import Event, Repository
 from policies.roles import Role
 from runner.project.yamlfile import YamlMapping
 
-__all__ = ["CommitState", "Forge", "ForgeConfig", "ForgeError", "MergeRequestInfo", "RedactingForge",
-           "Role", "Webhook", "WebhookError"]
+__all__ = ["CommitState", "Forge", "ForgeApproval", "ForgeConfig", "ForgeError", "MergeRequestInfo",
+           "RedactingForge", "Role", "Webhook", "WebhookError"]
 
 
 class CommitState(StrEnum):
@@ -39,6 +40,16 @@ class MergeRequestInfo:
     author: str
     merge_sha: str | None = None
     from_fork: bool = False  # the source branch lives in another repository
+
+
+@dataclass(frozen=True)
+class ForgeApproval:
+    """One user's standing approval of a merge request on the forge, and the commit it was given
+    on when the forge says so (GitHub: the review's `commit_id`). GitLab's approvals name no
+    commit (None): the bot keeps the head its approval webhook carried (`Governance`)."""
+
+    user: str
+    sha: str | None = None
 
 
 @dataclass(frozen=True)
@@ -81,6 +92,23 @@ class ForgeConfig:
     def secrets(self) -> tuple[str, ...]:
         """Values that must never appear in a log, a run log or a comment."""
         return tuple(s for s in (self.webhook_secret,) if s)
+
+
+# A repository path: segments of letters, digits, `_`, `-` and `.` (not `.` or `..` alone, not
+# starting with `-` or `.`), so that a fetch URL built from it stays on the forge's own host.
+_SEGMENT = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,254}$")
+
+
+def repository_path(path: str, *, segments: tuple[int, int] = (2, 20)) -> str:
+    """`path` if it names a repository (`owner/name`, or GitLab's `group/sub/name`), else
+    WebhookError: a fetch URL is the forge's base URL plus this path, and nothing in it may
+    take the URL elsewhere (a scheme, `..`, `@`, `?`, `#`, `%`, spaces)."""
+    parts = path.split("/")
+    low, high = segments
+    if not low <= len(parts) <= high or not all(_SEGMENT.match(p) and not p.endswith(".") for p in parts):
+        raise WebhookError(f"{path[:100]!r} is not a repository path (expected owner/name with letters, "
+                           "digits, '_', '-' and '.')")
+    return path
 
 
 class Forge(ABC):
@@ -142,11 +170,25 @@ class Forge(ABC):
     def role(self, repo: str, user: str) -> Role: ...
 
     @abstractmethod
-    def approvals(self, repo: str, number: int) -> list[str]:
-        """Users who approved the merge request (GitHub: latest review state APPROVED)."""
+    def approvals(self, repo: str, number: int) -> list[ForgeApproval]:
+        """The standing approvals of the merge request (GitHub: latest review state APPROVED)."""
+
+    @abstractmethod
+    def web_url(self) -> str:
+        """The forge's web address from the server configuration (repositories live below it)."""
+
+    def fetch_url(self, repo: str) -> str:
+        """Where git fetches `repo` from: the configured web address plus the repository's path
+        (checked), with credentials. Never a URL a webhook named: a payload could point a worker
+        at any host, a loopback service or a local path."""
+        try:
+            path = repository_path(repo)
+        except WebhookError as exc:
+            raise ForgeError(str(exc), transient=False) from None
+        return self.clone_url(f"{self.web_url().rstrip('/')}/{path}.git")
 
     def clone_url(self, repository_url: str) -> str:
-        """The URL git fetches from, with credentials if the forge needs them."""
+        """`repository_url` with credentials if the forge needs them (only for its own host)."""
         return repository_url
 
 
@@ -204,8 +246,14 @@ class RedactingForge(Forge):
     def role(self, repo: str, user: str) -> Role:
         return self.inner.role(repo, user)
 
-    def approvals(self, repo: str, number: int) -> list[str]:
+    def approvals(self, repo: str, number: int) -> list[ForgeApproval]:
         return self.inner.approvals(repo, number)
+
+    def web_url(self) -> str:
+        return self.inner.web_url()
+
+    def fetch_url(self, repo: str) -> str:
+        return self.inner.fetch_url(repo)
 
     def clone_url(self, repository_url: str) -> str:
         return self.inner.clone_url(repository_url)

@@ -18,16 +18,27 @@ from github import Auth, Github, GithubException, GithubIntegration, RateLimitEx
 
 from bot.configkeys import ConfigError, Key
 from bot.events import CommentEvent, MergeRequestEvent, MRAction, PushEvent, Repository
-from bot.forges._common import field, header, load, reason, requests_errors, transient, with_credentials
+from bot.forges._common import (
+    field,
+    header,
+    load,
+    number_field,
+    reason,
+    requests_errors,
+    transient,
+    with_credentials,
+)
 from bot.forges.base import (
     CommitState,
     Forge,
+    ForgeApproval,
     ForgeConfig,
     ForgeError,
     MergeRequestInfo,
     Role,
     Webhook,
     WebhookError,
+    repository_path,
 )
 from runner.project.yamlfile import YamlMapping
 
@@ -229,15 +240,19 @@ class GitHub(Forge):
         role_name = str(data.get("role_name") or "")
         return _ROLES.get(role_name) or _ROLES.get(str(data.get("permission") or "none"), Role.NONE)
 
-    def approvals(self, repo: str, number: int) -> list[str]:
-        latest: dict[str, str] = {}
+    def approvals(self, repo: str, number: int) -> list[ForgeApproval]:
+        latest: dict[str, tuple[str, str | None]] = {}
         with _calls(f"reading the reviews of #{number} in {repo}"):
             for review in self._client(repo).get_repo(repo).get_pull(number).get_reviews():
                 # comments after an approval leave it standing, as on GitHub's own page
                 if review.user is not None and review.state in ("APPROVED", "CHANGES_REQUESTED",
                                                                  "DISMISSED"):
-                    latest[review.user.login] = review.state
-        return [user for user, state in latest.items() if state == "APPROVED"]
+                    # the commit the review was given on: it approves that commit, not later ones
+                    latest[review.user.login] = (review.state, review.commit_id or None)
+        return [ForgeApproval(user, sha) for user, (state, sha) in latest.items() if state == "APPROVED"]
+
+    def web_url(self) -> str:
+        return self.config.web_url()
 
     def clone_url(self, repository_url: str) -> str:
         parts = urllib.parse.urlsplit(repository_url)
@@ -317,10 +332,12 @@ def _calls(doing: str) -> Iterator[None]:
 
 
 def _repository(data: dict[str, Any]) -> Repository:
+    # The payload's clone URL is kept for the record only: git fetches from the configured
+    # GitHub host plus the (checked) path, never from a URL a payload names.
     return Repository(forge="github",
-                      full_name=field(data, "repository.full_name", str),
-                      clone_url=field(data, "repository.clone_url", str),
-                      default_branch=data["repository"].get("default_branch") or "main")
+                      full_name=repository_path(field(data, "repository.full_name", str), segments=(2, 2)),
+                      clone_url=str(field(data, "repository", dict).get("clone_url") or ""),
+                      default_branch=str(data["repository"].get("default_branch") or "main"))
 
 
 def _push_event(data: dict[str, Any]) -> PushEvent | None:
@@ -339,7 +356,7 @@ def _pr_event(data: dict[str, Any], action: MRAction) -> MergeRequestEvent:
     base_name = field(data, "pull_request.base.repo.full_name", str)
     return MergeRequestEvent(
         repository=_repository(data),
-        number=field(data, "pull_request.number", int),
+        number=number_field(data, "pull_request.number"),
         action=action,
         head_sha=field(data, "pull_request.head.sha", str),
         source_branch=field(data, "pull_request.head.ref", str),
@@ -348,13 +365,21 @@ def _pr_event(data: dict[str, Any], action: MRAction) -> MergeRequestEvent:
         title=str(pr.get("title") or ""),
         from_fork=not isinstance(head_repo, dict) or head_repo.get("full_name") != base_name,
         merge_sha=pr.get("merge_commit_sha") if action is MRAction.MERGED else None,
+        actor=_login(data, "review.user") or _login(data, "sender"),
     )
+
+
+def _login(data: dict[str, Any], path: str) -> str:
+    value: Any = data
+    for key in (*path.split("."), "login"):
+        value = value.get(key) if isinstance(value, dict) else None
+    return str(value) if isinstance(value, str) else ""
 
 
 def _comment_event(data: dict[str, Any]) -> CommentEvent:
     return CommentEvent(
         repository=_repository(data),
-        number=field(data, "issue.number", int),
+        number=number_field(data, "issue.number"),
         comment_id=field(data, "comment.id", int),
         author=field(data, "comment.user.login", str),
         body=str(field(data, "comment", dict).get("body") or ""),

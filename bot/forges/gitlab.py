@@ -19,16 +19,28 @@ from gitlab.exceptions import GitlabError
 
 from bot.configkeys import Key
 from bot.events import CommentEvent, MergeRequestEvent, MRAction, PushEvent, Repository
-from bot.forges._common import field, header, load, reason, requests_errors, transient, with_credentials
+from bot.forges._common import (
+    field,
+    header,
+    load,
+    number_field,
+    optional_id,
+    reason,
+    requests_errors,
+    transient,
+    with_credentials,
+)
 from bot.forges.base import (
     CommitState,
     Forge,
+    ForgeApproval,
     ForgeConfig,
     ForgeError,
     MergeRequestInfo,
     Role,
     Webhook,
     WebhookError,
+    repository_path,
 )
 
 TIMEOUT = 10.0  # seconds; the job queue retries, so fail fast rather than hang a worker
@@ -234,11 +246,17 @@ class GitLab(Forge):
                 return Role.NONE
             return _role(int(member.attributes["access_level"]))
 
-    def approvals(self, repo: str, number: int) -> list[str]:
+    def approvals(self, repo: str, number: int) -> list[ForgeApproval]:
+        # GitLab's approvals name no commit (and, unless the project resets them on push, stay
+        # standing across pushes): which commit each was given on is what its webhook said.
         with _calls(f"reading the approvals of !{number} in {repo}"):
             mr = self._project(repo).mergerequests.get(number, lazy=True)
             approval = mr.approvals.get()
-            return [entry["user"]["username"] for entry in approval.attributes.get("approved_by") or []]
+            return [ForgeApproval(entry["user"]["username"])
+                    for entry in approval.attributes.get("approved_by") or []]
+
+    def web_url(self) -> str:
+        return self.config.url
 
     def clone_url(self, repository_url: str) -> str:
         if not self.config.token:
@@ -280,13 +298,13 @@ def _calls(doing: str) -> Iterator[None]:
 
 def _repository(data: dict[str, Any]) -> Repository:
     # project.id is optional: group and system hooks may leave it out, and the API takes the path.
-    project_id = data["project"].get("id") if isinstance(data.get("project"), dict) else None
+    # The payload's clone URL is kept for the record only: git fetches from the configured forge
+    # URL plus the (checked) path, never from a URL a payload names.
     return Repository(forge="gitlab",
-                      full_name=field(data, "project.path_with_namespace", str),
-                      clone_url=field(data, "project.git_http_url", str),
-                      default_branch=data["project"].get("default_branch") or "main",
-                      project_id=project_id if isinstance(project_id, int) and not isinstance(
-                          project_id, bool) else None)
+                      full_name=repository_path(field(data, "project.path_with_namespace", str)),
+                      clone_url=str(field(data, "project", dict).get("git_http_url") or ""),
+                      default_branch=str(data["project"].get("default_branch") or "main"),
+                      project_id=optional_id(data, "project.id"))
 
 
 def _push_event(data: dict[str, Any]) -> PushEvent | None:
@@ -329,7 +347,7 @@ def _merge_request_event(data: dict[str, Any]) -> MergeRequestEvent | None:
     target_id = attrs.get("target_project_id")
     return MergeRequestEvent(
         repository=_repository(data),
-        number=field(data, "object_attributes.iid", int),
+        number=number_field(data, "object_attributes.iid"),
         action=action,
         head_sha=head_sha,
         source_branch=field(data, "object_attributes.source_branch", str),
@@ -338,7 +356,12 @@ def _merge_request_event(data: dict[str, Any]) -> MergeRequestEvent | None:
         title=str(attrs.get("title") or ""),
         from_fork=source_id is not None and target_id is not None and source_id != target_id,
         merge_sha=merge_sha,
+        actor=_username(data.get("user")),
     )
+
+
+def _username(user: object) -> str:
+    return str(user.get("username") or "") if isinstance(user, dict) else ""
 
 
 def _is_bot(user: dict[str, Any]) -> bool:
@@ -355,7 +378,7 @@ def _comment_event(data: dict[str, Any]) -> CommentEvent | None:
     user = field(data, "user", dict)
     return CommentEvent(
         repository=_repository(data),
-        number=field(data, "merge_request.iid", int),
+        number=number_field(data, "merge_request.iid"),
         comment_id=field(data, "object_attributes.id", int),
         author=field(data, "user.username", str),
         body=str(attrs.get("note") or ""),

@@ -59,6 +59,7 @@ class Run:
     finished_at: float | None
     policy: str | None = None
     waiting_for: str | None = None  # what a waiting run waits for, in a user's words
+    command: str | None = None  # a command run's slash command, as written
 
 
 class Superseded(Exception):
@@ -74,12 +75,13 @@ class RunLog:
         self.redact = redact
 
     def create(self, forge: str, repository: str, number: int, kind: str, sha: str | None = None,
-               environment: str | None = None, event_id: int | None = None) -> int:
+               environment: str | None = None, event_id: int | None = None,
+               command: str | None = None) -> int:
         with self.state.engine.begin() as conn:
             result = conn.execute(runs.insert().values(
                 event_id=event_id, forge=forge, repository=repository, number=number, sha=sha,
                 kind=kind, environment=environment, status=RunStatus.QUEUED.value, summary="",
-                report="", log="", created_at=time.time()))
+                report="", log="", created_at=time.time(), command=command))
             key = result.inserted_primary_key
             return int(key[0]) if key else 0
 
@@ -125,6 +127,17 @@ class RunLog:
         self._update(run_id, status=status.value, waiting_for=self.redact(what))
         self.append_log(run_id, f"waiting for {what}")
 
+    def claim(self, run_id: int, line: str) -> bool:
+        """Take a parked (WAITING) run up again; False when another worker already did."""
+        with self.state.engine.begin() as conn:
+            taken = conn.execute(runs.update().where(runs.c.id == run_id,
+                                                     runs.c.status == RunStatus.WAITING.value)
+                                 .values(status=RunStatus.RUNNING.value, waiting_for=None,
+                                         finished_at=None)).rowcount
+        if taken:
+            self.append_log(run_id, line)
+        return bool(taken)
+
     def resume(self, run_id: int, line: str) -> None:
         """What the run waited for is there: it works on."""
         self._update(run_id, status=RunStatus.RUNNING.value, waiting_for=None)
@@ -166,4 +179,4 @@ class RunLog:
 def _run(row: sa.Row) -> Run:
     return Run(row.id, row.event_id, row.forge, row.repository, row.number, row.sha, row.kind,
                row.environment, RunStatus(row.status), row.summary, row.report, row.log, row.created_at,
-               row.started_at, row.finished_at, row.policy, row.waiting_for)
+               row.started_at, row.finished_at, row.policy, row.waiting_for, row.command)

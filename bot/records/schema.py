@@ -60,6 +60,9 @@ runs = sa.Table(
     sa.Column("finished_at", sa.Float),
     sa.Column("policy", sa.Text),  # the effective policy of the run (JSON); added after the first release
     sa.Column("waiting_for", sa.Text),  # what a waiting run waits for, in a user's words (added in 2)
+    # The slash command a command run answers, as written (added in 5): a command that waited for
+    # an approval of its commit is answered again from it once the approval arrives.
+    sa.Column("command", sa.Text),
     sa.Index("ix_sluice_runs_mr", "forge", "repository", "number"),
 )
 
@@ -112,6 +115,6 @@ def _fourth(conn: Connection) -> None:
 
 
 MIGRATIONS: list[Migration] = [_first, _second, lambda conn: add_column(conn, events, "message_id"),
-                               _fourth]
+                               _fourth, lambda conn: add_column(conn, runs, "command")]
 
 RECORDS = Schema("records", metadata, records_version, MIGRATIONS, lock_key=7_215_813_002)

@@ -1,6 +1,8 @@
 """Run pages: /runs/<id> shows a run's status, timings, report and log as HTML; /runs/<id>.md is
-the raw Markdown report. Everything shown came from a merge request, so nothing is trusted: the
-templates autoescape, and the report goes through a Markdown renderer that emits no raw HTML."""
+the raw Markdown report. Both need the run's token (`?token=`, see `bot.links`): without a valid
+one the run does not exist (404). Everything shown came from a merge request, so nothing is
+trusted: the templates autoescape, and the report goes through a Markdown renderer that emits no
+raw HTML."""
 
 from __future__ import annotations
 
@@ -9,12 +11,13 @@ import time
 from dataclasses import dataclass
 from functools import lru_cache
 
-from flask import Blueprint, Response, render_template
+from flask import Blueprint, Response, render_template, request
 from markdown_it import MarkdownIt
 from markupsafe import Markup
 
 from bot.config import ServerConfig
 from bot.forges import FORGES
+from bot.links import valid_token
 from bot.records.runs import Run
 from bot.web.context import sluice
 
@@ -134,21 +137,30 @@ def _waiting(run: Run) -> Markup | None:
 @pages.get("/runs/<int:run_id>")
 def run_page(run_id: int) -> Response:
     parts = sluice()
-    run = parts.runs.get(run_id) if run_id <= MAX_ID else None
+    run = _visible_run(run_id)
     if run is None:
         return _secure(Response(render_template("not_found.html.j2", what=f"run {run_id}"), status=404))
     view = run_view(run, parts.config)
+    token = request.args.get("token", "")
     html = render_template("run.html.j2", view=view, run=run, refresh=REFRESH_SECONDS,
-                           markdown_url=f"/runs/{run.id}.md")
+                           markdown_url=f"/runs/{run.id}.md?token={token}")
     return _secure(Response(html, status=200, mimetype="text/html"))
 
 
 @pages.get("/runs/<int:run_id>.md")
 def run_markdown(run_id: int) -> Response:
-    run = sluice().runs.get(run_id) if run_id <= MAX_ID else None
+    run = _visible_run(run_id)
     if run is None:
         return _secure(Response(f"no run {run_id}\n", status=404, mimetype="text/plain"))
     return _secure(Response(run.report, status=200, mimetype="text/markdown"))
+
+
+def _visible_run(run_id: int) -> Run | None:
+    """The run, if the request carries its token; a wrong or missing token looks exactly like a
+    run that does not exist, so ids say nothing."""
+    if run_id > MAX_ID or not valid_token(sluice().config.link_key(), run_id, request.args.get("token")):
+        return None
+    return sluice().runs.get(run_id)
 
 
 def _secure(response: Response) -> Response:

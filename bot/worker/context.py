@@ -105,11 +105,21 @@ class JobContext:
                 else repository.default_branch)
 
     def clone_source(self, repository: Repository) -> tuple[str, str]:
-        """The mirror's key and the URL to fetch from (the configured one, else the forge's)."""
+        """The mirror's key and the URL to fetch from: the repository's `clone_url` in the server
+        configuration, else the configured forge's address plus the repository's path — never
+        the URL a webhook payload names."""
         repo_config = self.s.config.repository(repository.forge, repository.full_name)
         url = (repo_config.clone_url if repo_config and repo_config.clone_url
-               else self.forge(repository).clone_url(repository.clone_url))
+               else self.forge(repository).fetch_url(repository.full_name))
         return f"{repository.forge}:{repository.full_name}", url
+
+    def load_only(self, repository: Repository, sha: str, run_id: int) -> Project:
+        """Check out `sha` and load its project (the loader's static checks) without opening a
+        warehouse: all that untrusted code gets before someone approves its commit."""
+        key, url = self.clone_source(repository)
+        self.runs.append_log(run_id, f"checking out {sha[:12]} (static checks only)")
+        with self.s.mirrors.checkout(key, url, sha, label=run_label(run_id)) as tree:
+            return load_project(tree, cache_dir=self.s.config.work_dir / "cache")
 
     # -- the warehouse ----------------------------------------------------------------------------
 

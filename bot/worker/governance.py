@@ -37,6 +37,10 @@ from runner.policyfacts import project_facts
 from runner.project.config import ProjectConfig, parse_project_config
 from runner.project.nodes import Project
 
+# Audit actions of approvals given on the forge itself (`approve` is the `/approve` command's).
+FORGE_APPROVE = "forge_approve"
+FORGE_UNAPPROVE = "forge_unapprove"
+
 
 class PolicyProblem(SluiceError):
     """The policy itself is invalid: reported in the thread like a project error."""
@@ -89,6 +93,25 @@ class Governance:
                      for e in self.audit.entries(action="approve", forge=repository.forge,
                                                  repository=repository.full_name, number=number))
 
+    def record_forge_review(self, repository: Repository, number: int, user: str, sha: str,
+                            approved: bool) -> None:
+        """An approval (or its withdrawal) on the forge, at the head its webhook carried: the
+        commit it was given on, for forges whose API does not say (GitLab)."""
+        if user and sha:
+            self.audit.record(user, FORGE_APPROVE if approved else FORGE_UNAPPROVE,
+                              forge=repository.forge, repository=repository.full_name, number=number,
+                              sha=sha)
+
+    def forge_approval_commits(self, repository: Repository, number: int) -> dict[str, str]:
+        """Each user's latest recorded forge approval: user (case-folded) -> commit."""
+        latest: dict[str, str] = {}
+        for entry in self.audit.entries(forge=repository.forge, repository=repository.full_name,
+                                        number=number, limit=1000):  # newest first
+            key = entry.actor.casefold()
+            if key not in latest and entry.action in (FORGE_APPROVE, FORGE_UNAPPROVE):
+                latest[key] = entry.sha if entry.action == FORGE_APPROVE and entry.sha else ""
+        return {user: sha for user, sha in latest.items() if sha}
+
     def overrides(self, repository: Repository, number: int) -> tuple[Override, ...]:
         return tuple(Override(str(e.detail.get("rule")), e.actor, int(e.detail.get("role", 0)),
                               e.sha or "", e.detail.get("subject"), datetime.fromtimestamp(e.at, UTC))
@@ -114,8 +137,15 @@ class Governance:
                     None)
         outcome = json.loads(last.policy) if last is not None and last.policy else {}
         approvals = list(self.approvals(repository, number))
-        for user in forge.approvals(repository.full_name, number):
-            approvals.append(Approval(user, int(forge.role(repository.full_name, user)), info.head_sha))
+        recorded: dict[str, str] | None = None
+        for given in forge.approvals(repository.full_name, number):
+            sha = given.sha
+            if sha is None:
+                recorded = self.forge_approval_commits(repository, number) if recorded is None else recorded
+                sha = recorded.get(given.user.casefold())
+            if not sha:  # no one knows which commit it approved: it trusts none
+                continue
+            approvals.append(Approval(given.user, int(forge.role(repository.full_name, given.user)), sha))
         return MergeRequestFacts(
             author=info.author, author_role=int(author_role), head_sha=info.head_sha,
             now=datetime.now(UTC), from_fork=info.from_fork,

@@ -1,7 +1,7 @@
-"""The merge-request pipeline as the bot runs it: trust gate, plan against production, build,
-test, review, policies, the merge gate, then one sticky report and two commit statuses (`sluice`
-for the run, `sluice/promotion` for what merging will do). The runner does the work
-(`runner.pipeline`); this module decides what the thread is told."""
+"""The merge-request pipeline as the bot runs it: load and static checks, trust gate, plan
+against production, build, test, review, policies, the merge gate, then one sticky report and two
+commit statuses (`sluice` for the run, `sluice/promotion` for what merging will do). The runner
+does the work (`runner.pipeline`); this module decides what the thread is told."""
 
 from __future__ import annotations
 
@@ -66,6 +66,9 @@ def _pipeline(ctx: JobContext, repository: Repository, number: int, info: MergeR
                                      forge.role(repository.full_name, info.author), forge)
         untrusted = ctx.governance.trust(governed, facts)
         if untrusted is not None:  # nothing from this commit runs until someone approves it
+            # load → static checks → trust gate: a refused change says so (below) before anyone
+            # is asked to approve it; nothing reaches a warehouse either way
+            ctx.load_only(repository, info.head_sha, run_id)
             wait_for_approval(ctx, repository, number, run_id, info.head_sha, untrusted, url)
             return
         with ctx.workspace(repository, info.head_sha, run_id) as (project, state, engine):

@@ -19,11 +19,11 @@ from bot.logs import log_context
 from bot.records.runs import LIVE, RunStatus
 from bot.worker.commands import on_comment
 from bot.worker.context import JobContext, Transient, Waiting
-from bot.worker.gatekeeper import on_review
 from bot.worker.keys import event_lease, worker_identity
 from bot.worker.merge import on_closed, on_merged
 from bot.worker.pipeline import run_pipeline
 from bot.worker.production import on_push
+from bot.worker.reviews import on_review
 from bot.worker.text import quote
 from runner.checkout import CheckoutError, redact
 from runner.errors import is_transient
@@ -70,8 +70,7 @@ def _route(ctx: JobContext, event: Event, event_id: int) -> None:
         elif event.action is MRAction.CLOSED:
             on_closed(ctx, event)
         elif event.action in REVIEWS:
-            on_review(ctx, event.repository, event.number, event_id,
-                      "an approval" if event.action is MRAction.APPROVED else "an approval withdrawn")
+            on_review(ctx, event, event_id)
         else:
             log.info("event %s: %s needs no work", event_id, event.action.value)
     except Waiting as exc:

@@ -23,7 +23,7 @@ from bot.config import ServerConfig
 from bot.configkeys import ConfigError
 from bot.events import CommentEvent, MergeRequestEvent, MRAction, PushEvent, Repository, from_json, to_json
 from bot.forges import FORGES, make_forge
-from bot.forges.base import CommitState, Forge, ForgeError, Role, WebhookError
+from bot.forges.base import CommitState, Forge, ForgeApproval, ForgeError, Role, WebhookError
 from bot.forges.github import GitHub, GitHubConfig
 from bot.forges.gitlab import GitLab, GitLabConfig
 from tests.support.fakeforge import FIXTURES, FakeForge, FakeGitHub, FakeGitLab, fixture
@@ -175,6 +175,26 @@ GITLAB_CASES: dict[str, tuple[str, MergeRequestEvent | CommentEvent | PushEvent 
 }
 
 
+# Who acted, as each merge request payload says (for approvals: the approver, whose approval is
+# kept with the commit the payload names).
+ACTORS = {
+    "github_pull_request_closed_merged": "anbraten", "github_pull_request_closed_unmerged": "Codertocat",
+    "github_pull_request_opened": "Codertocat", "github_pull_request_opened_with_installation": "Codertocat",
+    "github_pull_request_reopened": "Codertocat", "github_pull_request_review_dismissed": "Codertocat",
+    "github_pull_request_review_submitted_approved": "erwinmombay",
+    "github_pull_request_synchronize": "Codertocat", "gitlab_merge_request_approved": "anbraten",
+    "gitlab_merge_request_close": "anbraten", "gitlab_merge_request_merge": "anbraten",
+    "gitlab_merge_request_open": "real6543", "gitlab_merge_request_reopen": "real6543",
+    "gitlab_merge_request_unapproved": "real6543", "gitlab_merge_request_update_new_commit": "anbraten",
+}
+
+
+def _acted(name: str, expected: object) -> object:
+    if isinstance(expected, MergeRequestEvent):
+        return dataclasses.replace(expected, actor=ACTORS.get(name, ""))
+    return expected
+
+
 def test_every_webhook_fixture_has_a_case() -> None:
     github = {p.stem for p in (FIXTURES / "github_webhooks").glob("*.json")} - {"github_webhook_headers"}
     gitlab = {p.stem for p in (FIXTURES / "gitlab_webhooks").glob("*.json")} - {"gitlab_webhook_headers"}
@@ -188,7 +208,7 @@ def test_github_webhook_fixture(name: str) -> None:
     headers, body = github_delivery(name, kind)
     webhook = GitHub.parse(headers, body)
     assert (webhook.delivery_id, webhook.kind) == (f"delivery-{name}", kind)
-    assert webhook.event == expected
+    assert webhook.event == _acted(name, expected)
     if webhook.event is not None:
         assert from_json(to_json(webhook.event)) == webhook.event
 
@@ -199,7 +219,7 @@ def test_gitlab_webhook_fixture(name: str) -> None:
     headers, body = gitlab_delivery(name, kind)
     webhook = GitLab.parse(headers, body)
     assert (webhook.delivery_id, webhook.kind) == (f"key-{name}", kind)
-    assert webhook.event == expected
+    assert webhook.event == _acted(name, expected)
     if webhook.event is not None:
         assert from_json(to_json(webhook.event)) == webhook.event
 
@@ -209,7 +229,7 @@ def test_a_service_hook_merge_request_update_with_new_commits_is_a_push_to_the_m
     a real capture, gitlab_webhook_headers.json): the body's object_kind says what it is."""
     headers, body = gitlab_delivery("gitlab_merge_request_update_new_commit", "Service Hook")
     webhook = GitLab.parse(headers, body)
-    assert webhook.event == MergeRequestEvent(action=MRAction.NEW_COMMITS, **WOODPECKER_MR)
+    assert webhook.event == MergeRequestEvent(action=MRAction.NEW_COMMITS, actor="anbraten", **WOODPECKER_MR)
     headers, body = gitlab_delivery("gitlab_note_merge_request", "Service Hook")
     assert isinstance(GitLab.parse(headers, body).event, CommentEvent)
     headers, body = gitlab_delivery("gitlab_merge_request_update_no_code_change", "Service Hook")
@@ -224,9 +244,9 @@ def test_a_group_hook_merge_payload_without_a_project_id_is_read() -> None:
     event = GitLab.parse(headers, json.dumps(data).encode()).event
     assert isinstance(event, MergeRequestEvent) and event.action is MRAction.MERGED
     assert event.repository == dataclasses.replace(WOODPECKER_TEST, project_id=None)
-    data["project"]["id"] = "not a number"
-    event = GitLab.parse(headers, json.dumps(data).encode()).event
-    assert event is not None and event.repository.project_id is None
+    data["project"]["id"] = "not a number"  # there, it must be an id
+    with pytest.raises(WebhookError, match=r"'project\.id' is not a whole number"):
+        GitLab.parse(headers, json.dumps(data).encode())
 
 
 def test_pushes_of_tags_and_deleted_branches_are_not_events() -> None:
@@ -316,7 +336,8 @@ def test_github_form_encoded_delivery() -> None:
     headers, body = github_delivery("github_pull_request_opened", "pull_request")
     form = urllib.parse.urlencode({"payload": body.decode()}).encode()
     webhook = GitHub.parse({**headers, "Content-Type": "application/x-www-form-urlencoded"}, form)
-    assert webhook.event == GITHUB_CASES["github_pull_request_opened"][1]
+    opened = GITHUB_CASES["github_pull_request_opened"][1]
+    assert webhook.event == _acted("github_pull_request_opened", opened)
     secret = "form secret"
     signature = "sha256=" + hmac.new(secret.encode(), form, hashlib.sha256).hexdigest()
     assert GitHub.verify({"X-Hub-Signature-256": signature}, form, secret)
@@ -380,7 +401,7 @@ def test_malformed_deliveries(forge: type[Forge], headers: dict[str, str], body:
     ("github_pull_request_synchronize", ("repository", "full_name"), "repository.full_name"),
     ("github_issue_comment_created", ("comment", "id"), "comment.id"),
     ("gitlab_merge_request_open", ("object_attributes", "last_commit"), "object_attributes.last_commit.id"),
-    ("gitlab_merge_request_merge", ("project", "git_http_url"), "project.git_http_url"),
+    ("gitlab_merge_request_merge", ("project", "path_with_namespace"), "project.path_with_namespace"),
     ("gitlab_note_merge_request", ("merge_request", "iid"), "merge_request.iid"),
 ])
 def test_missing_fields_are_named(name: str, path: tuple[str, ...], field: str) -> None:
@@ -399,7 +420,7 @@ def test_missing_fields_are_named(name: str, path: tuple[str, ...], field: str) 
 def test_wrong_field_type_is_named() -> None:
     data = fixture("github_webhooks/github_pull_request_opened.json")
     data["pull_request"]["number"] = "2"
-    with pytest.raises(WebhookError, match=r"'pull_request\.number' is not a int"):
+    with pytest.raises(WebhookError, match=r"'pull_request\.number' is not a whole number"):
         GitHub.parse({"X-GitHub-Event": "pull_request"}, json.dumps(data).encode())
 
 
@@ -607,7 +628,8 @@ def test_gitlab_approvals(fake_gitlab: FakeGitLab) -> None:
     for user in ("bob", "carol"):
         fake_gitlab.approve("data/shop", 5, user)
     fake_gitlab.unapprove("data/shop", 5, "carol")
-    assert forge.approvals("data/shop", 5) == ["bob"]
+    # GitLab's approvals name no commit: the bot keeps the one their webhook carried
+    assert forge.approvals("data/shop", 5) == [ForgeApproval("bob", None)]
 
 
 def test_github_approvals_are_each_reviewers_latest_verdict(fake_github: FakeGitHub) -> None:
@@ -622,7 +644,17 @@ def test_github_approvals_are_each_reviewers_latest_verdict(fake_github: FakeGit
     fake_github.add_review("data/shop", 5, "dave", "APPROVED")
     fake_github.add_review("data/shop", 5, "erin", "APPROVED")
     fake_github.unapprove("data/shop", 5, "erin")  # dismissed
-    assert sorted(forge.approvals("data/shop", 5)) == ["bob", "dave"]
+    assert sorted(a.user for a in forge.approvals("data/shop", 5)) == ["bob", "dave"]
+
+
+def test_github_approvals_carry_the_commit_they_were_given_on(fake_github: FakeGitHub) -> None:
+    fake_github.add_merge_request("data/shop", 5, head_sha="1" * 40)
+    forge = GitHub(fake_github.config())
+    fake_github.approve("data/shop", 5, "bob")
+    fake_github.push("data/shop", 5, "2" * 40)
+    fake_github.approve("data/shop", 5, "carol")
+    assert sorted(forge.approvals("data/shop", 5), key=lambda a: a.user) == [
+        ForgeApproval("bob", "1" * 40), ForgeApproval("carol", "2" * 40)]
 
 
 def test_github_app_installation(fake_github: FakeGitHub) -> None:

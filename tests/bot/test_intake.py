@@ -54,6 +54,7 @@ GITHUB_REPO = "Codertocat/Hello-World"  # the repository in GitHub's pull_reques
 GITHUB_COMMENT_REPO = "runatlantis/atlantis-tests"  # the one in its issue_comment payload
 GITLAB_REPO = "demoaccount2-commits-group/test_ci_tmp"
 GITLAB_NOTE_REPO = "lkysow-test/subgroup/sub-subgroup/atlantis-example"
+METRICS = {"Authorization": "Bearer metrics-test-token"}  # the scrape's credentials (metrics_token)
 
 
 # -- deliveries as the forges send them -----------------------------------------------------------
@@ -94,7 +95,7 @@ def gitlab_delivery(fixture: str, event: str, *, token: str | None = GITLAB_SECR
 
 def server_config(state_url: str, **changes: Any) -> ServerConfig:
     values: dict[str, Any] = dict(
-        state_url=state_url, broker_url=REDIS_URL,
+        state_url=state_url, broker_url=REDIS_URL, metrics_token="metrics-test-token",
         forges={"gitlab": GitLabConfig(token="gl-api-token", webhook_secret=GITLAB_SECRET),
                  "github": GitHubConfig(token="gh-api-token", webhook_secret=GITHUB_SECRET)},
         repositories=(RepositoryConfig("github", GITHUB_REPO),
@@ -154,7 +155,7 @@ def stored_rows(state: StateStore) -> list[sa.Row]:
 
 
 def metric_values(client: FlaskClient) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
-    response = client.get("/metrics")
+    response = client.get("/metrics", headers=METRICS)
     assert response.status_code == 200
     assert response.content_type.startswith("text/plain")
     out = {}
@@ -491,7 +492,7 @@ def test_readyz_names_the_state_store_when_it_is_gone(pg_url: str,
     assert response.status_code == 503
     assert response.get_json()["failed"] == ["state"]
     assert "127.0.0.1" not in response.get_data(as_text=True)  # no URL in the answer
-    assert client.get("/metrics").status_code == 200  # a scrape survives it too
+    assert client.get("/metrics", headers=METRICS).status_code == 200  # a scrape survives it too
     state.close()
 
 
@@ -554,14 +555,15 @@ if sys.argv[1] == "worker":
     record_job("pipeline", "failed", 3.0)
 else:
     broker = make_broker(sys.argv[3])
-    config = ServerConfig(state_url=sys.argv[2],
+    config = ServerConfig(state_url=sys.argv[2], metrics_token="m",
                           forges={"github": GitHubConfig(token="t", webhook_secret="s")})
     app = create_app(config, state=StateStore(sys.argv[2]),
                      dispatcher=DramatiqDispatcher(broker, declare_actor(broker, print, queue_name("test"))))
     if sys.argv[1] == "web":
         app.test_client().post("/webhooks/github", data=b"{}", headers={"X-GitHub-Event": "ping"})
     else:
-        sys.stdout.write(app.test_client().get("/metrics").get_data(as_text=True))
+        scrape = app.test_client().get("/metrics", headers={"Authorization": "Bearer m"})
+        sys.stdout.write(scrape.get_data(as_text=True))
 """
 
 

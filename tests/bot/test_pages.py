@@ -34,11 +34,15 @@ def state(tmp_path: Path) -> Iterator[StateStore]:
 
 
 @pytest.fixture
-def client(state: StateStore) -> FlaskClient:
-    config = ServerConfig(state_url=state.url, public_url="https://sluice.example",
-                          forges={"gitlab": GitLabConfig(url="https://gitlab.example.com",
-                                                         webhook_secret="s"),
-                                  "github": GitHubConfig(token="t", webhook_secret="s")})
+def config(state: StateStore) -> ServerConfig:
+    return ServerConfig(state_url=state.url, public_url="https://sluice.example",
+                        forges={"gitlab": GitLabConfig(url="https://gitlab.example.com",
+                                                       webhook_secret="s"),
+                                "github": GitHubConfig(token="t", webhook_secret="s")})
+
+
+@pytest.fixture
+def client(state: StateStore, config: ServerConfig) -> FlaskClient:
     broker = make_broker("redis://127.0.0.1:6379/13")  # never contacted by these pages
     dispatcher = DramatiqDispatcher(broker, declare_actor(broker, lambda event_id: None, queue_name("test")))
     return create_app(config, state=state, dispatcher=dispatcher).test_client()
@@ -55,10 +59,11 @@ def finished_run(state: StateStore, report: str, forge: str = "gitlab") -> int:
     return run_id
 
 
-def test_the_run_page_shows_a_finished_run(client: FlaskClient, state: StateStore) -> None:
+def test_the_run_page_shows_a_finished_run(client: FlaskClient, state: StateStore,
+                                           config: ServerConfig) -> None:
     report = GOLDEN.read_text()
     run_id = finished_run(state, report)
-    response = client.get(f"/runs/{run_id}")
+    response = client.get(config.run_path(run_id))
     assert response.status_code == 200
     assert response.mimetype == "text/html"
     page = response.get_data(as_text=True)
@@ -70,18 +75,20 @@ def test_the_run_page_shows_a_finished_run(client: FlaskClient, state: StateStor
     assert "<table>" in page and "<code>marts.orders</code>" in page
     assert "<details><summary>marts.orders: changed values by column</summary>" in page
     assert "<!-- sluice-report -->" not in page
-    assert f'href="/runs/{run_id}.md"' in page
+    token = config.run_path(run_id).split("?token=")[1]
+    assert f'href="/runs/{run_id}.md?token={token}"' in page
     assert "http-equiv=\"refresh\"" not in page  # finished: nothing to wait for
     assert "default-src 'none'" in response.headers["Content-Security-Policy"]
 
 
-def test_html_in_the_report_and_log_is_shown_not_run(client: FlaskClient, state: StateStore) -> None:
+def test_html_in_the_report_and_log_is_shown_not_run(client: FlaskClient, state: StateStore,
+                                                     config: ServerConfig) -> None:
     report = (f"### Plan {SCRIPT}\n\n| model | why |\n| --- | --- |\n| `x` | {IMG} |\n\n"
               f"{SCRIPT}\n\n[click](javascript:alert(1))\n\n"
               "<details><summary>rows <b onclick=x>bold</b></summary>\n\n- a\n</details>\n"
               "</details>\n<details open onToggle=alert(1)>\n")
     run_id = finished_run(state, report)
-    page = client.get(f"/runs/{run_id}").get_data(as_text=True)
+    page = client.get(config.run_path(run_id)).get_data(as_text=True)
     assert "<script" not in page
     assert "<img" not in page and "<b onclick" not in page and "<details open" not in page
     assert page.count("&lt;script&gt;alert('report')&lt;/script&gt;") == 2  # heading and paragraph
@@ -91,21 +98,22 @@ def test_html_in_the_report_and_log_is_shown_not_run(client: FlaskClient, state:
     assert page.count("<details>") == page.count("</details>") == 1  # stray closers are text
 
 
-def test_the_raw_markdown_report(client: FlaskClient, state: StateStore) -> None:
+def test_the_raw_markdown_report(client: FlaskClient, state: StateStore, config: ServerConfig) -> None:
     report = GOLDEN.read_text() + f"\n{SCRIPT}\n"
     run_id = finished_run(state, report, forge="github")
-    response = client.get(f"/runs/{run_id}.md")
+    response = client.get(config.run_path(run_id).replace("?", ".md?"))
     assert response.status_code == 200
     assert response.mimetype == "text/markdown"
     assert response.get_data(as_text=True) == report
     assert response.headers["X-Content-Type-Options"] == "nosniff"
-    page = client.get(f"/runs/{run_id}").get_data(as_text=True)
+    page = client.get(config.run_path(run_id)).get_data(as_text=True)
     assert "#42" in page and 'href="https://github.com/data/shop/pull/42"' in page
 
 
-def test_a_queued_run_refreshes_until_it_finishes(client: FlaskClient, state: StateStore) -> None:
+def test_a_queued_run_refreshes_until_it_finishes(client: FlaskClient, state: StateStore,
+                                                  config: ServerConfig) -> None:
     run_id = RunLog(state).create("github", "data/shop", 7, "pipeline")
-    page = client.get(f"/runs/{run_id}").get_data(as_text=True)
+    page = client.get(config.run_path(run_id)).get_data(as_text=True)
     assert "queued" in page and "No report yet" in page and "not yet" in page
     assert 'http-equiv="refresh"' in page
 

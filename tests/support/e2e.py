@@ -152,8 +152,8 @@ def path(forge: Forge) -> str:
 
 
 def run_page(bot: Bot, run_id: int) -> str:
-    """The run's page as a browser gets it."""
-    response = bot.client.get(f"/runs/{run_id}")
+    """The run's page as a browser gets it, following the bot's link (with the run's token)."""
+    response = bot.client.get(bot.config.run_path(run_id))
     assert response.status_code == 200, response.status_code
     return response.get_data(as_text=True)
 

@@ -39,6 +39,7 @@ from __future__ import annotations
 import itertools
 import json
 import re
+import subprocess
 import threading
 import time
 import urllib.parse
@@ -46,6 +47,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any, Self
 
 from tests.support.paths import FORGE_FIXTURES
@@ -153,6 +155,7 @@ class FakeForge:
         self._comments: dict[int, Comment] = {}
         self._statuses: dict[tuple[str, str], list[dict[str, Any]]] = {}
         self.webhook_secret = "fake-webhook-secret"
+        self._git: dict[str, Path] = {}  # "<repo>.git" (lower case) -> a bare repository
 
     # -- lifecycle ------------------------------------------------------------------------------
 
@@ -197,6 +200,26 @@ class FakeForge:
         """Hold the next `n` requests for `seconds` before serving them (client timeouts)."""
         with self._lock:
             self._stalls.extend([seconds] * n)
+
+    def serve_git(self, repo: str, bare: Path) -> None:
+        """Serve the bare repository `bare` at `<url>/<repo>.git`, as the forge's own host serves
+        it (git's "dumb" HTTP protocol: plain files, refreshed by `git update-server-info`)."""
+        with self._lock:
+            self._git[f"{repo.lower()}.git"] = Path(bare)
+
+    def _git_file(self, raw_path: str) -> tuple[int, bytes] | None:
+        """A served repository's file for a GET of `/<repo>.git/<file>`, or None: not git's."""
+        for name, bare in self._git.items():
+            prefix = f"/{name}/"
+            if raw_path.lower().startswith(prefix):
+                rel = raw_path[len(prefix):]
+                if rel == "info/refs":
+                    subprocess.run(["git", "update-server-info"], cwd=bare, check=True)
+                path = (bare / rel).resolve()
+                if not path.is_relative_to(bare.resolve()) or not path.is_file():
+                    return 404, b""
+                return 200, path.read_bytes()
+        return None
 
     def requests_to(self, method: str, pattern: str) -> list[Request]:
         """The requests received whose method is `method` and path matches regex `pattern`."""
@@ -334,7 +357,11 @@ class FakeForge:
         if stall:
             time.sleep(stall)
         headers: dict[str, str] = {}
-        if failure is not None:
+        git_file = self._git_file(raw_path) if failure is None and request.method == "GET" else None
+        if git_file is not None:
+            status, data = git_file
+            content_type = "application/octet-stream"
+        elif failure is not None:
             status, headers = failure.status, failure.headers
             message = failure.message or f"{failure.status} injected by the fake"
             if failure.status >= 500 and failure.message is None:
