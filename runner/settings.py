@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from runner.errors import SluiceError
+from runner.naming import Layout
 
 LOCAL_DIR = ".sluice"
 
@@ -21,6 +22,7 @@ class Settings:
     cache_dir: Path | None = None
     state_namespace: str | None = None  # a repository's namespace in a shared (the bot's) store
     default_warehouse: str = "default"  # the connection used when there is no sluice.yml to name one
+    layout: Layout = field(default_factory=Layout)  # where the repository's objects live in the warehouse
 
     def warehouse_url(self, name: str) -> str:
         url = self.warehouses.get(name) or self.warehouses.get("*")

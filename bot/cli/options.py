@@ -66,7 +66,8 @@ class Workspace:
     def state(self) -> StateStore:
         """Environments and snapshots (the repository's namespace, in the bot's store)."""
         if self._state is None:
-            self._state = StateStore(self.settings.state_url, namespace=self.settings.state_namespace)
+            self._state = StateStore(self.settings.state_url, namespace=self.settings.state_namespace,
+                                     layout=self.settings.layout)
         return self._state
 
     @property
@@ -175,6 +176,7 @@ def server_settings(config_path: Path, repository: str | None) -> Settings:
     """The bot's state store (the repository's namespace in it) and the warehouse connections the
     server lets that repository use."""
     from bot.cli.server import configured_repository, server_config
+    from bot.worker.context import layout
     from bot.worker.keys import namespace
 
     config = server_config(config_path)
@@ -182,7 +184,7 @@ def server_settings(config_path: Path, repository: str | None) -> Settings:
     return Settings(state_url=config.state_url,
                     warehouses={name: config.warehouses[name] for name in entry.warehouses},
                     cache_dir=config.work_dir / "cache", state_namespace=namespace(repo),
-                    default_warehouse=entry.warehouses[0])
+                    default_warehouse=entry.warehouses[0], layout=layout(config, repo))
 
 
 def default_environment(root: Path) -> str:

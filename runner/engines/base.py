@@ -56,6 +56,7 @@ class Engine(ABC):
     can_clone: ClassVar[bool] = False
     # DDL inside a transaction commits or rolls back with it: promotion moves every view at once.
     transactional_ddl: ClassVar[bool] = True
+    location: str = ""  # which warehouse, without credentials (set by `open_engine`)
 
     @classmethod
     @abstractmethod
