@@ -90,7 +90,22 @@ def promote(engine: Engine, state: StateStore, source: str, target: str) -> Repo
     commit = history[0].commit if history else None
     result = point(engine, state, target, record.models, action="promote", source=source, commit=commit)
     state.set_environment_tests(target, state.environment_tests(source))  # what they were tested with
+    state.set_verdict(target, state.verdict(source))  # and how that went
     return result
+
+
+def moves_between(state: StateStore, environment: str, before: Mapping[str, str],
+                  after: Mapping[str, str]) -> tuple[Move, ...]:
+    """The views that read another object between two versions of an environment (however many
+    changes it took to get from one to the other), from which snapshot's object to which. A new
+    version that reuses the old one's table moved nothing."""
+    names = sorted(n for n in set(before) | set(after) if before.get(n) != after.get(n))
+    snapshots = state.snapshots(fingerprints=[fp for n in names
+                                              for fp in (before.get(n), after.get(n)) if fp])
+    sides = {n: (_physical(snapshots, before.get(n)), _physical(snapshots, after.get(n))) for n in names}
+    names = [n for n in names if sides[n][0] != sides[n][1]]
+    views = _views(state, names, environment)
+    return tuple(Move(n, _dotted(views[n]), *sides[n]) for n in names)
 
 
 def rollback(engine: Engine, state: StateStore, environment: str, to: int | None = None,
