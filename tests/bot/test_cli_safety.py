@@ -101,7 +101,8 @@ def test_promote_into_production_refuses_a_source_whose_tests_failed(shop: list[
     detail = entry["detail"]
     assert entry["action"] == "promote" and entry["actor"]
     assert detail["forced"] is True and detail["reason"] == "finance asked, INC-42"
-    assert detail["source_verdict"] == "tests_failed" and "assert_no_negative_revenue" in detail["source_failure"]
+    assert detail["source_verdict"] == "tests_failed"
+    assert "assert_no_negative_revenue" in detail["source_failure"]
     moved = {v["view"]: (v["from"], v["to"]) for v in detail["views"]}
     assert moved["marts.orders"] == (before["marts.orders"], prod(shop)["marts.orders"])
     assert detail["moved"] == len(moved)
@@ -147,8 +148,9 @@ def three_versions(shop: list[str]) -> list[dict[str, str]]:
     """prod built, then promoted twice: its three versions, oldest first."""
     assert sluice("plan", "prod", *shop).exit_code == 0
     versions = [prod(shop)]
-    for number, factor in ((1, 2), (2, 3)):
-        edit(shop, AMOUNT if number == 1 else "p.total_amount * 2 as amount", f"p.total_amount * {factor} as amount")
+    twice, thrice = "p.total_amount * 2 as amount", "p.total_amount * 3 as amount"
+    for number, (old, new) in enumerate([(AMOUNT, twice), (twice, thrice)], 1):
+        edit(shop, old, new)
         assert sluice("plan", f"mr_{number}", *shop).exit_code == 0
         assert sluice("promote", f"mr_{number}", "prod", *shop).exit_code == 0
         versions.append(prod(shop))
@@ -156,7 +158,7 @@ def three_versions(shop: list[str]) -> list[dict[str, str]]:
 
 
 def test_rollback_goes_one_step_and_asks_before_going_further(shop: list[str]) -> None:
-    first, second, third = three_versions(shop)
+    first, second, _third = three_versions(shop)
 
     back = data(sluice("rollback", "prod", *shop, "--format", "json"))
     assert prod(shop) == second and isinstance(back, dict) and len(back["undone"]) == 1
@@ -174,7 +176,7 @@ def test_rollback_goes_one_step_and_asks_before_going_further(shop: list[str]) -
 
 
 def test_rollback_to_a_given_promotion(shop: list[str]) -> None:
-    first, second, third = three_versions(shop)
+    first, _second, third = three_versions(shop)
     built = history(shop)[-1]["id"]  # the plan that built prod
 
     refused = one_line_error(sluice("rollback", "prod", *shop, "--to", str(built)))
@@ -220,7 +222,7 @@ def ask(options: list[str], answer: str, *args: str) -> str:
 
 
 def test_rollback_asks_in_a_terminal_and_shows_what_moves(shop: list[str]) -> None:
-    first, second, third = three_versions(shop)
+    first, _second, third = three_versions(shop)
     built = history(shop)[-1]["id"]
 
     said = ask(shop, "n", "--to", str(built))

@@ -126,13 +126,13 @@ def test_two_repositories_with_the_same_models_never_see_or_change_each_other(
 
     # B's janitor, with everything of B's long expired, drops B's tables and none of A's.
     a_objects = of_namespace(warehouse, a.namespace)
-    legacy = {o for o in physical_objects(warehouse) if not o.startswith(("sluice__team_a", "sluice__team_b"))}
+    namespaced = ("sluice__team_a", "sluice__team_b")
+    legacy = {o for o in physical_objects(warehouse) if not o.startswith(namespaced)}
     report = run_janitor(warehouse, b.state, ttl_seconds=0, now=1e12)
     assert report.objects and all(o.startswith(f"sluice__{b.namespace}__") for o in report.objects)
     assert of_namespace(warehouse, b.namespace) == set()
     assert of_namespace(warehouse, a.namespace) == a_objects
-    assert {o for o in physical_objects(warehouse)
-            if not o.startswith(("sluice__team_a", "sluice__team_b"))} == legacy == set()
+    assert {o for o in physical_objects(warehouse) if not o.startswith(namespaced)} == legacy == set()
 
     # A merges !7: its production moves, and still nothing of B's is read anywhere.
     promote(warehouse, a.state, "mr_7", "prod")
@@ -185,7 +185,8 @@ def test_environments_from_before_namespaces_keep_their_names(tmp_path: Path, wa
     store = StateStore(url, layout=Layout("data_shop", "gitlab:data/shop"))
     try:
         assert store.version == 9
-        assert store.environment("mr_1") is not None and store.environment("mr_1").namespace == ""
+        mr_1 = store.environment("mr_1")
+        assert mr_1 is not None and mr_1.namespace == ""
         assert ("marts__mr_1", "orders") in views(warehouse)
         # A new environment is namespaced and reuses the old tables (nothing is rebuilt).
         again = run_pipeline(shop.load(), store, warehouse, "mr_2")
