@@ -13,8 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from bot.config import RepositoryConfig
+from bot.config import RepositoryConfig, load_server_config
 from bot.forges.base import Role
+from runner.errors import SluiceError
 from tests.support.e2e import ORDERS, Bot, Forge, build_production, path, server_config, warehouse_tables
 from tests.support.fakeforge import FakeGitLab
 from tests.support.repos import Origin
@@ -94,3 +95,20 @@ def test_two_repositories_on_one_warehouse_keep_to_their_own_objects(
     assert bot.deliver(a.hook(7, "closed"), path(a)) == 202
     bot.settle()
     assert any("Promoted to production" in c for c in a.comments(7))
+
+
+@pytest.mark.parametrize(("entries", "message"), [
+    ("  - {forge: gitlab, name: data/shop}\n  - {forge: github, name: data/shop}",
+     "repositories gitlab:data/shop and github:data/shop both have the namespace 'data_shop'"),
+    ("  - {forge: gitlab, name: a/shop, namespace: shop}\n  - {forge: gitlab, name: b/shop, namespace: shop}",
+     "repositories gitlab:a/shop and gitlab:b/shop both have the namespace 'shop'"),
+    ("  - {forge: gitlab, name: a/shop, namespace: Shop-1}", "namespace 'Shop-1' is not valid"),
+    ("  - {forge: gitlab, name: a/shop, namespace: a__b}", "namespace 'a__b' is not valid"),
+])
+def test_two_repositories_need_two_namespaces(tmp_path: Path, entries: str, message: str) -> None:
+    config = tmp_path / "server.yml"
+    config.write_text(f"repositories:\n{entries}\n")
+    with pytest.raises(SluiceError) as refused:
+        load_server_config(config, {})
+    assert message in str(refused.value) and str(config) in str(refused.value)
+    assert "\n" not in str(refused.value)
