@@ -22,6 +22,7 @@ from runner.engines.sandbox import UNTRUSTED, Sandbox
 from runner.errors import SluiceError
 from runner.janitor import parse_duration
 from runner.limits import DEFAULT_LIMITS, Limits
+from runner.naming import is_namespace, namespace_of
 from runner.project.yamlfile import YamlMapping, load_yaml
 
 __all__ = ["ENV_PREFIX", "TOP_KEYS", "ConfigError", "RepositoryConfig", "ServerConfig",
@@ -35,9 +36,19 @@ class RepositoryConfig:
     warehouses: tuple[str, ...] = ("default",)  # connections the repository may name
     production_branch: str | None = None  # None: the repository's default branch
     clone_url: str | None = None  # fetch from here instead of the webhook's URL (SSH, a mirror)
+    namespace: str = ""  # in the warehouse's physical and environment schemas; "": from the name
+
+    @property
+    def warehouse_namespace(self) -> str:
+        return self.namespace or namespace_of(self.name)
+
+    @property
+    def owner(self) -> str:
+        """The repository as the owner of its production schemas: `gitlab:data/shop`."""
+        return f"{self.forge}:{self.name}"
 
 
-REPOSITORY_KEYS = ("forge", "name", "warehouses", "production_branch", "clone_url")
+REPOSITORY_KEYS = ("forge", "name", "warehouses", "production_branch", "clone_url", "namespace")
 
 
 INSTALLATION_NAME = re.compile(r"^[a-z][a-z0-9_]{0,39}$")
@@ -157,7 +168,7 @@ def load_server_config(path: Path | None, environ: Mapping[str, str] | None = No
         work = Path(values.get("work_dir", ServerConfig.work_dir)).resolve()
         warehouse_urls = {"default": f"duckdb:///{work / 'warehouse.duckdb'}"}
 
-    repositories = []
+    repositories: list[RepositoryConfig] = []
     for entry in data.mappings("repositories"):
         entry.check_keys(set(REPOSITORY_KEYS), "a repositories entry")
         forge_name = entry.get_str("forge") or ""
@@ -169,8 +180,21 @@ def load_server_config(path: Path | None, environ: Mapping[str, str] | None = No
         for w in allowed:
             if w not in warehouse_urls:
                 raise entry.error("warehouses", f"repository {name}: unknown warehouse connection {w!r}")
-        repositories.append(RepositoryConfig(forge_name, name, allowed, entry.get_str("production_branch"),
-                                             entry.get_str("clone_url")))
+        namespace = entry.get_str("namespace") or ""
+        if namespace and not is_namespace(namespace):
+            raise entry.error("namespace", f"repository {name}: namespace {namespace!r} is not valid: "
+                              "use 1-20 lower-case letters, digits and single underscores, starting "
+                              "with a letter")
+        repository = RepositoryConfig(forge_name, name, allowed, entry.get_str("production_branch"),
+                                      entry.get_str("clone_url"), namespace)
+        # Two repositories in one namespace would name their warehouse objects alike.
+        twin = next((r for r in repositories
+                     if r.warehouse_namespace == repository.warehouse_namespace), None)
+        if twin is not None:
+            raise entry.error("namespace" if namespace else "name",
+                              f"repositories {twin.owner} and {repository.owner} both have the namespace "
+                              f"{repository.warehouse_namespace!r}: give one of them its own `namespace:`")
+        repositories.append(repository)
     if not values.get("policy_file"):
         values.pop("policy_file", None)
     if "name" in values and not INSTALLATION_NAME.match(values["name"]):

@@ -13,21 +13,34 @@ import os
 import socket
 import threading
 import uuid
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import Literal
 
 from sqlglot import exp
 
 from runner.engines.base import Engine
 from runner.errors import EnvError, WarehouseError
 from runner.naming import PRODUCTION, check_environment_name, environment_schema, table
+from runner.state.claims import SchemaClaims
 from runner.state.locks import Locks
-from runner.state.records import HistoryEntry, SnapshotRecord
+from runner.state.records import EnvironmentRecord, HistoryEntry, SnapshotRecord
 from runner.state.store import StateStore
 
 CHANGE_LEASE = 30.0  # seconds a dead changer's turn lasts (renewed every third while it lives)
 CHANGE_WAIT = 120.0  # seconds a change waits for another change of the same environment
+
+
+@dataclass(frozen=True)
+class Move:
+    """One view that moved: which, and from which snapshot's object to which (None: the view did
+    not exist before, or exists no more)."""
+
+    model: str
+    view: str  # as the warehouse names it: `marts__mr_7.orders`
+    before: str | None
+    after: str | None
 
 
 @dataclass(frozen=True)
@@ -36,6 +49,25 @@ class Repoint:
     changed: tuple[str, ...]  # views created or moved
     dropped: tuple[str, ...]  # views removed
     unchanged: int
+    moves: tuple[Move, ...] = ()  # what actually moved, view by view (the audit log's words)
+
+
+@dataclass(frozen=True)
+class RollbackPlan:
+    """Where a rollback takes an environment: `mapping`, the version after change `to` (or, for
+    one step, before the change it undoes), undoing `undone` (newest first)."""
+
+    environment: str
+    mapping: dict[str, str]
+    to: int | None  # the change whose version it returns to (None: the one before `undone[0]`)
+    undone: tuple[int, ...]
+    commit: str | None
+    already_rolled_back: bool  # the environment's last change was a rollback: this goes further
+
+    @property
+    def further(self) -> bool:
+        """More than one step back from the environment's newest version (worth asking)."""
+        return len(self.undone) > 1 or self.already_rolled_back
 
 
 def point(engine: Engine, state: StateStore, environment: str, mapping: Mapping[str, str],
@@ -58,24 +90,68 @@ def promote(engine: Engine, state: StateStore, source: str, target: str) -> Repo
     commit = history[0].commit if history else None
     result = point(engine, state, target, record.models, action="promote", source=source, commit=commit)
     state.set_environment_tests(target, state.environment_tests(source))  # what they were tested with
+    state.set_verdict(target, state.verdict(source))  # and how that went
     return result
 
 
-def rollback(engine: Engine, state: StateStore, environment: str) -> Repoint:
-    """Point `environment` back at the snapshots it had before its last change: exactly one step."""
+def moves_between(state: StateStore, environment: str, before: Mapping[str, str],
+                  after: Mapping[str, str]) -> tuple[Move, ...]:
+    """The views that read another object between two versions of an environment (however many
+    changes it took to get from one to the other), from which snapshot's object to which. A new
+    version that reuses the old one's table moved nothing."""
+    names = sorted(n for n in set(before) | set(after) if before.get(n) != after.get(n))
+    snapshots = state.snapshots(fingerprints=[fp for n in names
+                                              for fp in (before.get(n), after.get(n)) if fp])
+    sides = {n: (_physical(snapshots, before.get(n)), _physical(snapshots, after.get(n))) for n in names}
+    names = [n for n in names if sides[n][0] != sides[n][1]]
+    views = _views(state, names, environment)
+    return tuple(Move(n, _dotted(views[n]), *sides[n]) for n in names)
+
+
+def rollback(engine: Engine, state: StateStore, environment: str, to: int | None = None,
+             expect: RollbackPlan | None = None) -> Repoint:
+    """Point `environment` back at the snapshots it had before its last change (exactly one
+    step), or with `to` at the version change #`to` made. With `expect` (what the caller showed
+    and was agreed to), refuse when the environment changed since."""
     check_environment_name(environment)
     with changing(engine, state, environment):
-        history = state.history(environment)
-        for i, entry in enumerate(history):
-            if entry.action in ("promote", "plan") and not entry.rolled_back:
+        plan = plan_rollback(state, environment, to)
+        if expect is not None and (plan.undone, plan.mapping) != (expect.undone, expect.mapping):
+            raise EnvError(f"{environment} changed while you were asked; look again and retry")
+        result = _point(engine, state, environment, plan.mapping, "rollback",
+                        source=f"#{plan.to if plan.to is not None else plan.undone[0]}",
+                        rolls_back=plan.undone[0], commit=plan.commit)
+        for entry_id in plan.undone[1:]:
+            state.mark_rolled_back(entry_id)
+        state.set_verdict(environment, None)  # the version it shows now was not this run's
+        return result
+
+
+def plan_rollback(state: StateStore, environment: str, to: int | None = None) -> RollbackPlan:
+    """What a rollback would do, without doing it: one step back, or to change #`to`."""
+    history = state.history(environment)
+    last_was_rollback = bool(history) and history[0].action == "rollback"
+    undoable: list[HistoryEntry] = []  # promotions and plans not undone yet, newest first
+    for i, entry in enumerate(history):
+        if to is not None and entry.id == to:
+            if not undoable:
+                raise EnvError(f"{environment} already shows change #{to}'s version: nothing to roll back")
+            return RollbackPlan(environment, dict(entry.after), to, tuple(e.id for e in undoable),
+                                entry.commit, last_was_rollback)
+        if entry.action == "drop":
+            break
+        if entry.action in ("promote", "plan") and not entry.rolled_back:
+            if to is None:
                 if not entry.before:
                     raise NothingToRollBack(environment, created=True)
                 # The commit the environment showed before `entry`: the newest earlier change's.
                 commit = next((e.commit for e in history[i + 1:] if e.after == entry.before), None)
-                return _point(engine, state, environment, entry.before, "rollback",
-                              source=f"#{entry.id}", rolls_back=entry.id, commit=commit)
-            if entry.action == "drop":
-                break
+                return RollbackPlan(environment, dict(entry.before), None, (entry.id,), commit,
+                                    last_was_rollback)
+            undoable.append(entry)
+    if to is not None:
+        raise EnvError(f"{environment} has no change #{to} to go back to (since it was last created); "
+                       f"`sluice env show {environment}` lists its changes")
     raise NothingToRollBack(environment, created=state.environment(environment) is not None)
 
 
@@ -89,13 +165,17 @@ def drop(engine: Engine, state: StateStore, environment: str) -> Repoint:
         if record is None:
             raise EnvError(f"there is no environment {environment!r}; `sluice env list` shows them")
         names = list(record.models)
+        views = _views(state, names, environment)
+        physical = state.snapshots(fingerprints=record.models.values())
         change = state.changes.begin(environment, {}, "drop")
         with _settled_on_failure(state, change), engine.transaction() as cursor:
             for name in names:
-                engine.drop(cursor, _view(name, environment), "view")
+                engine.drop(cursor, views[name], "view")
         state.changes.finish(change.id)
-    _drop_empty_schemas(engine, {_view(n, environment).db for n in names})
-    return Repoint(environment, (), tuple(names), 0)
+    _drop_empty_schemas(engine, {view.db for view in views.values()})
+    moves = tuple(Move(name, _dotted(views[name]), _physical(physical, record.models[name]), None)
+                  for name in sorted(names))
+    return Repoint(environment, (), tuple(names), 0, moves)
 
 
 @contextmanager
@@ -132,11 +212,12 @@ def settle(engine: Engine, state: StateStore, environment: str) -> list[HistoryE
         models = set(change.before) | set(change.after)
         snapshots = state.snapshots(fingerprints=set(change.before.values()) | set(change.after.values()))
         physical = {fp: record.physical for fp, record in snapshots.items()}
-        reads = engine.view_reads(sorted({_view(name, environment).db for name in models}))
+        views = _views(state, models, environment)
+        reads = engine.view_reads(sorted({view.db for view in views.values()}))
         shown: dict[str, str] = {}  # model -> the fingerprint its view shows
         telling: dict[str, str] = {}  # models whose two sides differ -> "after" | "before"
         for name in models:
-            view = _view(name, environment)
+            view = views[name]
             target = reads.get(f"{view.db}.{view.name}")
             old, new = change.before.get(name), change.after.get(name)
             if target is None or len(target) != 1:
@@ -177,18 +258,27 @@ def _point(engine: Engine, state: StateStore, environment: str, mapping: Mapping
     dropped = [name for name in current if name not in mapping]
     if record is not None and dict(mapping) == current:
         return Repoint(environment, (), (), len(mapping))  # already there: nothing to record
+    views = _views(state, set(changed) | set(dropped), environment, record)
+    if environment == PRODUCTION and state.layout.owner and engine.location:
+        # Production's views have the plain names consumers read: no other repository's
+        # production may write these schemas (all it shows, so none stays unclaimed).
+        SchemaClaims(state).claim(engine.location, {name.split(".", 1)[0] for name in mapping}
+                                  | {views[name].db for name in views}, state.layout.owner)
     change = state.changes.begin(environment, mapping, action, source, rolls_back, commit)
     with _settled_on_failure(state, change), engine.transaction() as cursor:
         engine.point_views(cursor, [
-            (_view(name, environment), table(snapshots[mapping[name]].physical_schema,
-                                             snapshots[mapping[name]].physical_table))
+            (views[name], table(snapshots[mapping[name]].physical_schema,
+                                snapshots[mapping[name]].physical_table))
             for name in changed])
         for name in dropped:
-            engine.drop(cursor, _view(name, environment), "view")
+            engine.drop(cursor, views[name], "view")
     state.changes.finish(change.id)
     if dropped and environment != PRODUCTION:
-        _drop_empty_schemas(engine, {_view(n, environment).db for n in dropped})
-    return Repoint(environment, tuple(changed), tuple(dropped), len(mapping) - len(changed))
+        _drop_empty_schemas(engine, {views[n].db for n in dropped})
+    moves = tuple(Move(name, _dotted(views[name]),
+                       _physical(snapshots, current.get(name)), _physical(snapshots, mapping.get(name)))
+                  for name in sorted(views))
+    return Repoint(environment, tuple(changed), tuple(dropped), len(mapping) - len(changed), moves)
 
 
 @contextmanager
@@ -230,9 +320,37 @@ def describe(state: StateStore, environment: str) -> list[tuple[str, SnapshotRec
     return [(name, snapshots[fp]) for name, fp in sorted(record.models.items()) if fp in snapshots]
 
 
-def _view(name: str, environment: str) -> exp.Table:
-    schema, name_in_schema = name.split(".", 1)
-    return table(environment_schema(schema, environment), name_in_schema)
+def view_namespace(state: StateStore, environment: str,
+                   record: EnvironmentRecord | Literal[False] | None = False) -> str:
+    """The namespace `environment`'s views are named in: the one it was made in (none, for an
+    environment from before namespaces), or the repository's for one not made yet. `record`:
+    the environment's record when the caller has read it already."""
+    record = state.environment(environment) if record is False else record
+    return record.namespace if record is not None else state.layout.namespace
+
+
+def view_of(state: StateStore, name: str, environment: str) -> str:
+    """Where model `name`'s view of `environment` is in the warehouse: `marts__mr_7.orders`."""
+    return _dotted(_views(state, [name], environment)[name])
+
+
+def _views(state: StateStore, names: Iterable[str], environment: str,
+           record: EnvironmentRecord | Literal[False] | None = False) -> dict[str, exp.Table]:
+    namespace = view_namespace(state, environment, record)
+    views = {}
+    for name in names:
+        schema, name_in_schema = name.split(".", 1)
+        views[name] = table(environment_schema(schema, environment, namespace), name_in_schema)
+    return views
+
+
+def _dotted(view: exp.Table) -> str:
+    return f"{view.db}.{view.name}"
+
+
+def _physical(snapshots: Mapping[str, SnapshotRecord], fingerprint: str | None) -> str | None:
+    record = snapshots.get(fingerprint) if fingerprint is not None else None
+    return record.physical if record is not None else fingerprint
 
 
 def _drop_empty_schemas(engine: Engine, schemas: set[str]) -> None:

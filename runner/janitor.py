@@ -55,9 +55,13 @@ def run_janitor(engine: Engine, state: StateStore, ttl_seconds: float, now: floa
     for rec in live.values():
         if rec.last_referenced_at > now - ttl_seconds:
             kept_physical.add(rec.physical)
-    # What any view in the warehouse reads stays, whatever the state says.
+    # What any view in the warehouse reads stays, whatever the state says; but this store's own
+    # physical views keep what they read only while they are kept themselves (below), or a
+    # doomed view would keep its upstream tables for another pass.
     recorded = set(physical_of.values())
-    for reads_of_view in engine.view_reads().values():
+    for view, reads_of_view in engine.view_reads().items():
+        if view in recorded:
+            continue
         for relation in reads_of_view:
             if relation in recorded and relation not in kept_physical:
                 kept_physical.add(relation)

@@ -11,12 +11,13 @@ from dataclasses import dataclass, field
 from runner.build import BuildResult, Progress, build
 from runner.datatests import TestResult, TestRun, run_tests, select_tests
 from runner.engines.base import Engine
-from runner.environments import Repoint, point
+from runner.environments import Repoint, point, view_namespace
 from runner.naming import PRODUCTION, check_environment_name, environment_schema
 from runner.plan.builder import make_plan
 from runner.plan.definition import Action, Plan
 from runner.plan.fingerprint import data_test_fingerprint
 from runner.project.nodes import Project
+from runner.state.records import BUILD_FAILED, PASSED, TESTS_FAILED, Verdict
 from runner.state.store import StateStore
 
 
@@ -64,14 +65,16 @@ def plan_environment(project: Project, state: StateStore, environment: str,
     base = {name: known[fp] for name, fp in base_models.items() if fp in known}
     reference = {name: base[name].data_version for name in base}
     return make_plan(project, environment, base_name, base, known, current=target_models,
-                     reference_versions=reference)
+                     reference_versions=reference, namespace=state.layout.namespace)
 
 
-def written_schemas(plan: Plan) -> set[str]:
+def written_schemas(plan: Plan, state: StateStore) -> set[str]:
     """Every schema carrying out the plan writes: physical tables built, and the views of the
     environment (the policy's write-scope rule checks them)."""
+    namespace = view_namespace(state, plan.environment)
     schemas = {n.physical_schema for n in plan.to_build}
-    schemas |= {environment_schema(n.name.split(".", 1)[0], plan.environment) for n in plan.nodes}
+    schemas |= {environment_schema(n.name.split(".", 1)[0], plan.environment, namespace)
+                for n in plan.nodes}
     return schemas
 
 
@@ -110,6 +113,8 @@ def execute(plan: Plan, project: Project, state: StateStore, engine: Engine, *,
     result.timings["build"] = time.perf_counter() - clock
     if not result.build.ok:
         result.held_back = "a model failed to build"
+        failed = ", ".join(sorted(result.build.failed))
+        state.set_verdict(environment, Verdict(BUILD_FAILED, f"{failed} failed to build", commit))
         return result
 
     clock = time.perf_counter()
@@ -120,14 +125,19 @@ def execute(plan: Plan, project: Project, state: StateStore, engine: Engine, *,
     known = state.environment_tests(plan.base) if plan.base else set()
     result.tests = run_tests(select_tests(project, changed, known), project, engine, physical, on_test)
     result.timings["test"] = time.perf_counter() - clock
+    failing = [t.test.name for t in result.tests.failed]
+    verdict = (Verdict(PASSED, "", commit) if result.tests.ok else
+               Verdict(TESTS_FAILED, f"{len(failing)} tests failed: {', '.join(failing[:5])}", commit))
 
     if not result.tests.ok and project.config.environment(environment).protected:
         result.held_back = f"tests failed, and {environment} is protected: its views were not moved"
+        state.set_verdict(environment, verdict)
         return result
     clock = time.perf_counter()
     if plan.mapping != dict(plan.current):
         result.repoint = point(engine, state, environment, plan.mapping, action="plan", commit=commit)
     if result.tests.ok:  # this version of the environment was tested with these definitions
         state.set_environment_tests(environment, (data_test_fingerprint(t) for t in project.tests))
+    state.set_verdict(environment, verdict)
     result.timings["point"] = time.perf_counter() - clock
     return result

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from runner.errors import SluiceError
+from runner.naming import Layout
 
 LOCAL_DIR = ".sluice"
 
@@ -22,6 +23,7 @@ class Settings:
     state_namespace: str | None = None  # a repository's namespace in a shared (the bot's) store
     default_warehouse: str = "default"  # the connection used when there is no sluice.yml to name one
     sql_allowlist: tuple[str, ...] = ()  # functions the server's policy file adds to the allowlist
+    layout: Layout = field(default_factory=Layout)  # where the repository's objects live in the warehouse
 
     def warehouse_url(self, name: str) -> str:
         url = self.warehouses.get(name) or self.warehouses.get("*")

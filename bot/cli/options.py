@@ -69,7 +69,8 @@ class Workspace:
     def state(self) -> StateStore:
         """Environments and snapshots (the repository's namespace, in the bot's store)."""
         if self._state is None:
-            self._state = StateStore(self.settings.state_url, namespace=self.settings.state_namespace)
+            self._state = StateStore(self.settings.state_url, namespace=self.settings.state_namespace,
+                                     layout=self.settings.layout)
         return self._state
 
     @property
@@ -178,6 +179,7 @@ def server_settings(config_path: Path, repository: str | None) -> Settings:
     """The bot's state store (the repository's namespace in it) and the warehouse connections the
     server lets that repository use."""
     from bot.cli.server import configured_repository, server_config
+    from bot.worker.context import layout
     from bot.worker.keys import namespace
 
     config = server_config(config_path)
@@ -185,7 +187,7 @@ def server_settings(config_path: Path, repository: str | None) -> Settings:
     return Settings(state_url=config.state_url,
                     warehouses={name: config.warehouses[name] for name in entry.warehouses},
                     cache_dir=config.work_dir / "cache", state_namespace=namespace(repo),
-                    default_warehouse=entry.warehouses[0],
+                    default_warehouse=entry.warehouses[0], layout=layout(config, repo),
                     sql_allowlist=_server_sql_allowlist(config.policy_file))
 
 

@@ -5,13 +5,21 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
 import sqlalchemy as sa
 
 from bot.records.schema import RECORDS, audit
+from runner.environments import Move
 from runner.state.store import StateStore
+
+
+def moved_views(moves: Iterable[Move]) -> list[dict[str, str | None]]:
+    """What actually moved, as the audit log keeps it: each view as the warehouse names it, and
+    the snapshot object it read before and reads now (None: it did not exist, or exists no more)."""
+    return [{"view": m.view, "from": m.before, "to": m.after} for m in moves]
 
 
 @dataclass(frozen=True)

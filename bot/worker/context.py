@@ -10,7 +10,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
-from bot.config import ServerConfig
+from bot.config import RepositoryConfig, ServerConfig
 from bot.events import Repository
 from bot.forges.base import Forge, RedactingForge
 from bot.logs import Redactor, secrets_of
@@ -24,6 +24,7 @@ from bot.worker.text import MARKER, fit, held
 from runner.checkout import Mirrors, redact
 from runner.engines import Engine, engine_class, open_engine
 from runner.errors import SluiceError
+from runner.naming import Layout
 from runner.project.loader import load_project
 from runner.project.nodes import Project
 from runner.state.locks import Lock, Locks
@@ -74,11 +75,22 @@ class Services:
                    redact=redactor)
 
     def project_state(self, repository: Repository) -> StateStore:
-        """Each repository's environments and snapshots live in their own namespace."""
+        """Each repository's environments and snapshots live in their own namespace, and its
+        warehouse objects in its own (`layout`)."""
         key = namespace(repository)
         if key not in self.project_states:
-            self.project_states[key] = StateStore(self.config.state_url, namespace=key)
+            self.project_states[key] = StateStore(self.config.state_url, namespace=key,
+                                                  layout=layout(self.config, repository))
         return self.project_states[key]
+
+
+def layout(config: ServerConfig, repository: Repository) -> Layout:
+    """Where a repository's objects live in the warehouse: its namespace (the configured one, or
+    one from its name), and itself as the owner of its production schemas."""
+    entry = config.repository(repository.forge, repository.full_name)
+    if entry is None:  # not configured (its events are ignored); named as it comes
+        entry = RepositoryConfig(repository.forge, repository.full_name)
+    return Layout(entry.warehouse_namespace, entry.owner)
 
 
 class JobContext:

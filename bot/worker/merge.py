@@ -16,6 +16,7 @@ from collections.abc import Mapping
 
 from bot.events import MergeRequestEvent, Repository
 from bot.forges.base import MergeRequestInfo
+from bot.records.audit import moved_views
 from bot.records.runs import RunKind, RunStatus
 from bot.report.markdown import render_markdown
 from bot.worker import locking
@@ -117,6 +118,8 @@ def _promote(ctx: JobContext, event: MergeRequestEvent, info: MergeRequestInfo, 
                 break
     after = state.environment(PRODUCTION)
     moved = _moved(before.models if before else {}, after.models if after else {})
+    views = moved_views(environments.moves_between(state, PRODUCTION, before.models if before else {},
+                                                   after.models if after else {}))
     carried = [s[:8] for s in steps[:steps.index(step)]]
     if not promoted:
         where = (f"Production moved to `{carried[-1]}` (before this merge on the production branch) "
@@ -125,7 +128,8 @@ def _promote(ctx: JobContext, event: MergeRequestEvent, info: MergeRequestInfo, 
         return (f"❌ **Not promoted**: {reason} at `{step[:8]}`. {where}.\n\n"
                 + render_markdown(result, run_url=ctx.s.config.run_url(run_id))), RunStatus.FAILED
     ctx.audit.record(info.author, "promote", forge=repository.forge, repository=repository.full_name,
-                     number=number, sha=step, environment=PRODUCTION, moved=moved, rebuilt=result.built,
+                     number=number, sha=step, environment=PRODUCTION, moved=moved, views=views,
+                     rebuilt=result.built,
                      overrides=[f"{o.rule} by {o.by}" for o in gate.applied], carried=carried)
     text = (f"✅ **Promoted to production** at `{step[:8]}`: {moved} views moved, "
             f"{result.built} rebuilt, {result.reused} reused.")

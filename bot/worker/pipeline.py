@@ -21,6 +21,7 @@ from bot.worker.keys import mr_environment
 from bot.worker.text import HISTORY_ROOM, MARKER, STATUS_CONTEXT, quote, summary
 from policies import Evaluation, Finding, check_write_scope
 from runner.checkout import redact
+from runner.environments import view_namespace
 from runner.errors import SluiceError, is_transient
 from runner.naming import PRODUCTION
 from runner.pipeline import RunResult, execute, plan_environment, written_schemas
@@ -75,7 +76,8 @@ def _pipeline(ctx: JobContext, repository: Repository, number: int, info: MergeR
             ctx.runs.check_current(run_id)
             clock = time.perf_counter()
             plan = plan_environment(project, state, env, against=PRODUCTION)
-            outside = check_write_scope(governed.policy, written_schemas(plan), env)
+            outside = check_write_scope(governed.policy, written_schemas(plan, state), env,
+                                        namespace=view_namespace(state, env))
             if outside:  # cannot happen by construction; refuse rather than trust that
                 raise SluiceError("; ".join(f.message for f in outside))
             result = execute(plan, project, state, engine, plan_seconds=time.perf_counter() - clock,

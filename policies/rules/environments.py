@@ -26,18 +26,20 @@ def check_connection(policy: Policy, facts: ConnectionFacts) -> Finding | None:
 
 def check_write_scope(policy: Policy, schemas: Iterable[str], environment: str, *,
                       physical_prefix: str = PHYSICAL_PREFIX,
-                      production: str = PRODUCTION) -> tuple[Finding, ...]:
+                      production: str = PRODUCTION, namespace: str = "") -> tuple[Finding, ...]:
     """Schemas a plan would write that are neither the environment's own nor the physical layer.
 
     Production's own schemas are the plain names (`marts`); another environment's are
-    `<schema>__<environment>`; the physical layer is `<physical_prefix><schema>`.
+    `<schema>__<environment>` (with the repository's namespace, `<schema>__<namespace>__<environment>`);
+    the physical layer is `<physical_prefix><schema>`.
     """
     rule = policy.rules["write-scope"]
     if not rule.enabled:
         return ()
     findings = []
     for schema in sorted(set(schemas)):
-        if _own(schema, environment, physical_prefix, production):
+        if _own(schema, f"{namespace}__{environment}" if namespace and environment != production
+                else environment, physical_prefix, production):
             continue
         findings.append(rule.finding(environment, f"environment {environment} would write to schema "
                                      f"{schema!r}, which belongs to neither it nor the physical layer"))
@@ -49,5 +51,5 @@ def _own(schema: str, environment: str, physical_prefix: str, production: str) -
         return True
     if environment == production:
         return bool(schema) and "__" not in schema
-    base, sep, suffix = schema.rpartition("__")
-    return bool(sep) and suffix == environment and bool(base) and "__" not in base
+    base, sep, suffix = schema.partition("__")
+    return bool(sep) and suffix == environment and bool(base)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import importlib
 from dataclasses import dataclass
+from urllib.parse import urlsplit
 
 from runner.engines.base import Engine
 from runner.engines.sandbox import TRUSTED, Sandbox
@@ -56,7 +57,19 @@ def open_engine(url: str, sandbox: Sandbox = TRUSTED) -> Engine:
     """Open a warehouse from a URL: `duckdb:///path/to/file.duckdb` (or `duckdb://` in memory), or
     `postgresql://user@host:5432/db` (also `postgresql+psycopg://`; see `PostgresEngine`).
     `sandbox`: how the engine holds project SQL (`UNTRUSTED` for merge-request code)."""
-    return engine_class(url).from_url(url, sandbox)
+    engine = engine_class(url).from_url(url, sandbox)
+    engine.location = location_of(url)
+    return engine
+
+
+def location_of(url: str) -> str:
+    """Which warehouse a URL reaches, without its credentials or settings: two connections to
+    one database (another user, other options) are one location."""
+    entry = entry_for(url)
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    port = f":{parts.port}" if parts.port else ""
+    return f"{entry.dialect}://{host}{port}{parts.path}"
 
 
 __all__ = ["DEFAULT_DIALECT", "DIALECTS", "ENGINES", "SCHEMES", "Engine", "engine_class", "open_engine"]

@@ -59,6 +59,7 @@ class Engine(ABC):
     transactional_ddl: ClassVar[bool] = True
     # Seconds a build (and a data test's query) may run; None: no limit.
     build_timeout: float | None = None
+    location: str = ""  # which warehouse, without credentials (set by `open_engine`)
 
     @classmethod
     @abstractmethod

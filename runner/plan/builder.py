@@ -23,11 +23,12 @@ from runner.state.records import SnapshotRecord
 def make_plan(project: Project, environment: str, base_name: str | None,
               base: Mapping[str, SnapshotRecord], known: Mapping[str, SnapshotRecord],
               current: Mapping[str, str] | None = None,
-              reference_versions: Mapping[str, str] | None = None) -> Plan:
+              reference_versions: Mapping[str, str] | None = None, namespace: str = "") -> Plan:
     """`base`: model -> snapshot the comparison starts from; `known`: every live snapshot by
     fingerprint; `current`: the environment's mapping today (empty for a new environment);
-    `reference_versions`: the data versions the environment shows today."""
-    planner = _Planner(project, base, known)
+    `reference_versions`: the data versions the environment shows today; `namespace`: the
+    repository's, which new physical objects' schemas carry."""
+    planner = _Planner(project, base, known, namespace)
     nodes = [planner.plan_node(name) for name in project.dag.order]
     planner.fill_affects(nodes)
     nodes = [planner.with_affects(n) for n in nodes]
@@ -46,8 +47,9 @@ def make_plan(project: Project, environment: str, base_name: str | None,
 
 class _Planner:
     def __init__(self, project: Project, base: Mapping[str, SnapshotRecord],
-                 known: Mapping[str, SnapshotRecord]):
+                 known: Mapping[str, SnapshotRecord], namespace: str = ""):
         self.project = project
+        self.namespace = namespace
         self.base = base
         self.known = known
         self.planned: dict[str, PlannedNode] = {}
@@ -191,7 +193,7 @@ class _Planner:
         return PlannedNode(
             name=name, kind=kind, change=change, action=action, fingerprint=fingerprint,
             data_version=version,
-            physical_schema=where.physical_schema if where else physical_schema(schema),
+            physical_schema=where.physical_schema if where else physical_schema(schema, self.namespace),
             physical_table=where.physical_table if where else physical_name(table, fingerprint),
             materialized=materialized, parents=parents, columns=columns, outputs=outputs,
             previous=base.fingerprint if base else None, reused_from=reused_from, reason=reason)

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 from runner.build import SourceStates, direct_sources
 from runner.engines.base import Engine
 from runner.errors import SluiceError
-from runner.naming import physical_name, physical_schema, table
+from runner.naming import physical_name, table
 from runner.plan.categorize import ColumnChange
 from runner.plan.definition import Action, Change, Plan, PlannedNode
 from runner.project.config import DiffSettings
@@ -139,8 +139,8 @@ def _diff_against_rebuilt(engine: Engine, project: Project, state: StateStore, n
     upstream = state.snapshots(fingerprints=list(before.parents.values()))
     physical = {name: (upstream[version].physical_schema, upstream[version].physical_table)
                 for name, version in before.parents.items() if version in upstream}
-    schema, name = node.name.split(".", 1)
-    baseline = replace(before, physical_schema=physical_schema(schema),
+    name = node.name.split(".", 1)[1]
+    baseline = replace(before, physical_schema=before.physical_schema,  # its namespace's
                        physical_table=f"{physical_name(name, before.fingerprint)}{BASELINE_MARK}")
     target = table(baseline.physical_schema, baseline.physical_table)
     query = physical_query(before.canonical, project.config.dialect, project.resolve, physical)

@@ -34,8 +34,9 @@ PENDING, DONE, ABANDONED = "pending", "done", "abandoned"
 class EnvironmentChanges:
     """The environment tables of one state store, changed only through this protocol."""
 
-    def __init__(self, engine: sa.Engine):
+    def __init__(self, engine: sa.Engine, namespace: str = ""):
         self.engine = engine
+        self.namespace = namespace  # what an environment made from now on records as its own
 
     def begin(self, name: str, after: Mapping[str, str], action: str, source: str | None = None,
               rolls_back: int | None = None, commit: str | None = None) -> HistoryEntry:
@@ -71,7 +72,8 @@ class EnvironmentChanges:
                              .where(environment_tests.c.environment == entry.environment))
             elif _exists(conn, entry.environment) is None:
                 conn.execute(environments.insert().values(name=entry.environment, created_at=now,
-                                                          updated_at=now, expires_at=None))
+                                                          updated_at=now, expires_at=None,
+                                                          namespace=self.namespace or None))
             else:
                 conn.execute(environments.update().where(environments.c.name == entry.environment)
                              .values(updated_at=now, expires_at=None))

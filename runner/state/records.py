@@ -39,6 +39,24 @@ class EnvironmentRecord:
     updated_at: float
     expires_at: float | None
     models: Mapping[str, str] = field(default_factory=dict)  # model name -> fingerprint
+    namespace: str = ""  # the namespace its views were made in ("": none)
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """How the last run that built an environment ended."""
+
+    outcome: str  # passed | tests_failed | build_failed
+    detail: str = ""  # what failed, in a user's words
+    commit: str | None = None
+    at: float = 0.0
+
+    @property
+    def passed(self) -> bool:
+        return self.outcome == PASSED
+
+
+PASSED, TESTS_FAILED, BUILD_FAILED = "passed", "tests_failed", "build_failed"
 
 
 @dataclass(frozen=True)

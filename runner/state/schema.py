@@ -94,6 +94,16 @@ environments = sa.Table(
     sa.Column("created_at", sa.Float, nullable=False),
     sa.Column("updated_at", sa.Float, nullable=False),
     sa.Column("expires_at", sa.Float),
+    # The namespace its views were made in (NULL: none, as every environment before version 9),
+    # so an environment keeps its names whatever the repository's namespace becomes.
+    sa.Column("namespace", sa.String(32)),
+    # How the last run that built this environment ended (passed | tests_failed | build_failed;
+    # NULL: not known), the commit it built and why: `sluice promote` into a protected environment
+    # refuses a source that did not pass.
+    sa.Column("verdict", sa.String(16)),
+    sa.Column("verdict_detail", sa.String(255)),
+    sa.Column("verdict_commit", sa.String(64)),
+    sa.Column("verdict_at", sa.Float),
 )
 
 environment_models = sa.Table(
@@ -150,6 +160,18 @@ source_states = sa.Table(
 )
 
 
+# Which repository's production writes each schema of a warehouse: two repositories may not
+# both write one (their views would replace each other's). Read in the main store, shared by
+# every repository of the installation.
+schema_claims = sa.Table(
+    "sluice_schema_claims", metadata,
+    sa.Column("warehouse", sa.String(255), primary_key=True),
+    sa.Column("schema", sa.String(255), primary_key=True),
+    sa.Column("owner", sa.String(255), nullable=False),
+    sa.Column("claimed_at", sa.Float, nullable=False),
+)
+
+
 def _add_columns(conn: Connection, table: sa.Table, *names: str) -> None:
     for name in names:
         add_column(conn, table, name)
@@ -167,6 +189,7 @@ MIGRATIONS: list[Migration] = [
     lambda conn: metadata.create_all(conn, tables=[environment_tests]),
     lambda conn: _rekey(conn),
     lambda conn: _changes_have_a_status(conn),
+    lambda conn: _namespaces(conn),
 ]
 
 
@@ -180,6 +203,15 @@ def _rekey(conn: Connection) -> None:
 def _changes_have_a_status(conn: Connection) -> None:
     for column in ("status", "rolls_back", "finished_at", "commit"):
         add_column(conn, environment_history, column)
+
+
+def _namespaces(conn: Connection) -> None:
+    """Version 9: repositories get namespaces. Existing environments keep the names they have
+    (their `namespace` stays NULL: none), existing snapshots keep their recorded physical names,
+    so nothing is renamed or orphaned; only what is made from now on carries a namespace."""
+    _add_columns(conn, environments, "namespace", "verdict", "verdict_detail", "verdict_commit",
+                 "verdict_at")
+    metadata.create_all(conn, tables=[schema_claims])
 
 
 STATE = Schema("state", metadata, schema_version, MIGRATIONS, lock_key=7_215_813_001)

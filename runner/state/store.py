@@ -18,8 +18,9 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.exc import SQLAlchemyError
 
 from runner.errors import EnvError, StateError
+from runner.naming import Layout
 from runner.state.changes import EnvironmentChanges
-from runner.state.records import EnvironmentRecord, HistoryEntry, SnapshotRecord
+from runner.state.records import EnvironmentRecord, HistoryEntry, SnapshotRecord, Verdict
 from runner.state.schema import (
     STATE,
     Schema,
@@ -41,11 +42,15 @@ CONNECTION_DEFAULTS = {"connect_timeout": 5, "keepalives": 1, "keepalives_idle":
 
 class StateStore:
     """`namespace` keeps one repository's environments apart from another's in a shared store:
-    a PostgreSQL schema of that name, or a SQLite file beside the main one."""
+    a PostgreSQL schema of that name, or a SQLite file beside the main one. `layout` says where
+    that repository's objects live in the warehouse (its namespace there, and who it is)."""
 
     def __init__(self, url: str, namespace: str | None = None, *,
-                 statement_timeout: float = STATEMENT_TIMEOUT):
+                 statement_timeout: float = STATEMENT_TIMEOUT, layout: Layout | None = None):
         self.url = url
+        self.layout = layout or Layout()
+        self._namespaced = bool(namespace)
+        self._registry: StateStore | None = None
         # Stale pooled connections are found before use; no checkout waits forever.
         kwargs: dict[str, Any] = {"pool_pre_ping": True}
         try:
@@ -82,6 +87,17 @@ class StateStore:
 
     def close(self) -> None:
         self.engine.dispose()
+        if self._registry is not None:
+            self._registry.close()
+
+    def registry(self) -> StateStore:
+        """The installation's main store, shared by every repository's namespace (this store
+        itself when it has none): what must be known across repositories lives there."""
+        if not self._namespaced:
+            return self
+        if self._registry is None:
+            self._registry = StateStore(self.url)
+        return self._registry
 
     # -- schema ---------------------------------------------------------------------------------
 
@@ -89,7 +105,7 @@ class StateStore:
         with self.engine.begin() as conn:
             migrate(conn, STATE)
         self._schemas = {STATE.name}
-        self.changes = EnvironmentChanges(self.engine)
+        self.changes = EnvironmentChanges(self.engine, self.layout.namespace)
 
     def ensure(self, schema: Schema) -> None:
         """Create or upgrade another family of tables in this store (once per store object)."""
@@ -167,7 +183,8 @@ class StateStore:
             models = dict(conn.execute(
                 sa.select(environment_models.c.name, environment_models.c.fingerprint)
                 .where(environment_models.c.environment == name)).all())
-        return EnvironmentRecord(row.name, row.created_at, row.updated_at, row.expires_at, models)
+        return EnvironmentRecord(row.name, row.created_at, row.updated_at, row.expires_at, models,
+                                 row.namespace or "")
 
     def environments(self) -> list[EnvironmentRecord]:
         with self.engine.connect() as conn:
@@ -175,7 +192,8 @@ class StateStore:
             models: dict[str, dict[str, str]] = {}
             for env, model, fp in conn.execute(sa.select(environment_models)):
                 models.setdefault(env, {})[model] = fp
-        return [EnvironmentRecord(r.name, r.created_at, r.updated_at, r.expires_at, models.get(r.name, {}))
+        return [EnvironmentRecord(r.name, r.created_at, r.updated_at, r.expires_at, models.get(r.name, {}),
+                                  r.namespace or "")
                 for r in rows]
 
     def set_environment(self, name: str, models: Mapping[str, str], action: str,
@@ -205,6 +223,24 @@ class StateStore:
                                  .values(expires_at=at)).rowcount
         if not found:
             raise EnvError(f"there is no environment {name!r}")
+
+    def verdict(self, name: str) -> Verdict | None:
+        """How the last run that built `name` ended (None: not known, e.g. from before verdicts)."""
+        with self.engine.connect() as conn:
+            row = conn.execute(sa.select(environments).where(environments.c.name == name)).first()
+        if row is None or row.verdict is None:
+            return None
+        return Verdict(row.verdict, row.verdict_detail or "", row.verdict_commit, row.verdict_at or 0.0)
+
+    def set_verdict(self, name: str, verdict: Verdict | None) -> None:
+        """Record (None: forget) how `name`'s last run ended; an environment not recorded yet
+        (its first build failed) has nothing to record it on."""
+        values = ({"verdict": None, "verdict_detail": None, "verdict_commit": None, "verdict_at": None}
+                  if verdict is None else
+                  {"verdict": verdict.outcome, "verdict_detail": verdict.detail[:255],
+                   "verdict_commit": verdict.commit, "verdict_at": verdict.at or time.time()})
+        with self.engine.begin() as conn:
+            conn.execute(environments.update().where(environments.c.name == name).values(**values))
 
     def environment_tests(self, name: str) -> set[str]:
         """The definition fingerprints of the tests `name`'s current version was tested with."""

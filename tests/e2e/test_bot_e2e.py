@@ -41,7 +41,7 @@ def test_merge_request_lifecycle(tmp_path: Path, forge: Forge, origin: Origin, b
     [report] = forge.reports(1)
     assert "`mr_1`" in report and "`marts.orders`" in report
     assert forge.last_status(sha1) == "success"
-    assert "marts__mr_1.orders" in warehouse_tables(tmp_path, bot)
+    assert "marts__data_shop__mr_1.orders" in warehouse_tables(tmp_path, bot)
 
     # Push: the same comment is edited for the new commit (never a second report).
     sha2 = origin.commit("orders-amount", CUSTOMERS)
@@ -110,7 +110,7 @@ def test_merge_request_lifecycle(tmp_path: Path, forge: Forge, origin: Origin, b
     assert bot.deliver(forge.hook(2, "closed"), path(forge)) == 202
     bot.settle()
     assert state.environment("mr_2") is None
-    assert not any(t.startswith("marts__mr_2.") for t in warehouse_tables(tmp_path, bot))
+    assert not any(t.startswith("marts__data_shop__mr_2.") for t in warehouse_tables(tmp_path, bot))
 
 
 def test_bad_signature_is_refused_and_nothing_is_stored(forge: Forge, origin: Origin, bot: Bot):
@@ -367,7 +367,7 @@ def test_the_worker_runs_the_janitor_periodically(tmp_path: Path, forge: Forge, 
     finally:
         bot.worker.stop()
     prod = bot.project_state(forge).environment("prod")
-    assert prod is not None and "marts__mr_13.orders" not in warehouse_tables(tmp_path, bot)
+    assert prod is not None and "marts__data_shop__mr_13.orders" not in warehouse_tables(tmp_path, bot)
 
 
 # -- promises under failure ------------------------------------------------------------------------

@@ -314,7 +314,8 @@ def test_twin_models_keep_their_own_tables(forge: Forge, origin: Origin, bot: Bo
     assert prod is not None
     snapshots = state.snapshots(fingerprints=prod.models.values())
     orders, copy = (snapshots[prod.models[m]] for m in ("marts.orders", "marts.orders_copy"))
-    assert orders.physical != copy.physical and copy.physical.startswith("sluice__marts.orders_copy__")
+    assert orders.physical != copy.physical
+    assert copy.physical.startswith("sluice__data_shop__marts.orders_copy__")  # the repository's namespace
 
     sha = origin.branch("amount", ORDERS)
     send(bot, forge, forge.open(1, sha, "amount"))

@@ -9,6 +9,7 @@ from __future__ import annotations
 import time
 from contextlib import nullcontext
 
+from bot.records.audit import moved_views
 from bot.worker import locking
 from bot.worker.commands.base import CommandContext
 from bot.worker.keys import env_lock, holder, mr_environment
@@ -49,7 +50,7 @@ def deploy(cc: CommandContext) -> str:
         result = environments.promote(engine, state, source, env)
     ctx.audit.record(cc.event.author, "deploy", forge=repository.forge, repository=repository.full_name,
                      number=number, environment=env, source=source, moved=len(result.changed),
-                     hold_until=lock.expires_at)
+                     views=moved_views(result.moves), hold_until=lock.expires_at)
     until = stamp(lock.expires_at) if lock.expires_at else "it is released"
     return (f"`/deploy {env}`: `{env}` now points at this merge request's snapshots "
             f"({len(result.changed)} views moved, 0 rebuilt). This merge request holds `{env}` for "
@@ -106,7 +107,9 @@ def rollback(cc: CommandContext) -> str:
     ctx.audit.record(cc.event.author, "rollback", forge=repository.forge, repository=repository.full_name,
                      number=number, environment=env,
                      before=dict(before.models) if before else {},
-                     after=dict(after.models) if after else {}, moved=list(result.changed))
+                     after=dict(after.models) if after else {}, moved=list(result.changed),
+                     views=moved_views(environments.moves_between(
+                         state, env, before.models if before else {}, after.models if after else {})))
     moved = ", ".join(f"`{view}`" for view in result.changed) or "no view"
     return (f"`/rollback {env}`: `{env}` points at its previous snapshots again "
             f"({len(result.changed)} views moved back, 0 rebuilt: {moved}).")
