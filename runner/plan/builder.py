@@ -66,14 +66,19 @@ class _Planner:
             return node.outputs
         return self.lineage(name).outputs
 
+    def upstream_columns(self, name: str) -> dict[str, tuple[str, ...] | None]:
+        """The columns of what a model reads, as far as they are known before the warehouse."""
+        model = self.project.models[name]
+        upstream = {ref: self.outputs(ref) for ref in model.depends_on}
+        for source in self.project.sources.values():
+            upstream[source.name] = source.columns
+        return upstream
+
     def lineage(self, name: str) -> ColumnLineage:
         if name not in self.lineages:
             model = self.project.models[name]
-            upstream = {ref: self.outputs(ref) for ref in model.depends_on}
-            for source in self.project.sources.values():
-                upstream[source.name] = source.columns
             self.lineages[name] = model_lineage(model.canonical, self.project.config.dialect,
-                                                self.project.resolve, upstream)
+                                                self.project.resolve, self.upstream_columns(name))
         return self.lineages[name]
 
     # -- one node ---------------------------------------------------------------------------------
@@ -115,7 +120,8 @@ class _Planner:
             if base.canonical != model.canonical or base.materialized != model.materialized:
                 change = Change.DIRECT
                 direct = categorize(base.canonical, model.canonical, self.project.config.dialect,
-                                    base.columns or None, self.lineage(name).outputs)
+                                    base.columns or None, self.lineage(name).outputs,
+                                    self.project.resolve, self.upstream_columns(name))
                 if base.materialized != model.materialized and direct.is_empty:
                     direct = ColumnChange()  # same data, stored differently: rebuilt, not breaking
                 columns = direct.union(columns)
