@@ -5,6 +5,7 @@ from __future__ import annotations
 import sys
 import time
 from collections.abc import Callable, Collection
+from pathlib import Path
 from typing import Any, TypeVar
 
 import click
@@ -22,6 +23,7 @@ from bot.cli.options import (
 )
 from bot.report.markdown import render_markdown
 from runner import environments
+from runner.artifacts import write_artifacts
 from runner.datatests import run_tests, select_tests
 from runner.errors import SluiceError
 from runner.naming import check_environment_name
@@ -90,6 +92,12 @@ def plan(env: str | None, place: Place, dry_run: bool, threads: int | None, all_
                            lambda: plan_environment(ws.project, ws.state, target))
         result = run_with_output(ws, target, dry_run=dry_run, threads=threads, all_tests=all_tests,
                                  text=fmt == "text", verbose=verbose, selected=chosen)
+        if not dry_run:  # dbt writes them after a failed run too: they say what failed
+            folder = artifacts_folder(ws, target)
+            write_artifacts(folder, ws.project, result, ws.engine)
+            if fmt == "text":
+                console.print(f"dbt artifacts: {folder}/ (manifest.json, run_results.json, catalog.json)",
+                              markup=False, soft_wrap=True)
         if fmt == "markdown":
             from policies import PolicyError, evaluate, load_policy
             from runner.policyfacts import project_facts
@@ -105,6 +113,13 @@ def plan(env: str | None, place: Place, dry_run: bool, threads: int | None, all_
             console.print(jsonout.dumps(jsonout.plan(result)), markup=False, soft_wrap=True)
         if not result.ok or result.held_back:
             sys.exit(1)
+
+
+def artifacts_folder(ws: Workspace, environment: str) -> Path:
+    """Beside the cache (PROJECT/.sluice/ on a laptop, the server's work_dir with --server-config):
+    artifacts/ENV/, overwritten by each plan of ENV, like dbt's target/."""
+    base = ws.settings.cache_dir.parent if ws.settings.cache_dir else ws.root / ".sluice"
+    return base / "artifacts" / environment
 
 
 def run_with_output(ws: Workspace, target: str, *, dry_run: bool = False, threads: int | None = None,
