@@ -72,7 +72,9 @@ class Ids:
     def __init__(self, project: Project):
         self.project = project
         self.package = project.config.name
-        self._short = project.names.short
+        self._short: dict[str, list[str]] = {}
+        for node in (*project.models, *project.seeds):  # sources have their own ids
+            self._short.setdefault(node.split(".", 1)[1], []).append(node)
 
     def name(self, node: str) -> str:
         schema, name = node.split(".", 1)
@@ -468,7 +470,7 @@ def write_artifacts(folder: Path, project: Project, result: RunResult, engine: E
     for name, content in contents.items():
         path = folder / name
         temporary = path.with_suffix(".json.tmp")
-        temporary.write_text(json.dumps(content, indent=2, sort_keys=True, default=str))
+        temporary.write_text(json.dumps(content, indent=2, default=str))
         temporary.replace(path)  # a reader never sees half a file
         paths.append(path)
     return paths
