@@ -161,7 +161,7 @@ def _model_name(models_dir: Path, path: Path, config: ProjectConfig, rel: str) -
     schema = parts[0].lower() if len(parts) > 1 else config.default_schema
     table = path.stem.lower()
     check_identifier(schema, "schema (the folder under models/)", file=rel)
-    check_identifier(table, "model name (the file name)", file=rel)
+    check_identifier(table, "model name (the file name)", file=rel, table=True)
     return schema, table
 
 
@@ -184,7 +184,7 @@ def _load_seeds(root: Path, config: ProjectConfig) -> dict[str, Seed]:
     seeds: dict[str, Seed] = {}
     for path in _files(root / config.seeds_path, (".csv",)):
         rel = _rel(root, path)
-        table = check_identifier(path.stem.lower(), "seed name (the file name)", file=rel)
+        table = check_identifier(path.stem.lower(), "seed name (the file name)", file=rel, table=True)
         data = path.read_bytes()
         try:
             header = next(csv.reader(data.decode("utf-8").splitlines()), None)
@@ -218,7 +218,7 @@ def _load_sources(doc: YamlMapping, config: ProjectConfig) -> Iterator[Source]:
             table_name = (table.get_str("name") or "").lower()
             if not table_name:
                 raise table.error(None, "a source table needs a 'name'")
-            check_identifier(table_name, "source table", table, "name")
+            check_identifier(table_name, "source table", table, "name", table=True)
             columns = None
             if "columns" in table:
                 columns = tuple((c.get_str("name") or "").lower() for c in table.mappings("columns"))
