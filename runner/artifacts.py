@@ -300,12 +300,14 @@ def _source_node(project: Project, source: Source, ids: Ids, invocation: Invocat
                    fqn=[project.config.name, source.schema, source.table])
     del node["alias"], node["docs"], node["group"], node["build_path"], node["config_call_dict"]
     del node["unrendered_config_call_dict"], node["patch_path"]
+    database = source.database or invocation.database
+    node["database"] = database
     node.update({
         "source_name": source.schema, "source_description": "", "loader": "",
         "identifier": source.table, "quoting": {}, "loaded_at_field": None, "freshness": None,
         "external": None, "columns": _columns([(c, "", ()) for c in source.columns or ()]),
         "source_meta": {}, "config": {"enabled": True}, "unrendered_config": {},
-        "relation_name": relation_name(invocation.database, source.schema, source.table),
+        "relation_name": relation_name(database, source.schema, source.table),
     })
     return node
 

@@ -15,7 +15,7 @@ from typing import Any
 
 from runner.errors import ProjectError
 from runner.project.cache import ParseCache
-from runner.project.config import ProjectConfig, check_identifier, load_project_config
+from runner.project.config import IDENTIFIER, ProjectConfig, check_identifier, load_project_config
 from runner.project.dag import DAG, Cycle
 from runner.project.nodes import (
     COLUMN_TESTS,
@@ -212,6 +212,11 @@ def _load_sources(doc: YamlMapping, config: ProjectConfig) -> Iterator[Source]:
             raise entry.error(None, "a sources entry needs a 'name'")
         schema = (entry.get_str("schema") or source_name).lower()
         check_identifier(schema, "source schema", entry, "schema" if "schema" in entry else "name")
+        database = entry.get_str("database")
+        if database is not None and not IDENTIFIER.match(database.lower()):
+            raise entry.error("database", f"source database {database!r} is not a valid name: use "
+                                          "letters, digits and underscores")
+        database = database.lower() if database else None
         for table in entry.mappings("tables"):
             table.check_keys({"name", "description", "columns", "identifier", "meta"},
                              "a source table")
@@ -223,7 +228,7 @@ def _load_sources(doc: YamlMapping, config: ProjectConfig) -> Iterator[Source]:
             if "columns" in table:
                 columns = tuple((c.get_str("name") or "").lower() for c in table.mappings("columns"))
             yield Source(name=f"{schema}.{table_name}", schema=schema, table=table_name,
-                         columns=columns, file=doc.file)
+                         columns=columns, file=doc.file, database=database)
 
 
 def _load_exposures(doc: YamlMapping, names: Names) -> Iterator[Exposure]:

@@ -1,10 +1,14 @@
 """Names as dbt projects write them, in plain projects too: model, seed and source table names
-with `__` (`stg_app__users`). Schemas keep single underscores: `__` separates a schema from an
-environment's suffix (`staging__mr_1`)."""
+with `__` (`stg_app__users`), and sources by three-part names (`database.schema.table`). Schemas
+keep single underscores: `__` separates a schema from an environment's suffix (`staging__mr_1`)."""
 
 from __future__ import annotations
 
+import pytest
+
+from runner.artifacts import database_name
 from runner.engines.base import Engine
+from runner.errors import ProjectError
 from runner.janitor import run_janitor
 from runner.lineage.project import resolve_target, trace
 from runner.pipeline import run_pipeline
@@ -56,3 +60,44 @@ def test_lineage_reads_names_with_double_underscores(shop: Shop) -> None:
     found = trace(project, "staging.stg_app__users", "name")
     assert ("raw.raw_app__users", "name") in found.upstream
     assert ("marts.app__user_names", "name") in found.downstream
+
+
+def test_a_source_with_a_database_is_read_by_its_three_part_name(
+        shop: Shop, state: StateStore, warehouse: Engine) -> None:
+    database = database_name(warehouse)
+    with warehouse.transaction() as cursor:
+        cursor.execute("create schema if not exists landing")
+        cursor.execute("create table landing.app__events (id integer, kind varchar(20))")
+        cursor.execute("insert into landing.app__events values (1, 'click'), (2, 'view')")
+    shop.write("models/sources.yml", f"""
+sources:
+  - name: landing
+    database: {database}
+    tables:
+      - name: app__events
+""")
+    shop.write("models/marts/events.sql", f"select id, kind from {database}.landing.app__events\n")
+    shop.write("models/marts/event_kinds.sql",
+               "select kind, count(*) as n from landing.app__events group by kind\n")
+    project = shop.load()
+    assert project.models["marts.events"].depends_on == ()
+    assert project.resolve((database, "landing", "app__events")) == "landing.app__events"
+    assert project.resolve(("elsewhere", "landing", "app__events")) is None
+
+    result = run_pipeline(project, state, warehouse, "prod")
+
+    assert result.ok, result.build.failed
+    assert rows(warehouse, "select count(*) from marts.events") == [(2,)]
+    assert rows(warehouse, "select sum(n) from marts.event_kinds") == [(2,)]
+
+
+def test_an_undeclared_database_is_an_unknown_table(shop: Shop) -> None:
+    shop.write("models/sources.yml", "sources:\n  - name: landing\n    database: lake\n"
+                                     "    tables:\n      - name: events\n")
+    shop.write("models/marts/events.sql", "select id from other.landing.events\n")
+
+    with pytest.raises(ProjectError) as caught:
+        shop.load()
+
+    assert "'other.landing.events' is not a model, a seed or a declared source" in str(caught.value)
+    assert caught.value.file == "models/marts/events.sql"
