@@ -115,6 +115,10 @@ class ServerConfig:
     def run_url(self, run_id: int) -> str:
         return f"{self.public_url.rstrip('/')}{self.run_path(run_id)}"
 
+    def run_folder(self, run_id: int) -> Path:
+        """What a run leaves on disk (its dbt-shaped artifacts, one folder per environment)."""
+        return self.work_dir / "runs" / str(run_id)
+
     def check_secrets(self) -> None:
         """Refuse to serve a forge without a webhook secret unless `insecure` was asked for."""
         if self.insecure:

@@ -30,6 +30,7 @@ class BuildResult:
     transient: set[str] = field(default_factory=set)  # failed because the connection was lost
     skipped: list[str] = field(default_factory=list)  # not built because an upstream failed
     seconds: dict[str, float] = field(default_factory=dict)
+    finished: dict[str, float] = field(default_factory=dict)  # name -> when its build ended (epoch)
 
     @property
     def ok(self) -> bool:
@@ -73,6 +74,7 @@ def build(plan: Plan, project: Project, engine: Engine, state: StateStore, threa
                 node = running.pop(future)
                 try:
                     result.seconds[node.name] = future.result()
+                    result.finished[node.name] = time.time()
                     result.built.append(node.name)
                     if progress:
                         progress(node, "done")

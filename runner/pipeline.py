@@ -5,7 +5,7 @@ plan against an environment, build what is missing, test, point the environment'
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 
 from runner.build import BuildResult, Progress, build
@@ -45,10 +45,11 @@ class RunResult:
 
 
 def plan_environment(project: Project, state: StateStore, environment: str,
-                     against: str | None = None) -> Plan:
+                     against: str | None = None, selected: Collection[str] | None = None) -> Plan:
     """Compare the project with `against`: by default the environment itself, or production
     when it does not exist yet. A merge request's report compares with production always, so
-    it shows everything the MR changes, not only what its last push changed."""
+    it shows everything the MR changes, not only what its last push changed. `selected`: only
+    these nodes may change (`make_plan`)."""
     check_environment_name(environment)
     target = state.environment(environment)
     target_models = dict(target.models) if target else {}
@@ -65,7 +66,8 @@ def plan_environment(project: Project, state: StateStore, environment: str,
     base = {name: known[fp] for name, fp in base_models.items() if fp in known}
     reference = {name: base[name].data_version for name in base}
     return make_plan(project, environment, base_name, base, known, current=target_models,
-                     reference_versions=reference, namespace=state.layout.namespace)
+                     reference_versions=reference, namespace=state.layout.namespace,
+                     selected=selected)
 
 
 def written_schemas(plan: Plan, state: StateStore) -> set[str]:
@@ -123,7 +125,10 @@ def execute(plan: Plan, project: Project, state: StateStore, engine: Engine, *,
     # Tests of models whose data changed, and tests that are new or changed themselves.
     changed = None if all_tests or not project.config.test_changed_only else plan.data_changed
     known = state.environment_tests(plan.base) if plan.base else set()
-    result.tests = run_tests(select_tests(project, changed, known), project, engine, physical, on_test)
+    # A selection leaves models out of the environment: their tests cannot run.
+    tests = [t for t in select_tests(project, changed, known)
+             if all(d in physical or d in project.sources for d in (t.model, *t.depends_on) if d)]
+    result.tests = run_tests(tests, project, engine, physical, on_test)
     result.timings["test"] = time.perf_counter() - clock
     failing = [t.test.name for t in result.tests.failed]
     verdict = (Verdict(PASSED, "", commit) if result.tests.ok else

@@ -28,6 +28,8 @@ def physical_query(canonical: str, dialect: str, resolve: Callable[[tuple[str, .
         else:  # a source: read in place
             schema, name_in_schema = name.split(".", 1)
         replacement = table(schema, name_in_schema)
+        if name not in physical and node.catalog:  # database.schema.table: keep its database
+            replacement.set("catalog", exp.to_identifier(node.catalog, quoted=True))
         # Keep the name the query used as its alias, so `orders.amount` still resolves.
         alias = node.args.get("alias") or exp.TableAlias(this=exp.to_identifier(node.name))
         replacement.set("alias", alias)

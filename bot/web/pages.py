@@ -20,6 +20,8 @@ from bot.forges import FORGES
 from bot.links import valid_token
 from bot.records.runs import Run
 from bot.web.context import sluice
+from runner.artifacts import FILES as ARTIFACTS
+from runner.naming import is_environment_name
 
 pages = Blueprint("pages", __name__)
 
@@ -143,8 +145,33 @@ def run_page(run_id: int) -> Response:
     view = run_view(run, parts.config)
     token = request.args.get("token", "")
     html = render_template("run.html.j2", view=view, run=run, refresh=REFRESH_SECONDS,
-                           markdown_url=f"/runs/{run.id}.md?token={token}")
+                           markdown_url=f"/runs/{run.id}.md?token={token}",
+                           artifacts=artifact_links(run, parts.config, token))
     return _secure(Response(html, status=200, mimetype="text/html"))
+
+
+@pages.get("/runs/<int:run_id>/<environment>/<name>")
+def run_artifact(run_id: int, environment: str, name: str) -> Response:
+    """A run's dbt-shaped artifact (runner/artifacts.py): manifest, run results, catalog."""
+    parts = sluice()
+    run = _visible_run(run_id)  # the artifacts are the run's: its link's token opens them
+    if run is None or name not in ARTIFACTS or not is_environment_name(environment):
+        return _secure(Response(f"no such artifact of run {run_id}\n", status=404, mimetype="text/plain"))
+    path = parts.config.run_folder(run.id) / environment / name
+    if not path.is_file():
+        return _secure(Response(f"run {run_id} has no {name} for {environment}\n", status=404,
+                                mimetype="text/plain"))
+    return _secure(Response(path.read_bytes(), status=200, mimetype="application/json"))
+
+
+def artifact_links(run: Run, config: ServerConfig, token: str) -> list[tuple[str, str]]:
+    """(label, url) of the artifacts a run left, per environment, under the run's token."""
+    folder = config.run_folder(run.id)
+    if not folder.is_dir():
+        return []
+    return [(f"{env.name}/{name}", f"/runs/{run.id}/{env.name}/{name}?token={token}")
+            for env in sorted(folder.iterdir()) if env.is_dir() and is_environment_name(env.name)
+            for name in ARTIFACTS if (env / name).is_file()]
 
 
 @pages.get("/runs/<int:run_id>.md")

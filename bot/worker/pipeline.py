@@ -20,11 +20,14 @@ from bot.worker.gatekeeper import gate_for, pending, publish
 from bot.worker.keys import mr_environment
 from bot.worker.text import HISTORY_ROOM, MARKER, STATUS_CONTEXT, quote, summary
 from policies import Evaluation, Finding, check_write_scope
+from runner.artifacts import write_artifacts
 from runner.checkout import redact
+from runner.engines.base import Engine
 from runner.environments import view_namespace
-from runner.errors import SluiceError, is_transient
+from runner.errors import SluiceError, WarehouseError, is_transient
 from runner.naming import PRODUCTION
 from runner.pipeline import RunResult, execute, plan_environment, written_schemas
+from runner.project.nodes import Project
 from runner.review.summary import review
 
 log = logging.getLogger("sluice.worker")
@@ -89,6 +92,7 @@ def _pipeline(ctx: JobContext, repository: Repository, number: int, info: MergeR
             ctx.runs.append_log(run_id, summary(result))
             for name, seconds in sorted(result.build.seconds.items()):
                 ctx.runs.append_log(run_id, f"built {name} in {seconds:.2f} s")
+            artifacts(ctx, run_id, project, result, engine)
             ctx.runs.check_current(run_id)
             the_review = (review(result.plan, project, state, engine,
                                  budget=ctx.s.config.limits.report_budget) if result.build.ok else None)
@@ -135,6 +139,17 @@ def _pipeline(ctx: JobContext, repository: Repository, number: int, info: MergeR
         ctx.runs.append_log(run_id, f"{type(exc).__name__}: {redact(str(exc))}")
         ctx.runs.finish(run_id, RunStatus.ERROR, f"{redact(str(exc)) or type(exc).__name__}; will retry")
         raise
+
+
+def artifacts(ctx: JobContext, run_id: int, project: Project, result: RunResult, engine: Engine) -> None:
+    """The environment's manifest, run results and catalog in the run's folder (the run page links
+    them). A disk or catalog failure costs the files, not the run."""
+    folder = ctx.s.config.run_folder(run_id) / result.plan.environment
+    try:
+        write_artifacts(folder, project, result, engine)
+    except (OSError, WarehouseError) as exc:
+        log.warning("run %s: no dbt artifacts: %s", run_id, redact(str(exc)))
+        ctx.runs.append_log(run_id, f"dbt artifacts not written: {redact(str(exc))}")
 
 
 def earlier_attempts(ctx: JobContext, run_id: int) -> list[str]:

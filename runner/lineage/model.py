@@ -65,7 +65,7 @@ def model_lineage(
     upstream_columns: Mapping[str, tuple[str, ...] | None],
 ) -> ColumnLineage:
     query = parse_canonical(canonical, dialect)
-    tables = _qualify_tables(query, resolve)
+    tables = qualify_tables(query, resolve)
     star_tables = _star_tables(query)
     schema: dict[str, Any] = {}
     for table in tables:
@@ -82,7 +82,7 @@ def model_lineage(
         return _conservative(query, tables, star_tables)
 
 
-def _qualify_tables(query: exp.Expr, resolve: Callable[[tuple[str, ...]], str | None]) -> set[str]:
+def qualify_tables(query: exp.Expr, resolve: Callable[[tuple[str, ...]], str | None]) -> set[str]:
     """Give every table reference its logical `schema.table` name; returns the names."""
     names: set[str] = set()
     for table in list(table_references(query)):

@@ -7,7 +7,7 @@ warehouse, no network: the plan can be shown before anything runs.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import replace
 
 from runner.errors import PlanError
@@ -23,17 +23,28 @@ from runner.state.records import SnapshotRecord
 def make_plan(project: Project, environment: str, base_name: str | None,
               base: Mapping[str, SnapshotRecord], known: Mapping[str, SnapshotRecord],
               current: Mapping[str, str] | None = None,
-              reference_versions: Mapping[str, str] | None = None, namespace: str = "") -> Plan:
+              reference_versions: Mapping[str, str] | None = None, namespace: str = "",
+              selected: Collection[str] | None = None) -> Plan:
     """`base`: model -> snapshot the comparison starts from; `known`: every live snapshot by
     fingerprint; `current`: the environment's mapping today (empty for a new environment);
     `reference_versions`: the data versions the environment shows today; `namespace`: the
-    repository's, which new physical objects' schemas carry."""
+    repository's, which new physical objects' schemas carry; `selected`: the nodes the plan may
+    change (a selector's), the others keep the base's snapshots as dbt's `--defer` would read
+    them; new ones the selection reads are planned too, the other new ones left out."""
     planner = _Planner(project, base, known, namespace)
-    nodes = [planner.plan_node(name) for name in project.dag.order]
+    wanted = None if selected is None else _needed(project, set(selected), base)
+    nodes: list[PlannedNode] = []
+    for name in project.dag.order:
+        if wanted is None or name in wanted:
+            nodes.append(planner.plan_node(name))
+        elif name in base:
+            nodes.append(planner.keep(name, base[name], base_name))
     planner.fill_affects(nodes)
     nodes = [planner.with_affects(n) for n in nodes]
     for name, record in sorted(base.items()):
-        if name not in planner.planned:
+        if name not in planner.planned and wanted is not None:
+            nodes.append(planner.keep(name, record, base_name))
+        elif name not in planner.planned:
             nodes.append(PlannedNode(
                 name=name, kind=record.kind, change=Change.REMOVED, action=Action.DROP,
                 fingerprint=record.fingerprint, data_version=record.data_version,
@@ -43,6 +54,18 @@ def make_plan(project: Project, environment: str, base_name: str | None,
     return Plan(environment=environment, base=base_name, nodes=tuple(nodes),
                 dialect=project.config.dialect, current=dict(current or {}),
                 reference_versions=dict(reference_versions or {}))
+
+
+def _needed(project: Project, selected: set[str], base: Mapping[str, SnapshotRecord]) -> set[str]:
+    """The selection, and what it reads that the base does not have yet."""
+    needed = set(selected)
+    stack = list(selected)
+    while stack:
+        for parent in project.dag.parents.get(stack.pop(), ()):
+            if parent not in base and parent not in needed:
+                needed.add(parent)
+                stack.append(parent)
+    return needed
 
 
 class _Planner:
@@ -68,14 +91,19 @@ class _Planner:
             return node.outputs
         return self.lineage(name).outputs
 
+    def upstream_columns(self, name: str) -> dict[str, tuple[str, ...] | None]:
+        """The columns of what a model reads, as far as they are known before the warehouse."""
+        model = self.project.models[name]
+        upstream = {ref: self.outputs(ref) for ref in model.depends_on}
+        for source in self.project.sources.values():
+            upstream[source.name] = source.columns
+        return upstream
+
     def lineage(self, name: str) -> ColumnLineage:
         if name not in self.lineages:
             model = self.project.models[name]
-            upstream = {ref: self.outputs(ref) for ref in model.depends_on}
-            for source in self.project.sources.values():
-                upstream[source.name] = source.columns
             self.lineages[name] = model_lineage(model.canonical, self.project.config.dialect,
-                                                self.project.resolve, upstream)
+                                                self.project.resolve, self.upstream_columns(name))
         return self.lineages[name]
 
     # -- one node ---------------------------------------------------------------------------------
@@ -117,7 +145,8 @@ class _Planner:
             if base.canonical != model.canonical or base.materialized != model.materialized:
                 change = Change.DIRECT
                 direct = categorize(base.canonical, model.canonical, self.project.config.dialect,
-                                    base.columns or None, self.lineage(name).outputs)
+                                    base.columns or None, self.lineage(name).outputs,
+                                    self.project.resolve, self.upstream_columns(name))
                 if base.materialized != model.materialized and direct.is_empty:
                     direct = ColumnChange()  # same data, stored differently: rebuilt, not breaking
                 columns = direct.union(columns)
@@ -197,6 +226,18 @@ class _Planner:
             physical_table=where.physical_table if where else physical_name(table, fingerprint),
             materialized=materialized, parents=parents, columns=columns, outputs=outputs,
             previous=base.fingerprint if base else None, reused_from=reused_from, reason=reason)
+
+    def keep(self, name: str, record: SnapshotRecord, base_name: str | None) -> PlannedNode:
+        """A node outside the selection: the environment shows the base's snapshot of it."""
+        node = PlannedNode(
+            name=name, kind=record.kind, change=Change.UNCHANGED, action=Action.REUSE,
+            fingerprint=record.fingerprint, data_version=record.data_version,
+            physical_schema=record.physical_schema, physical_table=record.physical_table,
+            materialized=record.materialized, parents=record.parents,
+            outputs=record.columns or None, previous=record.fingerprint,
+            reused_from=record.reused_from, reason=f"not selected: as in {base_name or 'the base'}")
+        self.planned[name] = node
+        return node
 
     # -- who is affected by a direct change -------------------------------------------------------
 

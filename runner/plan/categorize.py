@@ -1,18 +1,26 @@
-"""Decide what a direct change to a model does to its output, by comparing the two ASTs.
+"""Decide what a direct change to a model does to its output, by comparing the two versions'
+column lineage (`runner.lineage.signature`), traced through CTEs and subqueries:
 
 - only output columns added: non-breaking;
-- only some output columns' expressions rewritten (FROM, JOIN, WHERE, GROUP BY, HAVING, QUALIFY,
-  DISTINCT, ORDER BY/LIMIT untouched): only those columns change, so only readers of them break;
-- anything else: every column may change.
+- only some output columns' full lineage changed (their expressions, or the expressions and
+  row-deciding clauses of a CTE or subquery only they read): only those columns change, so only
+  readers of them break;
+- what decides the model's rows changed (FROM, JOIN, WHERE, GROUP BY, HAVING, QUALIFY, DISTINCT,
+  ORDER BY/LIMIT of the final select or of any scope its rows flow from): every column may change.
+
+When a version cannot be traced, the comparison falls back to the final select's text: its
+output expressions one by one, everything else as a whole.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 from sqlglot import exp
 
 from runner.lineage.model import ALL
+from runner.lineage.signature import output_signatures
 from runner.project.parsing import parse_canonical
 
 
@@ -49,9 +57,38 @@ EVERYTHING = ColumnChange(changed=frozenset({ALL}))
 
 
 def categorize(old_sql: str, new_sql: str, dialect: str, old_outputs: tuple[str, ...] | None,
-               new_outputs: tuple[str, ...] | None) -> ColumnChange:
+               new_outputs: tuple[str, ...] | None,
+               resolve: Callable[[tuple[str, ...]], str | None] | None = None,
+               upstream_columns: Mapping[str, tuple[str, ...] | None] | None = None) -> ColumnChange:
+    """`resolve` and `upstream_columns` (the tables' columns) let `*` on a table expand into
+    columns; without them a `*` counts as one column reading everything behind it."""
     if old_sql == new_sql:
         return ColumnChange()
+    old_signatures = output_signatures(old_sql, dialect, resolve, upstream_columns)
+    new_signatures = output_signatures(new_sql, dialect, resolve, upstream_columns)
+    if old_signatures is not None and new_signatures is not None:
+        added, removed = _added_removed(old_outputs, new_outputs)
+        if old_signatures.rows != new_signatures.rows:
+            return ColumnChange(frozenset({ALL}), added, removed)
+        old_cols, new_cols = old_signatures.columns, new_signatures.columns
+        if old_cols is None or new_cols is None:
+            if old_cols == new_cols:  # both unknown: equal rows and `*` signatures
+                return ColumnChange(frozenset(), added, removed)
+            return ColumnChange(frozenset({ALL}), added, removed)
+        return _compare(old_cols, new_cols)
+    return _by_text(old_sql, new_sql, dialect, old_outputs, new_outputs)
+
+
+def _compare(old_cols: Mapping[str, str], new_cols: Mapping[str, str]) -> ColumnChange:
+    return ColumnChange(
+        changed=frozenset(n for n, sig in new_cols.items() if n in old_cols and old_cols[n] != sig),
+        added=frozenset(set(new_cols) - set(old_cols)),
+        removed=frozenset(set(old_cols) - set(new_cols)),
+    )
+
+
+def _by_text(old_sql: str, new_sql: str, dialect: str, old_outputs: tuple[str, ...] | None,
+             new_outputs: tuple[str, ...] | None) -> ColumnChange:
     old = parse_canonical(old_sql, dialect)
     new = parse_canonical(new_sql, dialect)
     added, removed = _added_removed(old_outputs, new_outputs)
@@ -63,12 +100,7 @@ def categorize(old_sql: str, new_sql: str, dialect: str, old_outputs: tuple[str,
     new_cols = _projections(new, dialect)
     if old_cols is None or new_cols is None:
         return ColumnChange(frozenset({ALL}), added, removed)
-    changed = frozenset(name for name, sql in new_cols.items() if name in old_cols and old_cols[name] != sql)
-    return ColumnChange(
-        changed=changed,
-        added=frozenset(set(new_cols) - set(old_cols)),
-        removed=frozenset(set(old_cols) - set(new_cols)),
-    )
+    return _compare(old_cols, new_cols)
 
 
 def _added_removed(old: tuple[str, ...] | None,

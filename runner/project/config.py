@@ -55,12 +55,15 @@ class ProjectConfig:
 
 
 def check_identifier(value: str, what: str, where: YamlMapping | None = None, key: str | None = None,
-                     file: str | None = None) -> str:
-    """Schema, model and seed names become SQL identifiers: keep them plain and free of `__`."""
-    if not IDENTIFIER.match(value) or "__" in value or value.startswith("sluice"):
-        message = (f"{what} {value!r} is not a valid name: use lower-case letters, digits and single "
-                   "underscores, starting with a letter (double underscores and a 'sluice' prefix "
-                   "are reserved)")
+                     file: str | None = None, table: bool = False) -> str:
+    """Schema, model and seed names become SQL identifiers: keep them plain. A schema name is free
+    of `__`, which separates it from an environment's suffix (`marts__mr_42`); a `table` name may
+    hold it (dbt's `stg_app__users`): its physical name only appends `__` and a fixed-length hex
+    fingerprint, which never holds an underscore, so it still reads one way."""
+    if not IDENTIFIER.match(value) or (not table and "__" in value) or value.startswith("sluice"):
+        reserved = "a 'sluice' prefix is" if table else "double underscores and a 'sluice' prefix are"
+        message = (f"{what} {value!r} is not a valid name: use lower-case letters, digits and "
+                   f"underscores, starting with a letter ({reserved} reserved)")
         if where is not None:
             raise where.error(key, message)
         raise ProjectError(message, file=file)

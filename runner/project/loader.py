@@ -16,7 +16,7 @@ from typing import Any
 from runner.errors import ProjectError
 from runner.limits import DEFAULT_LIMITS, Limits, recursion_refused
 from runner.project.cache import ParseCache
-from runner.project.config import ProjectConfig, check_identifier, load_project_config
+from runner.project.config import IDENTIFIER, ProjectConfig, check_identifier, load_project_config
 from runner.project.dag import DAG, Cycle
 from runner.project.files import inside, project_files
 from runner.project.nodes import (
@@ -177,7 +177,7 @@ def _model_name(models_dir: Path, path: Path, config: ProjectConfig, rel: str) -
     schema = parts[0].lower() if len(parts) > 1 else config.default_schema
     table = path.stem.lower()
     check_identifier(schema, "schema (the folder under models/)", file=rel)
-    check_identifier(table, "model name (the file name)", file=rel)
+    check_identifier(table, "model name (the file name)", file=rel, table=True)
     return schema, table
 
 
@@ -200,7 +200,7 @@ def _load_seeds(root: Path, config: ProjectConfig, limits: Limits) -> dict[str, 
     seeds: dict[str, Seed] = {}
     for path in _files(root, root / config.seeds_path, (".csv",)):
         rel = _rel(root, path)
-        table = check_identifier(path.stem.lower(), "seed name (the file name)", file=rel)
+        table = check_identifier(path.stem.lower(), "seed name (the file name)", file=rel, table=True)
         resolved = inside(root, path, rel)
         try:
             limits.check_size(resolved.stat().st_size, "seed", rel)
@@ -233,18 +233,23 @@ def _load_sources(doc: YamlMapping, config: ProjectConfig) -> Iterator[Source]:
             raise entry.error(None, "a sources entry needs a 'name'")
         schema = (entry.get_str("schema") or source_name).lower()
         check_identifier(schema, "source schema", entry, "schema" if "schema" in entry else "name")
+        database = entry.get_str("database")
+        if database is not None and not IDENTIFIER.match(database.lower()):
+            raise entry.error("database", f"source database {database!r} is not a valid name: use "
+                                          "letters, digits and underscores")
+        database = database.lower() if database else None
         for table in entry.mappings("tables"):
             table.check_keys({"name", "description", "columns", "identifier", "meta"},
                              "a source table")
             table_name = (table.get_str("name") or "").lower()
             if not table_name:
                 raise table.error(None, "a source table needs a 'name'")
-            check_identifier(table_name, "source table", table, "name")
+            check_identifier(table_name, "source table", table, "name", table=True)
             columns = None
             if "columns" in table:
                 columns = tuple((c.get_str("name") or "").lower() for c in table.mappings("columns"))
             yield Source(name=f"{schema}.{table_name}", schema=schema, table=table_name,
-                         columns=columns, file=doc.file)
+                         columns=columns, file=doc.file, database=database)
 
 
 def _load_exposures(doc: YamlMapping, names: Names) -> Iterator[Exposure]:

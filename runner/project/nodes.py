@@ -80,6 +80,7 @@ class Source:
     table: str
     columns: tuple[str, ...] | None  # None: not declared, so unknown until the warehouse is asked
     file: str
+    database: str | None = None  # declared: SQL may also name it database.schema.table
 
 
 @dataclass(frozen=True)
@@ -123,6 +124,7 @@ class Project:
 class Names:
     full: dict[str, str]  # "schema.table" -> kind
     short: dict[str, list[str]]  # "table" -> ["schema.table", ...]
+    qualified: dict[str, str] = field(default_factory=dict)  # "database.schema.table" -> source
 
     @classmethod
     def of(cls, models: dict[str, Any], seeds: dict[str, Any], sources: dict[str, Any]) -> Names:
@@ -132,10 +134,14 @@ class Names:
             for name in names:
                 full[name] = kind
                 short.setdefault(name.split(".", 1)[1], []).append(name)
-        return cls(full, short)
+        qualified = {f"{s.database}.{name}": name for name, s in sources.items()
+                     if getattr(s, "database", None)}
+        return cls(full, short, qualified)
 
 
 def resolve_name(parts: tuple[str, ...], names: Names) -> str | None:
+    if len(parts) == 3:
+        return names.qualified.get(".".join(parts))
     if len(parts) == 2:
         name = ".".join(parts)
         return name if name in names.full else None

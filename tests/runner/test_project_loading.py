@@ -266,9 +266,6 @@ BAD_PROJECT_FILES = [
         {"models/my__marts/totals.sql": "select 1 as a\n"},
         "models/my__marts/totals.sql", None,
         "schema (the folder under models/) 'my__marts' is not a valid name"),
-    bad("file with a double underscore is an invalid model name",
-        {"models/marts/orders__v2.sql": "select 1 as a\n"},
-        "models/marts/orders__v2.sql", None, "model name (the file name) 'orders__v2' is not a valid name"),
     *(bad(f"invalid model name names the file: {why}", {rel: "select 1 as a\n"},
           rel, None, f"{name} is not a valid name")
       for why, rel, name in [
