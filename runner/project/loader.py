@@ -17,6 +17,7 @@ from runner.errors import ProjectError
 from runner.project.cache import ParseCache
 from runner.project.config import ProjectConfig, check_identifier, load_project_config
 from runner.project.dag import DAG, Cycle
+from runner.project.dbt import DbtOptions, is_dbt_project, load_dbt_project
 from runner.project.nodes import (
     COLUMN_TESTS,
     EXPOSURE_TYPES,
@@ -35,9 +36,12 @@ from runner.project.parsing import ParsedQuery, TableRef
 from runner.project.yamlfile import YamlMapping, load_yaml
 
 
-def load_project(root: Path | str, cache_dir: Path | None = None) -> Project:
-    """Read and check the whole project under `root`."""
+def load_project(root: Path | str, cache_dir: Path | None = None,
+                 dbt: DbtOptions | None = None) -> Project:
+    """Read and check the whole project under `root` (a dbt project when it has dbt_project.yml)."""
     root = Path(root).resolve()
+    if is_dbt_project(root):
+        return load_dbt_project(root, cache_dir, dbt)
     config = load_project_config(root)
     cache = ParseCache(cache_dir / "parse-cache.json" if cache_dir else None)
     models_dir = root / config.models_path

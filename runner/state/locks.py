@@ -86,7 +86,7 @@ class Locks:
 
     def release_all(self, holder: str) -> list[str]:
         with self.state.engine.begin() as conn:
-            names = list(conn.execute(sa.select(locks.c.name).where(locks.c.holder == holder)).scalars())
+            names: list[str] = list(conn.execute(sa.select(locks.c.name).where(locks.c.holder == holder)).scalars())
             conn.execute(locks.delete().where(locks.c.holder == holder))
         return names
 

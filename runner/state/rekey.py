@@ -42,7 +42,7 @@ def rekey(conn: Connection) -> None:
 
     shared: dict[str, float] = {}
     for env, name, old in conn.execute(sa.select(environment_models)).all():
-        new = moved(name, old)
+        new = moved(str(name), str(old))
         if new != old:
             conn.execute(environment_models.update().where(environment_models.c.environment == env,
                                                            environment_models.c.name == name)

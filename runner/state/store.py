@@ -164,7 +164,7 @@ class StateStore:
             row = conn.execute(sa.select(environments).where(environments.c.name == name)).first()
             if row is None:
                 return None
-            models = dict(conn.execute(
+            models: dict[str, str] = dict(conn.execute(
                 sa.select(environment_models.c.name, environment_models.c.fingerprint)
                 .where(environment_models.c.environment == name)).all())
         return EnvironmentRecord(row.name, row.created_at, row.updated_at, row.expires_at, models)
@@ -174,7 +174,7 @@ class StateStore:
             rows = conn.execute(sa.select(environments).order_by(environments.c.name)).all()
             models: dict[str, dict[str, str]] = {}
             for env, model, fp in conn.execute(sa.select(environment_models)):
-                models.setdefault(env, {})[model] = fp
+                models.setdefault(str(env), {})[str(model)] = str(fp)
         return [EnvironmentRecord(r.name, r.created_at, r.updated_at, r.expires_at, models.get(r.name, {}))
                 for r in rows]
 
@@ -233,7 +233,7 @@ class StateStore:
         with self.engine.connect() as conn:
             rows = conn.execute(sa.select(source_states.c.source, source_states.c.state)
                                 .where(source_states.c.fingerprint == fingerprint)).all()
-        return {source: state for source, state in rows}
+        return {str(source): str(state) for source, state in rows}
 
     def referenced_fingerprints(self) -> set[str]:
         with self.engine.connect() as conn:
