@@ -224,8 +224,9 @@ def _dbt_error(root: Path, step: str, message: str) -> ProjectError:
         packages = _package_names(root)
         remote = [p for p in packages if not _is_local(root, p)]
         file, name, line = (remote or packages or [(PACKAGES_FILES[0], "?", None)])[0]
-        return ProjectError(f"package {name!r} could not be installed (`dbt deps`, no network?): "
-                            f"{message[:200]}", file=file, line=line)
+        reason = message.split(":", 1)[0][:120]  # dbt's first clause; the rest is a retry trace
+        return ProjectError(f"package {name!r} could not be installed by `dbt deps` (no network?): "
+                            f"{reason}", file=file, line=line)
     return ProjectError(f"dbt could not compile the project: {message[:400]}", file=DBT_PROJECT_FILE)
 
 
