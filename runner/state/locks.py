@@ -86,7 +86,8 @@ class Locks:
 
     def release_all(self, holder: str) -> list[str]:
         with self.state.engine.begin() as conn:
-            names: list[str] = list(conn.execute(sa.select(locks.c.name).where(locks.c.holder == holder)).scalars())
+            query = sa.select(locks.c.name).where(locks.c.holder == holder)
+            names: list[str] = list(conn.execute(query).scalars())
             conn.execute(locks.delete().where(locks.c.holder == holder))
         return names
 

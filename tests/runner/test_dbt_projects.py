@@ -99,7 +99,8 @@ def test_each_dbt_node_becomes_the_model_seed_source_test_or_exposure_it_is(
     assert "MAX(ORDER_DATE)" not in project.models["main_mart.daily_revenue"].canonical.upper()
     tests = {t.name: t for t in project.tests}
     assert len(tests) == 12
-    assert tests["accepted_values_stg_app__orders_status__placed__shipped__completed__returned"].severity == "warn"
+    accepted = "accepted_values_stg_app__orders_status__placed__shipped__completed__returned"
+    assert tests[accepted].severity == "warn"
     at_most = next(t for t in tests.values() if t.name.startswith("at_most"))
     assert (at_most.warn_if, at_most.error_if) == (">0", ">5")
     assert next(t for t in tests.values() if t.name.startswith("not_null_customers")).limit == 10
@@ -192,10 +193,11 @@ def test_a_local_package_outside_the_repository_is_refused(tmp_path: Path) -> No
 def test_a_dbt_project_on_postgres_with_allowlisted_env_and_vars(tmp_path: Path) -> None:
     root = copy_shop(tmp_path)
     (root / "sluice.yml").write_text("dialect: postgres\n")
-    options = DbtOptions(env={"SHOP_REGION": "eu"}, vars={"vat_rate": 0.25})
-    project = load_project(root, cache_dir=tmp_path / "cache", dbt=options)
-    assert "'eu' AS region" in project.models["main.stg_app__customers"].canonical
     with fresh_database() as url:
+        # Introspection (is_incremental(), run_query) goes through the connection the server gives.
+        options = DbtOptions(env={"SHOP_REGION": "eu"}, vars={"vat_rate": 0.25}, warehouse_url=url)
+        project = load_project(root, cache_dir=tmp_path / "cache", dbt=options)
+        assert "'eu' AS region" in project.models["main.stg_app__customers"].canonical
         engine = PostgresEngine(url)
         state = StateStore(f"sqlite:///{tmp_path / 'state.db'}")
         try:
@@ -203,7 +205,8 @@ def test_a_dbt_project_on_postgres_with_allowlisted_env_and_vars(tmp_path: Path)
             result = run_pipeline(project, state, engine, "prod")
             assert result.ok, result.build.failed or [r.error for r in result.tests.failed]
             assert len(result.tests.warned) == 2
-            assert rows(engine, "select amount_with_vat from main_mart.orders where order_id = 1") == [(12.5,)]
+            vat = "select amount_with_vat from main_mart.orders where order_id = 1"
+            assert rows(engine, vat) == [(12.5,)]
             assert rows(engine, "select data_type from information_schema.columns where "
                         "table_name like 'raw_payments%' and column_name = 'amount' limit 1") == [("bigint",)]
         finally:

@@ -34,7 +34,10 @@ def main(argv: list[str]) -> int:
             print(json.dumps({"ok": False, "step": "deps", "error": _message(result)}))
             return 0
     args = ["compile", *common, *_flags(request), "--target-path", request["target_path"],
-            "--no-populate-cache", "--threads", "1"]
+            "--no-populate-cache", "--threads", "1",
+            # is_incremental() must render false even where production's relation exists: Sluice
+            # builds every snapshot in full (until incremental builds land).
+            "--full-refresh"]
     if request.get("vars"):
         args += ["--vars", json.dumps(request["vars"])]
     if not request.get("partial_parse", True):

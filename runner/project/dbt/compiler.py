@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from runner.errors import ProjectError
-from runner.project.dbt.profile import profile_yaml
+from runner.project.dbt.profile import NO_CONNECTION, profile_yaml
 from runner.project.yamlfile import YamlMapping, load_yaml
 
 DBT_PROJECT_FILE = "dbt_project.yml"
@@ -122,7 +122,7 @@ def _check_local_packages(root: Path) -> None:
     found = _packages(root)
     if found is None:
         return
-    name, doc = found
+    _, doc = found
     for entry in doc.mappings("packages"):
         local = entry.get("local")
         if isinstance(local, str):
@@ -227,6 +227,10 @@ def _dbt_error(root: Path, step: str, message: str) -> ProjectError:
         reason = message.split(":", 1)[0][:120]  # dbt's first clause; the rest is a retry trace
         return ProjectError(f"package {name!r} could not be installed by `dbt deps` (no network?): "
                             f"{reason}", file=file, line=line)
+    if NO_CONNECTION in message:
+        return ProjectError("the project asks the warehouse a question while compiling (is_incremental(), "
+                            "run_query): a PostgreSQL dbt project needs the server to give a read-only "
+                            "connection for it", file=DBT_PROJECT_FILE)
     return ProjectError(f"dbt could not compile the project: {message[:400]}", file=DBT_PROJECT_FILE)
 
 

@@ -9,6 +9,7 @@ from urllib.parse import unquote, urlsplit
 from runner.errors import ProjectError
 
 ADAPTERS = {"duckdb": "duckdb", "postgres": "postgres"}
+NO_CONNECTION = "sluice_no_introspection"  # the role of a profile that must never connect
 
 
 def profile_yaml(profile: str, dialect: str, schema: str, warehouse_url: str | None) -> str:
@@ -27,9 +28,9 @@ def profile_yaml(profile: str, dialect: str, schema: str, warehouse_url: str | N
         target["path"] = ":memory:"
         target["database"] = "memory"
     else:
-        url = urlsplit(warehouse_url or "postgresql://sluice_compile@127.0.0.1:5432/postgres")
+        url = urlsplit(warehouse_url or f"postgresql://{NO_CONNECTION}@127.0.0.1:5432/postgres")
         target.update({"host": url.hostname or "127.0.0.1", "port": url.port or 5432,
-                       "user": unquote(url.username or "sluice_compile"),
+                       "user": unquote(url.username or NO_CONNECTION),
                        "password": unquote(url.password or ""),
                        "dbname": (url.path or "/postgres").lstrip("/") or "postgres",
                        "connect_timeout": 5})
