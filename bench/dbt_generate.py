@@ -33,7 +33,8 @@ def generate(out: Path, models: int, seed: int = 13) -> None:
     (package / "dbt_project.yml").write_text(
         "name: bench_utils\nversion: '1.0'\nconfig-version: 2\nmacro-paths: [macros]\n")
     (package / "macros" / "safe_divide.sql").write_text(
-        "{% macro safe_divide(a, b) -%}\n    case when {{ b }} = 0 then null else {{ a }} * 1.0 / {{ b }} end\n"
+        "{% macro safe_divide(a, b) -%}\n"
+        "    case when {{ b }} = 0 then null else {{ a }} * 1.0 / {{ b }} end\n"
         "{%- endmacro %}\n")
     (package / "macros" / "bucket.sql").write_text(
         "{% macro bucket(column) -%}\n    case\n    {%- for b in var('buckets') %}\n"
@@ -83,7 +84,8 @@ def generate(out: Path, models: int, seed: int = 13) -> None:
 
 def _staging(seed: int) -> str:
     return (f"with source as (\n    select * from {{{{ ref('raw_source_{seed}') }}}}\n),\n"
-            "renamed as (\n    select id, amount, category, {{ bucket('id') }} as bucket\n    from source\n)\n"
+            "renamed as (\n    select id, amount, category, {{ bucket('id') }} as bucket\n"
+            "    from source\n)\n"
             "select * from renamed\n")
 
 
