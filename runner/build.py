@@ -13,6 +13,9 @@ from collections.abc import Callable, Iterable
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 
+from sqlglot import exp
+from sqlglot.errors import ParseError
+
 from runner.engines.base import Engine
 from runner.errors import BuildError, WarehouseError
 from runner.naming import table
@@ -122,6 +125,22 @@ class SourceStates:
         return found
 
 
+def typed_seed(rows: exp.Query, columns: tuple[str, ...], column_types: tuple[tuple[str, str], ...],
+               dialect: str) -> exp.Query:
+    """A seed's rows with the types its config names (dbt's `column_types`), the rest as inferred."""
+    try:
+        types = {name: exp.DataType.build(kind, dialect=dialect) for name, kind in column_types}
+    except (ValueError, ParseError) as exc:
+        raise WarehouseError(f"a seed's column_types names an unknown type: {exc}") from None
+    unknown = sorted(set(types) - set(columns))
+    if unknown:
+        raise WarehouseError(f"column_types names {', '.join(unknown)}, not in the seed's header")
+    return exp.select(*[
+        exp.alias_(exp.cast(exp.column(name, quoted=True), types[name]), name, quoted=True)
+        if name in types else exp.column(name, quoted=True) for name in columns
+    ]).from_(rows.subquery("seed_rows"))
+
+
 def direct_sources(project: Project, name: str) -> set[str]:
     model = project.models.get(name)
     if model is None:
@@ -136,7 +155,12 @@ def _build_one(node: PlannedNode, project: Project, engine: Engine, state: State
     try:
         if node.kind == "seed":
             seed = project.seeds[node.name]
-            engine.load_seed(target, project.root / seed.path)
+            if seed.column_types:
+                rows = engine.load_csv_sql(target, project.root / seed.path)
+                engine.build(target, typed_seed(rows, seed.columns, seed.column_types, engine.dialect),
+                             "table")
+            else:
+                engine.load_seed(target, project.root / seed.path)
             canonical, reads = seed.content_hash, tuple[str, ...]()
         else:
             model = project.models[node.name]

@@ -11,7 +11,9 @@ from collections.abc import Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+import sqlglot
 from sqlglot import exp
+from sqlglot.errors import ParseError, TokenError
 
 from runner.engines.base import Engine, TimeLimit
 from runner.engines.sandbox import timed_out
@@ -35,10 +37,18 @@ class TestResult:
     error: str | None = None
     seconds: float = 0.0
     sql: str = ""  # the failing-rows query as it ran (kept for failures: the report shows it)
+    verdict: str = ""  # "pass" | "warn" | "fail" (dbt's thresholds); "" judged by failures alone
 
     @property
     def passed(self) -> bool:
-        return self.failures == 0 and self.error is None
+        """Passed or only warned: a warning is reported, never a failure."""
+        if self.error is not None:
+            return False
+        return self.verdict in ("pass", "warn") if self.verdict else self.failures == 0
+
+    @property
+    def warned(self) -> bool:
+        return self.error is None and self.verdict == "warn"
 
 
 @dataclass
@@ -52,6 +62,10 @@ class TestRun:
     @property
     def passed(self) -> list[TestResult]:
         return [r for r in self.results if r.passed]
+
+    @property
+    def warned(self) -> list[TestResult]:
+        return [r for r in self.results if r.warned]
 
     @property
     def ok(self) -> bool:
@@ -125,6 +139,33 @@ def _shown(query: exp.Query, project: Project) -> str:
     return query.sql(dialect=project.config.dialect, pretty=True)
 
 
+def _judged(test: DataTest) -> bool:
+    return (test.severity, test.warn_if, test.error_if, test.fail_calc) != ("error", "!= 0", "!= 0",
+                                                                            "count(*)")
+
+
+def _counting_query(test: DataTest, failing: exp.Subquery, dialect: str) -> tuple[exp.Query, bool]:
+    """The failures (dbt's `fail_calc`) and, for a test with dbt's thresholds, whether they warn
+    and whether they fail: `select fail_calc, fail_calc <warn_if>, fail_calc <error_if>`, as dbt."""
+    if not _judged(test):
+        return exp.select(exp.func("count", exp.Star())).from_(failing), False
+    try:
+        calc = sqlglot.parse_one(test.fail_calc, read=dialect)
+        warn = sqlglot.parse_one(f"({test.fail_calc}) {test.warn_if}", read=dialect)
+        error = sqlglot.parse_one(f"({test.fail_calc}) {test.error_if}", read=dialect)
+    except (ParseError, TokenError):
+        raise WarehouseError(f"test {test.name}: fail_calc {test.fail_calc!r}, warn_if {test.warn_if!r} "
+                             f"or error_if {test.error_if!r} is not SQL") from None
+    return exp.select(calc, warn, error).from_(failing), True
+
+
+def _verdict(test: DataTest, flags: tuple[Any, ...]) -> str:
+    should_warn, should_error = (bool(flag) for flag in flags)
+    if test.severity == "error" and should_error:
+        return "fail"
+    return "warn" if should_warn else "pass"
+
+
 def run_tests(tests: list[DataTest], project: Project, engine: Engine,
               physical: Mapping[str, tuple[str, str]],
               progress: Callable[[TestResult], None] | None = None) -> TestRun:
@@ -132,13 +173,15 @@ def run_tests(tests: list[DataTest], project: Project, engine: Engine,
     for test in tests:
         started = time.perf_counter()
         query = failing_rows_query(test, project, physical)
-        failing = query.subquery("failing")
+        failing = (query.limit(test.limit) if test.limit is not None else query).subquery("failing")
         limit = TimeLimit()
         try:
             # A test's query is project SQL too: it stops at the build timeout like a model.
             with engine.time_limit(engine.build_timeout) as limit:
-                _, counted = engine.fetch(exp.select(exp.func("count", exp.Star())).from_(failing))
-                failures = int(counted[0][0])
+                counting, judged = _counting_query(test, failing, project.config.dialect)
+                _, counted = engine.fetch(counting)
+                failures = int(counted[0][0] or 0)
+                verdict = _verdict(test, counted[0][1:]) if judged else ""
                 names: list[str] = []
                 rows: list[tuple[Any, ...]] = []
                 if failures:
@@ -147,7 +190,7 @@ def run_tests(tests: list[DataTest], project: Project, engine: Engine,
                     names, rows = engine.fetch(sample)
             result = TestResult(test, failures, tuple(names), masked_sample(test, project, names, rows),
                                 seconds=time.perf_counter() - started,
-                                sql=_shown(query, project) if failures else "")
+                                sql=_shown(query, project) if failures else "", verdict=verdict)
         except WarehouseError as exc:
             error = timed_out(engine.build_timeout) if limit.expired and engine.build_timeout else exc.message
             result = TestResult(test, 0, error=error, seconds=time.perf_counter() - started,

@@ -14,6 +14,7 @@ from runner.build import Progress as BuildProgress
 from runner.datatests import TestResult
 from runner.pipeline import RunResult
 from runner.plan.definition import Action, Change, Plan, PlannedNode
+from runner.project.nodes import Project
 
 CHANGE_STYLE = {
     Change.ADDED: "green",
@@ -22,6 +23,15 @@ CHANGE_STYLE = {
     Change.INDIRECT: "cyan",
     Change.UNCHANGED: "dim",
 }
+
+
+def print_notes(console: Console, plan: Plan, project: Project) -> None:
+    """What the plan does differently from what the project's files ask (e.g. dbt incremental
+    models built in full)."""
+    for node in plan.to_build:
+        model = project.models.get(node.name)
+        for note in model.notes if model else ():
+            console.print(f"[yellow]note:[/] {node.name}: {escape(note)}")
 
 
 def print_plan(console: Console, plan: Plan, verbose: bool = False) -> None:
@@ -83,12 +93,14 @@ def build_progress(console: Console, total: int, quiet: bool = False) -> Iterato
 
 
 def print_test(console: Console, result: TestResult) -> None:
-    """A failing test: what failed, a few of its failing rows, and the query that found them."""
-    if result.passed:
+    """A failing (or warning) test: what failed, a few of its failing rows, and the query that
+    found them."""
+    if result.passed and not result.warned:
         return
     where = f"{result.test.file}:{result.test.line}" if result.test.line else result.test.file
     what = f"error: {escape(result.error)}" if result.error else f"{result.failures} failing rows"
-    console.print(f"  [red]FAIL[/] {result.test.name} ({where}): {what}")
+    mark = "[yellow]WARN[/]" if result.warned else "[red]FAIL[/]"
+    console.print(f"  {mark} {escape(result.test.name)} ({where}): {what}")
     if result.sample:
         table = Table(*result.columns, box=None, padding=(0, 1), show_edge=False)
         for row in result.sample:
@@ -112,7 +124,8 @@ def print_summary(console: Console, result: RunResult) -> None:
     tests = result.tests
     if tests.results:
         colour = "green" if tests.ok else "red"
-        console.print(f"[{colour}]tests: {len(tests.passed)} passed, {len(tests.failed)} failed[/]")
+        warned = f" ({len(tests.warned)} warned)" if tests.warned else ""
+        console.print(f"[{colour}]tests: {len(tests.passed)} passed{warned}, {len(tests.failed)} failed[/]")
     if result.held_back:
         console.print(f"[yellow]not deployed:[/] {result.held_back}")
     elif result.repoint is not None:

@@ -23,6 +23,7 @@ from policies.errors import PolicyError
 from policies.policy import server_sql_allowlist
 from runner.engines import Engine, open_engine
 from runner.errors import SluiceError
+from runner.project.dbt import DbtOptions, dbt_config, is_dbt_project
 from runner.project.loader import load_project
 from runner.project.nodes import Project
 from runner.settings import Settings, local_settings
@@ -62,8 +63,19 @@ class Workspace:
     def project(self) -> Project:
         if self._project is None:
             self._project = load_project(self.root, cache_dir=self.settings.cache_dir,
-                                         sql_allowlist=self.settings.sql_allowlist)
+                                         sql_allowlist=self.settings.sql_allowlist, dbt=self._dbt())
         return self._project
+
+    def _dbt(self) -> DbtOptions | None:
+        """A dbt project on a laptop compiles with the laptop's own warehouse for introspection."""
+        if not is_dbt_project(self.root):
+            return None
+        name = dbt_config(self.root).warehouse if (self.root / "sluice.yml").is_file() \
+            else self.settings.default_warehouse
+        try:
+            return DbtOptions(warehouse_url=self.settings.warehouse_url(name))
+        except SluiceError:
+            return None
 
     @property
     def state(self) -> StateStore:

@@ -131,6 +131,7 @@ def run_with_output(ws: Workspace, target: str, *, dry_run: bool = False, thread
     seconds = time.perf_counter() - clock
     if text:
         out.print_plan(console, the_plan, verbose)
+        out.print_notes(console, the_plan, ws.project)
     total = 0 if dry_run or not text else len(the_plan.to_build)
     with out.build_progress(console, total, quiet=not text) as progress:
         result = execute(the_plan, ws.project, ws.state, ws.engine, dry_run=dry_run, threads=threads,
@@ -172,7 +173,8 @@ def test(env: str, place: Place, changed_only: bool, fmt: str, select: tuple[str
                            (lambda r: out.print_test(console, r)) if text else None)
         if text:
             colour = "green" if result.ok else "red"
-            console.print(f"[{colour}]{len(result.passed)} passed, {len(result.failed)} failed[/]")
+            warned = f" ({len(result.warned)} warned)" if result.warned else ""
+            console.print(f"[{colour}]{len(result.passed)} passed{warned}, {len(result.failed)} failed[/]")
         else:
             console.print(jsonout.dumps({"environment": env, **jsonout.checks(result)}), markup=False,
                           soft_wrap=True)

@@ -19,6 +19,7 @@ from collections.abc import Iterable, Mapping
 
 from runner.project.nodes import DataTest, Model, Seed
 
+_DBT_TEST_FIELDS = ("label", "severity", "warn_if", "error_if", "limit", "fail_calc")
 FINGERPRINT_VERSION = 2  # bump when the recipe changes, so old snapshots are not mistaken for new
 
 
@@ -53,7 +54,10 @@ def data_test_fingerprint(test: DataTest) -> str:
     """A data test's definition: what it checks and how (its kind, model, column, arguments, its
     canonical SQL for a singular test), not where it is written (file, line). A test whose
     fingerprint production has not seen is new or changed, and runs whatever the data did."""
-    definition = {k: v for k, v in dataclasses.asdict(test).items() if k not in ("file", "line")}
+    defaults = {f.name: f.default for f in dataclasses.fields(DataTest) if f.name in _DBT_TEST_FIELDS}
+    # dbt's settings count only when set, so a plain test's fingerprint is what it always was.
+    definition = {k: v for k, v in dataclasses.asdict(test).items()
+                  if k not in ("file", "line") and not (k in defaults and v == defaults[k])}
     return _hash({"kind": "test", "test": definition})
 
 

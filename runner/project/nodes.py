@@ -29,9 +29,18 @@ class DataTest:
     field: str | None = None
     sql: str | None = None  # singular: canonical query returning the failing rows
     depends_on: tuple[str, ...] = ()
+    # dbt's test settings (dbt projects): the test's own name, and when failing rows warn or fail.
+    label: str | None = None
+    severity: str = "error"  # "warn": failing rows are reported, never a failure
+    warn_if: str = "!= 0"
+    error_if: str = "!= 0"
+    limit: int | None = None
+    fail_calc: str = "count(*)"
 
     @property
     def name(self) -> str:
+        if self.label:
+            return self.label
         if self.kind == "singular":
             return Path(self.file).stem
         return f"{self.kind}({self.model}.{self.column})"
@@ -61,6 +70,8 @@ class Model:
     # Settings beyond materialization that change what its table holds (e.g. an incremental
     # strategy), as (key, value) pairs: they are part of its fingerprint. Plain models have none.
     config: tuple[tuple[str, str], ...] = ()
+    # What the plan should say about how it is built (e.g. a dbt incremental model built in full).
+    notes: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -71,6 +82,7 @@ class Seed:
     path: str
     content_hash: str
     columns: tuple[str, ...]
+    column_types: tuple[tuple[str, str], ...] = ()  # (column, SQL type) the seed's loader casts to
 
 
 @dataclass(frozen=True)

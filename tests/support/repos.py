@@ -80,9 +80,10 @@ def git(cwd: Path, *args: str) -> str:
 class Origin:
     """The data team's repository: a bare 'server' copy and a working clone to make changes in."""
 
-    def __init__(self, root: Path):
+    def __init__(self, root: Path, source: Path = DEMO):
         self.work = root / "work"
-        shutil.copytree(DEMO, self.work)
+        shutil.copytree(source, self.work, ignore=shutil.ignore_patterns(
+            ".git", ".sluice", "target", "logs", "dbt_packages", "*.duckdb"))
         git(self.work, "init", "-q", "-b", "main")
         git(self.work, "add", ".")
         git(self.work, "commit", "-q", "-m", "shop")
