@@ -18,8 +18,8 @@ from runner.limits import DEFAULT_LIMITS, Limits, recursion_refused
 from runner.project.cache import ParseCache
 from runner.project.config import IDENTIFIER, ProjectConfig, check_identifier, load_project_config
 from runner.project.dag import DAG, Cycle
-from runner.project.files import inside, project_files
 from runner.project.dbt import DbtOptions, is_dbt_project, load_dbt_project
+from runner.project.files import inside, project_files
 from runner.project.nodes import (
     COLUMN_TESTS,
     EXPOSURE_TYPES,
@@ -42,18 +42,20 @@ from runner.safety import Allowlist, check_sql, load_allowlist, refuse_unsafe
 def load_project(root: Path | str, cache_dir: Path | None = None,
                  limits: Limits = DEFAULT_LIMITS, sql_allowlist: Iterable[str] = (),
                  dbt: DbtOptions | None = None) -> Project:
-    """Read and check the whole project under `root` (a dbt project when it has dbt_project.yml). Files are read only inside `root`, within
-    `limits`; the parse cache is used only from a `cache_dir` outside the project (a cache a
-    repository carries would let it say what its SQL parses to). `sql_allowlist`: the functions
-    the server's policy file adds to the dialect's allowlist (never the repository's)."""
+    """Read and check the whole project under `root` (a dbt project when it has dbt_project.yml).
+    Files are read only inside `root`, within `limits`; caches are used only from a `cache_dir`
+    outside the project (a cache a repository carries would let it say what its SQL parses to).
+    `sql_allowlist`: the functions the server's policy file adds to the dialect's allowlist
+    (never the repository's)."""
     root = Path(root).resolve()
+    if cache_dir is not None and cache_dir.resolve().is_relative_to(root):
+        cache_dir = None
     if is_dbt_project(root):  # a dbt project: dbt-core compiles it (runner/project/dbt)
         return load_dbt_project(root, cache_dir, dbt, limits=limits, sql_allowlist=sql_allowlist)
     config = load_project_config(root, limits)
     allow = load_allowlist(config.dialect, sql_allowlist)
     texts: dict[str, str] = {}
-    outside = cache_dir is not None and not cache_dir.resolve().is_relative_to(root)
-    cache = ParseCache(cache_dir / "parse-cache.json" if cache_dir and outside else None)
+    cache = ParseCache(cache_dir / "parse-cache.json" if cache_dir else None)
     models_dir = root / config.models_path
 
     parsed: dict[str, tuple[Model, ParsedQuery]] = {}

@@ -32,7 +32,7 @@ class SchemaClaims:
             rows = conn.execute(sa.select(schema_claims.c.schema, schema_claims.c.owner)
                                 .where(schema_claims.c.warehouse == warehouse,
                                        schema_claims.c.schema.in_(sorted(set(schemas))))).all()
-        return {schema: owner for schema, owner in rows}
+        return {str(schema): str(owner) for schema, owner in rows}
 
     def claim(self, warehouse: str, schemas: Iterable[str], owner: str) -> None:
         """Claim `schemas` of `warehouse` for `owner`'s production, or refuse when another

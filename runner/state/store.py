@@ -235,10 +235,11 @@ class StateStore:
     def set_verdict(self, name: str, verdict: Verdict | None) -> None:
         """Record (None: forget) how `name`'s last run ended; an environment not recorded yet
         (its first build failed) has nothing to record it on."""
-        values = ({"verdict": None, "verdict_detail": None, "verdict_commit": None, "verdict_at": None}
-                  if verdict is None else
-                  {"verdict": verdict.outcome, "verdict_detail": verdict.detail[:255],
-                   "verdict_commit": verdict.commit, "verdict_at": verdict.at or time.time()})
+        values: dict[str, object] = (
+            {"verdict": None, "verdict_detail": None, "verdict_commit": None, "verdict_at": None}
+            if verdict is None else
+            {"verdict": verdict.outcome, "verdict_detail": verdict.detail[:255],
+             "verdict_commit": verdict.commit, "verdict_at": verdict.at or time.time()})
         with self.engine.begin() as conn:
             conn.execute(environments.update().where(environments.c.name == name).values(**values))
 

@@ -223,7 +223,8 @@ def _dbt_error(root: Path, step: str, message: str) -> ProjectError:
     if step == "deps":
         packages = _package_names(root)
         remote = [p for p in packages if not _is_local(root, p)]
-        file, name, line = (remote or packages or [(PACKAGES_FILES[0], "?", None)])[0]
+        fallback: list[tuple[str, str, int | None]] = [(PACKAGES_FILES[0], "?", None)]
+        file, name, line = (remote or packages or fallback)[0]
         reason = message.split(":", 1)[0][:120]  # dbt's first clause; the rest is a retry trace
         return ProjectError(f"package {name!r} could not be installed by `dbt deps` (no network?): "
                             f"{reason}", file=file, line=line)
