@@ -92,14 +92,15 @@ def test_a_promotion_behind_a_deploy_hold_says_so_once_and_goes_on_when_released
 def test_an_expired_deploy_hold_is_released_by_the_janitor_and_audited(tmp_path: Path, forge: Forge,
                                                                         origin: Origin):
     redis_client("e2e").flushdb()
-    bot = Bot(dataclasses.replace(server_config(tmp_path, forge, origin), deploy_hold="0.3s",
+    # The hold outlasts the answer (opening the sandboxed warehouse takes a moment on a loaded machine).
+    bot = Bot(dataclasses.replace(server_config(tmp_path, forge, origin), deploy_hold="2s",
                                   janitor_interval=0))
     bot.worker.start()
     try:
         sha = origin.branch("short", ORDERS)
         send(bot, forge, forge.open(1, sha, "short"))
         send(bot, forge, forge.comment(1, "/deploy staging"))
-        assert any("holds `staging` for 0 s, until" in c for c in forge.comments(1))
+        assert any("holds `staging` for 2 s, until" in c for c in forge.comments(1))
         lock = bot.worker.jobs.locks.held_by(env_lock(bot.config.installation,
                                                       Repository(forge.name, forge.repo, ""), "staging"))
         assert lock is not None and lock.expires_at is not None
