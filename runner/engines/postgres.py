@@ -355,7 +355,8 @@ class PostgresEngine(Engine):
                     continue  # the catalog is no project's source
                 found = catalog.catalog(
                     "SELECT has_schema_privilege(%s, n.oid, 'USAGE'), "
-                    "has_table_privilege(%s, c.oid, 'SELECT') FROM pg_class AS c JOIN pg_namespace AS n ON n.oid = c.relnamespace "
+                    "has_table_privilege(%s, c.oid, 'SELECT') "
+                    "FROM pg_class AS c JOIN pg_namespace AS n ON n.oid = c.relnamespace "
                     "WHERE c.oid = to_regclass(%s)", [role, role, self._regclass(source)])
                 if not found:
                     continue
