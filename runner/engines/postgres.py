@@ -101,6 +101,13 @@ JOIN pg_class AS t ON t.oid = d.refobjid
 JOIN pg_namespace AS tn ON tn.oid = t.relnamespace
 WHERE v.relkind = 'v' AND vn.nspname <> 'information_schema' AND left(vn.nspname, 3) <> 'pg_'
 """
+# Tables and views of a schema the role (%s, second) may not read yet.
+_UNREADABLE = """
+SELECT c.relname FROM pg_class AS c JOIN pg_namespace AS n ON n.oid = c.relnamespace
+WHERE n.nspname = %s AND c.relkind IN ('r', 'p', 'v', 'm', 'f')
+  AND NOT has_table_privilege(%s, c.oid, 'SELECT')
+ORDER BY 1
+"""
 # Privileges granted on a relation to roles other than its owner (the owner's are implicit).
 _GRANTS = """
 SELECT CASE WHEN acl.grantee = 0 THEN NULL ELSE pg_get_userbyid(acl.grantee) END,
@@ -330,20 +337,35 @@ class PostgresEngine(Engine):
             return
         grantee = exp.to_identifier(role, quoted=True).sql(dialect=self.dialect)
         self.ensure_schemas(schemas)
+        # Only what is missing is granted: a GRANT rewrites catalog rows, and would wait for (or
+        # race with) another build's transaction on the same objects.
         with self.transaction() as cursor, self._catalog() as catalog:
             for schema in sorted(schemas):
                 quoted = exp.to_identifier(schema, quoted=True).sql(dialect=self.dialect)
-                cursor.execute(f"GRANT USAGE, CREATE ON SCHEMA {quoted} TO {grantee}")
-                cursor.execute(f"GRANT SELECT ON ALL TABLES IN SCHEMA {quoted} TO {grantee}")
+                [(usage, create)] = catalog.catalog(
+                    "SELECT has_schema_privilege(%s, %s, 'USAGE'), "
+                    "has_schema_privilege(%s, %s, 'CREATE')",
+                    [role, schema, role, schema])
+                if not (usage and create):
+                    cursor.execute(f"GRANT USAGE, CREATE ON SCHEMA {quoted} TO {grantee}")
+                for (name,) in catalog.catalog(_UNREADABLE, [schema, role]):
+                    cursor.execute(f"GRANT SELECT ON TABLE {self.sql(_table(schema, name))} TO {grantee}")
             for source in sources:
                 if source.db.startswith("pg_") or source.db == "information_schema":
                     continue  # the catalog is no project's source
-                found = catalog.catalog("SELECT to_regclass(%s) IS NOT NULL", [self._regclass(source)])
-                if not found or not found[0][0]:
+                found = catalog.catalog(
+                    "SELECT has_schema_privilege(%s, n.oid, 'USAGE'), "
+                    "has_table_privilege(%s, c.oid, 'SELECT') "
+                    "FROM pg_class AS c JOIN pg_namespace AS n ON n.oid = c.relnamespace "
+                    "WHERE c.oid = to_regclass(%s)", [role, role, self._regclass(source)])
+                if not found:
                     continue
-                quoted = exp.to_identifier(source.db, quoted=True).sql(dialect=self.dialect)
-                cursor.execute(f"GRANT USAGE ON SCHEMA {quoted} TO {grantee}")
-                cursor.execute(f"GRANT SELECT ON TABLE {self._regclass(source)} TO {grantee}")
+                [(usage, select)] = found
+                if not usage:
+                    quoted = exp.to_identifier(source.db, quoted=True).sql(dialect=self.dialect)
+                    cursor.execute(f"GRANT USAGE ON SCHEMA {quoted} TO {grantee}")
+                if not select:
+                    cursor.execute(f"GRANT SELECT ON TABLE {self._regclass(source)} TO {grantee}")
 
     @contextmanager
     def _as_build_role(self, cursor: Cursor) -> Iterator[None]:

@@ -463,8 +463,10 @@ def test_a_lost_warehouse_connection_is_retried_and_the_report_says_so(tmp_path:
     import psycopg
 
     redis_client().flushdb()
-    config = dataclasses.replace(server_config(tmp_path, forge, origin), warehouses={"default": pg_url},
-                                 retry_backoff_ms=200)
+    config = server_config(tmp_path, forge, origin)
+    config = dataclasses.replace(config, warehouses={"default": pg_url}, retry_backoff_ms=200,
+                                 # the test server's only login is its superuser
+                                 sandbox=dataclasses.replace(config.sandbox, allow_superuser=True))
     bot = Bot(config)
     bot.worker.start()
     database = pg_url.rsplit("/", 1)[1]

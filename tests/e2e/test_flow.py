@@ -92,7 +92,8 @@ def test_a_promotion_behind_a_deploy_hold_says_so_once_and_goes_on_when_released
 def test_an_expired_deploy_hold_is_released_by_the_janitor_and_audited(tmp_path: Path, forge: Forge,
                                                                         origin: Origin):
     redis_client("e2e").flushdb()
-    bot = Bot(dataclasses.replace(server_config(tmp_path, forge, origin), deploy_hold="0.3s",
+    # The hold outlasts the answer (opening the sandboxed warehouse takes a moment on a loaded machine).
+    bot = Bot(dataclasses.replace(server_config(tmp_path, forge, origin), deploy_hold="2s",
                                   janitor_interval=0))
     bot.worker.start()
     try:
