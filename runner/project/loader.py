@@ -36,7 +36,7 @@ from runner.project.nodes import (
 )
 from runner.project.parsing import ParsedQuery, TableRef
 from runner.project.yamlfile import YamlMapping, load_yaml
-from runner.safety import Allowlist, check_sql, load_allowlist, refuse_unsafe
+from runner.safety import Allowlist, check_canonical, check_sql, load_allowlist, refuse_unsafe
 
 
 def load_project(root: Path | str, cache_dir: Path | None = None,
@@ -120,6 +120,8 @@ def load_project(root: Path | str, cache_dir: Path | None = None,
     for name, (model, query) in parsed.items():
         deps = tuple(sorted({_resolve_ref(ref, names, model.path) for ref in query.refs}))
         refuse_unsafe(check_sql(texts[name], config.dialect, names, model.path, allowlist=allow))
+        # And the canonical text, which is what runs: it may come from the parse cache.
+        refuse_unsafe(check_canonical(model.canonical, config.dialect, names, model.path, allow))
         meta = entries.get(name)
         materialized, unique_key, description, tags, columns, column_tests = (
             _model_meta(meta, name, names) if meta is not None else ("table", (), "", (), (), [])
@@ -382,6 +384,7 @@ def _load_singular_tests(root: Path, config: ProjectConfig, cache: ParseCache,
             query = cache.parse(sql, config.dialect, rel)
         deps = tuple(sorted({_resolve_ref(ref, names, rel) for ref in query.refs}))
         refuse_unsafe(check_sql(sql, config.dialect, names, rel, allowlist=allow))
+        refuse_unsafe(check_canonical(query.canonical, config.dialect, names, rel, allow))
         tests.append(DataTest("singular", None, None, rel, 1, sql=query.canonical,
                               depends_on=deps))
     return tests

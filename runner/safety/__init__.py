@@ -2,7 +2,14 @@
 tables, and functions from a reviewed allowlist per dialect (`policies/allowlists/`)."""
 
 from runner.safety.allowlist import Allowlist, load_allowlist
-from runner.safety.check import Refusal, UnsafeSQL, check_query, check_sql, refuse_unsafe
+from runner.safety.check import (
+    Refusal,
+    UnsafeSQL,
+    check_canonical,
+    check_query,
+    check_sql,
+    refuse_unsafe,
+)
 
-__all__ = ["Allowlist", "Refusal", "UnsafeSQL", "check_query", "check_sql", "load_allowlist",
-           "refuse_unsafe"]
+__all__ = ["Allowlist", "Refusal", "UnsafeSQL", "check_canonical", "check_query", "check_sql",
+           "load_allowlist", "refuse_unsafe"]

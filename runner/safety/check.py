@@ -105,6 +105,14 @@ def check_sql(sql: str, dialect: str, names: Names | None, file: str, line_offse
     return check_query(statements[0], dialect, names, file, line_offset, allowlist)
 
 
+def check_canonical(canonical: str, dialect: str, names: Names | None, file: str,
+                    allowlist: Allowlist | None = None) -> list[Refusal]:
+    """Check the canonical text that will run (it may come from the parse cache, not from the
+    file just checked); its one line is no line of the file, so refusals name the file alone."""
+    return [Refusal(r.file, None, r.message)
+            for r in check_sql(canonical, dialect, names, file, allowlist=allowlist)]
+
+
 def check_query(tree: exp.Expr, dialect: str, names: Names | None, file: str, line_offset: int = 0,
                 allowlist: Allowlist | None = None) -> list[Refusal]:
     """Every refusal for one parsed statement. `names`: the project's models, seeds and sources a

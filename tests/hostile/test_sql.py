@@ -107,6 +107,11 @@ CASES: list[tuple[str, str, str, int, str]] = [
     ('"PG_CATALOG"."pg_ls_dir"', MODEL, 'select *\nfrom "pg_catalog"."pg_ls_dir"(\'/\')\n', 2,
      "pg_ls_dir"),
     ("a function of some schema", MODEL, "select\n  public.lower('X') as x\n", 2, "public.lower"),
+    ("getenv as a method call", MODEL, "select\n  'HOME'.getenv() as home\n", 2, "getenv"),
+    ("getenv inside a lambda", MODEL, "select\n  list_transform([1], x -> getenv('HOME')) as h\n", 2,
+     "getenv|list_transform"),
+    ("getenv inside a struct", MODEL, "select\n  {'k': getenv('HOME')} as h\n", 2,
+     "getenv|syntax error"),
     ("an unknown function", MODEL, "select\n  my_udf(order_id) as x\nfrom staging.stg_orders\n", 2,
      "my_udf"),
     # statements

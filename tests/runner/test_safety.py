@@ -3,6 +3,8 @@ what a refusal says, and who may extend it (the server's policy file, never the 
 
 from __future__ import annotations
 
+import hashlib
+import json
 import shutil
 from pathlib import Path
 
@@ -173,3 +175,18 @@ def test_a_bad_sql_allowlist_in_the_servers_file_names_its_key(tmp_path: Path) -
     with pytest.raises(PolicyError) as caught:
         server_sql_allowlist(server)
     assert caught.value.key == "sql_allowlist.functions" and caught.value.line == 2
+
+
+def test_the_canonical_sql_that_runs_is_checked_too(tmp_path: Path) -> None:
+    """A parse cache entry is keyed by the file's text; whatever canonical SQL it holds is what
+    would be built, so it passes the same check as the file."""
+    root, cache = tmp_path / "shop", tmp_path / "cache"
+    shutil.copytree(DEMO, root)
+    load_project(root, cache_dir=cache)
+    entries = json.loads((cache / "parse-cache.json").read_text())
+    orders = (root / "models" / "marts" / "orders.sql").read_text()
+    key = hashlib.sha256(f"duckdb\0{orders}".encode()).hexdigest()  # the cache's own key
+    entries[key][0] = "SELECT GETENV('HOME') AS amount"
+    (cache / "parse-cache.json").write_text(json.dumps(entries))
+    with pytest.raises(ProjectError, match=r"^models/marts/orders.sql: function getenv is not allowed"):
+        load_project(root, cache_dir=cache)
