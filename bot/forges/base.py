@@ -94,9 +94,9 @@ class ForgeConfig:
         return tuple(s for s in (self.webhook_secret,) if s)
 
 
-# A repository path: segments of letters, digits, `_`, `-` and `.` (not `.` or `..` alone, not
-# starting with `-` or `.`), so that a fetch URL built from it stays on the forge's own host.
-_SEGMENT = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,254}$")
+# A repository path: segments of letters, digits, `_`, `-` and `.` (not `.` or `..` alone), so a
+# fetch URL built from it stays on the forge's own host and path (no scheme, `@`, `?`, `#`, `%`).
+_SEGMENT = re.compile(r"[A-Za-z0-9_.-]{1,255}")
 
 
 def repository_path(path: str, *, segments: tuple[int, int] = (2, 20)) -> str:
@@ -105,7 +105,8 @@ def repository_path(path: str, *, segments: tuple[int, int] = (2, 20)) -> str:
     take the URL elsewhere (a scheme, `..`, `@`, `?`, `#`, `%`, spaces)."""
     parts = path.split("/")
     low, high = segments
-    if not low <= len(parts) <= high or not all(_SEGMENT.match(p) and not p.endswith(".") for p in parts):
+    fine = all(_SEGMENT.fullmatch(p) and p not in (".", "..") for p in parts)
+    if not fine or not low <= len(parts) <= high:
         raise WebhookError(f"{path[:100]!r} is not a repository path (expected owner/name with letters, "
                            "digits, '_', '-' and '.')")
     return path

@@ -168,7 +168,10 @@ def wait_for_approval(ctx: JobContext, repository: Repository, number: int, run_
     forge = ctx.forge(repository)
     gate = not_built(PRODUCTION, "nothing is built until a maintainer trusts this commit")
     report = (f"{MARKER}\n### ⏸ Sluice · `{mr_environment(number)}` · waiting for approval\n\n"
-              f"{quote(finding.message)}.\n\n**To build it:** {quote(finding.fix)}\n\n{section(gate)}")
+              f"{quote(finding.message)}.\n\n**To build it:** {quote(finding.fix)} An approval of "
+              f"commit `{sha[:12]}` on {forge.title} counts too; a later push needs a new one. "
+              "`/plan`, `/test`, `/diff`, `/lineage` and `/deploy` wait for it as well.\n\n"
+              f"{section(gate)}")
     ctx.post_report(repository, number, run_id, sha, report, "waiting for /approve")
     forge.set_status(repository.full_name, sha, CommitState.PENDING,
                      "waiting for a maintainer's /approve", url, STATUS_CONTEXT)

@@ -145,10 +145,17 @@ def test_ids_at_the_edge_of_their_range_are_accepted(client: Any, state: StateSt
 
 
 @pytest.mark.parametrize("path", ["a/..", "../b", "a/b?x=1", "a/b#c", "a b/c", "a/b%2f..", "a//b",
-                                  "https://evil/x", "a/b.git/../c", "-a/b", "a/.git", "a/b."])
+                                  "https://evil/x", "a/b.git/../c", "a/./b", "a", "a/b\n", "a/b@c:d",
+                                  "/a/b", "a/b/", "a\\b/c"])
 def test_repository_paths_that_would_leave_the_forge_are_refused(path: str) -> None:
     with pytest.raises(WebhookError, match="is not a repository path"):
         repository_path(path)
+
+
+@pytest.mark.parametrize("path", ["acme/.github", "user/user.github.io", "group/sub-group/my_project",
+                                  "a-b/c.d-e_f"])
+def test_real_repository_paths_are_accepted(path: str) -> None:
+    assert repository_path(path) == path
 
 
 def test_fetch_urls_come_from_the_configured_forge_never_from_the_payload() -> None:

@@ -102,6 +102,14 @@ def test_an_approval_of_an_older_commit_trusts_no_command_at_the_head(forge: For
     assert bot.project_state(forge).environment("staging") is None  # nothing deployed
     assert [r.sha for r in runs_of(bot, forge, 2, RunKind.PIPELINE)][-1] == sha2
 
+    # The approval of the head builds it once; the parked `/plan` says so, `/deploy` now deploys.
+    send(bot, forge, forge.comment(2, "/approve", author="maria"))
+    at_head = [r for r in runs_of(bot, forge, 2, RunKind.PIPELINE) if r.sha == sha2]
+    assert at_head[0].status is RunStatus.WAITING and len(at_head) == 2
+    answered = forge.comments(2)[-1]
+    assert "`/plan`: done when the commit was approved" in answered and "now points at" in answered
+    assert bot.project_state(forge).environment("staging") is not None
+
 
 def test_a_trusted_authors_commands_run_at_once(forge: Forge, origin: Origin, bot: Bot):
     build_production(bot, forge, origin)

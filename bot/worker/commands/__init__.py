@@ -142,14 +142,25 @@ def resume_trusted(ctx: JobContext, repository: Repository, number: int) -> None
                                  forge)
     if ctx.governance.trust(governed, facts) is not None:
         return
-    replies = [reply for run in parked if (reply := _answer_again(ctx, run))]
+    builds = [r for r in ctx.runs.for_merge_request(repository.forge, repository.full_name, number)
+              if r.kind == RunKind.PIPELINE and r.sha == info.head_sha
+              and r.status in (RunStatus.SUCCESS, RunStatus.FAILED)]
+    replies = [reply for run in parked if (reply := _answer_again(ctx, run, builds))]
     if replies:
         forge.post_comment(repository.full_name, number,
                            f"Commit `{info.head_sha[:12]}` is approved now; what waited for it:\n\n"
                            + "\n\n---\n\n".join(replies))
 
 
-def _answer_again(ctx: JobContext, run: Run) -> str | None:
+def _answer_again(ctx: JobContext, run: Run, builds: list[Run]) -> str | None:
+    built = next((b for b in reversed(builds) if b.id > run.id), None)
+    if run.command == "/plan" and built is not None:
+        # the approval itself built this commit: `/plan` would only build it once more
+        if not ctx.runs.claim(run.id, f"the approval built the commit: run #{built.id}"):
+            return None
+        reply = f"`/plan`: done when the commit was approved, see the report above (run #{built.id})."
+        ctx.runs.finish(run.id, RunStatus.SUCCESS, reply, reply + "\n")
+        return reply
     stored = ctx.inbox.get(run.event_id) if run.event_id is not None else None
     event = from_json(stored.event) if stored is not None and stored.event else None
     command = parse_line(run.command or "")
