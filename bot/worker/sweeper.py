@@ -57,6 +57,8 @@ def sweep(state: StateStore, dispatcher: Dispatcher, older_than_seconds: float,
             continue  # a live worker is on it
         if event.message_id is not None and dispatcher.holds(event.message_id) is not False:
             continue  # queued, waiting for a retry, or fetched: the broker delivers it
+        if not _still_stalled(inbox, event):
+            continue  # finished (lease released, message acknowledged) since it was listed
         if not send(event, "dispatched, but no worker has it and the broker has lost it"):
             return sent
         sent += 1
@@ -68,6 +70,14 @@ def sweep(state: StateStore, dispatcher: Dispatcher, older_than_seconds: float,
             sent += 1
         if len(batch) < BATCH:
             return sent
+
+
+def _still_stalled(inbox: Inbox, listed: StoredEvent) -> bool:
+    """Whether the event is as it was listed: not done and not sent again since. A worker that
+    finishes it between the listing and the checks releases its lease and acknowledges its
+    message, which looks exactly like a lost one; on a busy queue that is most of the batch."""
+    now = inbox.get(listed.id)
+    return now is not None and now.done_at is None and now.message_id == listed.message_id
 
 
 def run_sweeper(stop: threading.Event, state: StateStore, dispatcher: Dispatcher,

@@ -61,3 +61,39 @@ def test_an_installation_sees_only_its_own_events(state: StateStore):
     assert mine.pending_count() == 1 and everyone.pending_count() == 2
     out = Recorder()
     assert sweep(state, out, 0, installation="mine") == 1 and out.sent == [one]  # never theirs
+
+
+class FinishesWhileAsked(Recorder):
+    """A broker that no longer has the message because, as the sweeper asks, a worker finished
+    the event and acknowledged it (the sweeper listed it a moment before)."""
+
+    def __init__(self, inbox: Inbox, event_id: int) -> None:
+        super().__init__()
+        self.inbox, self.event_id = inbox, event_id
+
+    def holds(self, message_id: str) -> bool:
+        self.inbox.finish(self.event_id)
+        return False
+
+
+def test_an_event_finished_while_the_sweeper_looks_is_not_sent_again(state: StateStore):
+    inbox = Inbox(state, "mine")
+    event = inbox.store("gitlab", "d3", "Note Hook", "data/shop", 1, "{}")
+    assert event is not None
+    inbox.mark_dispatched(event, "message-1")
+    out = FinishesWhileAsked(inbox, event)
+    assert sweep(state, out, 0, installation="mine") == 0 and out.sent == []
+
+
+def test_an_event_whose_message_the_broker_lost_is_sent_again(state: StateStore):
+    inbox = Inbox(state, "mine")
+    event = inbox.store("gitlab", "d4", "Note Hook", "data/shop", 1, "{}")
+    assert event is not None
+    inbox.mark_dispatched(event, "message-1")
+
+    class Lost(Recorder):
+        def holds(self, message_id: str) -> bool:
+            return False
+
+    out = Lost()
+    assert sweep(state, out, 0, installation="mine") == 1 and out.sent == [event]
