@@ -196,10 +196,9 @@ def sluice_bot(project: Path, scratch: Path, relations: list[str]) -> tuple[Path
             print("  bot: production bootstrapped from main")
             build_production(bot, forge, origin)
             warehouse = root / "warehouse.duckdb"
-            bot.worker.stop()  # DuckDB has one writer: let the copy read a quiet file
             snapshot = scratch / "sluice-bot-main.duckdb"
+            # The bootstrap closed its connection, and no event is queued: the file is quiet.
             shutil.copy(warehouse, snapshot)
-            bot.worker.start()
             git(origin.work, "checkout", "-q", "-B", "parity-change", "main")
             branch_change(origin.work, relations)
             git(origin.work, "add", "-A")

@@ -70,6 +70,13 @@ class ServerConfig:
     retry_backoff_ms: int = 1000  # the first retry's delay; it doubles, up to a minute
     janitor_ttl: str = "7d"  # physical objects unreferenced for longer are dropped
     deploy_hold: str = "8h"  # how long `/deploy <env>` holds the environment before it lapses
+    # dbt projects: the only variables of the worker's environment `env_var()` may read (comma-
+    # separated names), and the read-only connection introspective macros use (PostgreSQL).
+    dbt_env: str = ""
+    dbt_introspection_url: str = ""
+
+    def dbt_env_names(self) -> tuple[str, ...]:
+        return tuple(n.strip() for n in self.dbt_env.split(",") if n.strip())
 
     @property
     def installation(self) -> str:
@@ -108,7 +115,7 @@ TOP_KEYS: tuple[Key, ...] = (
     Key("max_body_bytes", "int"), Key("insecure", "bool"), Key("allow_local_clones", "bool"),
     Key("sweep_after", "float"), Key("policy_file", "path"), Key("janitor_interval", "float"),
     Key("janitor_ttl"), Key("job_lease", "float"), Key("job_retries", "int"),
-    Key("retry_backoff_ms", "int"), Key("deploy_hold"),
+    Key("retry_backoff_ms", "int"), Key("deploy_hold"), Key("dbt_env"), Key("dbt_introspection_url"),
 )
 CONFIG_VARIABLE = f"{ENV_PREFIX}CONFIG"
 

@@ -57,6 +57,12 @@ class DuckDBEngine(Engine):
         self._lock = threading.Lock()
 
     @classmethod
+    def dbt_target(cls, url: str | None) -> dict[str, Any] | None:
+        # An empty in-memory database: compiling reads nothing of the warehouse, writes nothing,
+        # and takes no turn on the file's one writer.
+        return {"type": "duckdb", "path": ":memory:", "database": "memory"}
+
+    @classmethod
     def from_url(cls, url: str) -> DuckDBEngine:
         """`duckdb:///relative/file.duckdb`, `duckdb:////absolute/file.duckdb` (as SQLAlchemy's
         SQLite URLs), or `duckdb://` for an in-memory warehouse."""
