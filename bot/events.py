@@ -6,6 +6,7 @@ these types. They are stored as JSON in the state store (see `to_json` / `from_j
 
 from __future__ import annotations
 
+import hashlib
 import json
 from dataclasses import asdict, dataclass, field
 from enum import StrEnum
@@ -75,6 +76,26 @@ class PushEvent:
 
 
 Event = MergeRequestEvent | CommentEvent | PushEvent
+
+
+def identity(event: Event, body: bytes) -> str:
+    """What makes a delivery the same event, whatever its delivery id: the key the inbox stores
+    each event under once, so a replayed or redelivered body, or a comment sent again, runs once.
+
+    A comment is its forge id (edits of a comment are never commands, so the id alone names the
+    command). A merge-request event is its action and head commit plus a hash of the signed body:
+    re-opening an MR at the same head is a new event (its body differs), a replay is not. A push is
+    its branch move.
+    """
+    where = f"{event.repository.forge}:{event.repository.full_name}"
+    if isinstance(event, CommentEvent):
+        key = f"comment:{where}:{event.number}:{event.comment_id}"
+    elif isinstance(event, MergeRequestEvent):
+        key = (f"mr:{where}:{event.number}:{event.action}:{event.head_sha}:"
+               f"{hashlib.sha256(body).hexdigest()}")
+    else:
+        key = f"push:{where}:{event.branch}:{event.before}:{event.after}"
+    return hashlib.sha256(key.encode()).hexdigest()
 
 
 def to_json(event: Event) -> str:

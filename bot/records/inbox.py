@@ -1,8 +1,9 @@
 """The inbox: every webhook delivery Sluice accepted, stored before it is answered.
 
 The broker only carries "go look at event N"; this table is the truth. A delivery seen twice
-(same forge and delivery id) is stored once. Events stored but never handed to the broker (it was
-down) are found again by the sweeper.
+(same forge and delivery id) is stored once, and so is one event delivered twice under different
+delivery ids (same `content_key`, see `bot.events.identity`). Events stored but never handed to
+the broker (it was down) are found again by the sweeper.
 
 Each installation (`ServerConfig.installation`) sees only its own events, so two installations
 may share one state database. An event whose work waits for a lock is parked (`park`): neither
@@ -53,12 +54,14 @@ class Inbox:
         return sa.or_(events.c.installation == self.installation, events.c.installation.is_(None))
 
     def store(self, forge: str, delivery_id: str, kind: str, repository: str | None,
-              number: int | None, event: str | None) -> int | None:
-        """Store a delivery; None when this delivery id was stored before (a duplicate)."""
+              number: int | None, event: str | None, content_key: str | None = None) -> int | None:
+        """Store a delivery; None when this delivery id, or this event (`content_key`), was stored
+        before (a duplicate). Both checks are the table's unique keys, so concurrent deliveries of
+        one event store it once."""
         values = dict(forge=forge, delivery_id=delivery_id, kind=kind, repository=repository,
                       number=number, event=event, received_at=time.time(), attempts=0,
                       done_at=None if event is not None else time.time(),
-                      installation=self.installation)
+                      installation=self.installation, content_key=content_key)
         try:
             with self.state.engine.begin() as conn:
                 result = conn.execute(events.insert().values(**values))

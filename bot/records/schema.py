@@ -34,7 +34,11 @@ events = sa.Table(
     # The lock the event waits for (its work is parked until the lock is free). Added in 2.
     sa.Column("waiting_for", sa.String(255)),
     sa.Column("message_id", sa.String(64)),  # the broker's message, to ask whether it still holds it
+    # bot.events.identity of the event (added in 4): a second delivery of the same event, under
+    # whatever delivery id, is a duplicate. NULL for ignored deliveries.
+    sa.Column("content_key", sa.String(64)),
     sa.UniqueConstraint("forge", "delivery_id", name="uq_sluice_events_delivery"),
+    sa.Index("uq_sluice_events_content", "forge", "content_key", unique=True),
 )
 
 runs = sa.Table(
@@ -100,6 +104,14 @@ def _second(conn: Connection) -> None:
         add_column(conn, table, name)
 
 
-MIGRATIONS: list[Migration] = [_first, _second, lambda conn: add_column(conn, events, "message_id")]
+def _fourth(conn: Connection) -> None:
+    """Events deduplicated by what they are, not only by their delivery id."""
+    add_column(conn, events, "content_key")
+    index = next(i for i in events.indexes if i.name == "uq_sluice_events_content")
+    index.create(conn, checkfirst=True)
+
+
+MIGRATIONS: list[Migration] = [_first, _second, lambda conn: add_column(conn, events, "message_id"),
+                               _fourth]
 
 RECORDS = Schema("records", metadata, records_version, MIGRATIONS, lock_key=7_215_813_002)

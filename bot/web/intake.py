@@ -2,7 +2,7 @@
 
 The steps run in this order, each able to end the delivery: read the body (capped) → the forge is
 configured → the signature or token is right → the payload parses → the repository is allowed →
-the event is stored in the inbox (a delivery id seen before stops here) → the broker is told.
+the event is stored in the inbox (a delivery id or an event seen before stops here) → the broker is told.
 Nothing is answered 2xx unless it is stored or deliberately ignored, and a broker that is down
 loses nothing: the event stays in the inbox and the sweeper sends it. No forge calls, no git, no
 SQL beyond the inbox, so the forge gets its answer in well under a second. Bodies and secrets are
@@ -21,7 +21,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from bot.broker import Dispatcher
 from bot.config import ServerConfig
-from bot.events import to_json
+from bot.events import identity, to_json
 from bot.forges.base import Forge, Webhook, WebhookError
 from bot.metrics import IntakeMetrics
 from bot.records.inbox import Inbox
@@ -107,7 +107,7 @@ class Intake:
             log.exception("%s delivery from %s could not be parsed", forge_name, source)
             return Answer(400, {"error": "malformed delivery"})
         delivery_id = webhook.delivery_id or _body_delivery_id(body)
-        return self._accept(forge_name, delivery_id, webhook)
+        return self._accept(forge_name, delivery_id, webhook, body)
 
     def _authentic(self, forge: type[Forge], headers: Mapping[str, str], body: bytes,
                    secret: str | None) -> bool:
@@ -119,7 +119,7 @@ class Intake:
             log.warning("signature check failed with %s", type(exc).__name__)
             return False
 
-    def _accept(self, forge: str, delivery_id: str, webhook: Webhook) -> Answer:
+    def _accept(self, forge: str, delivery_id: str, webhook: Webhook, body: bytes) -> Answer:
         event = webhook.event
         if event is None:
             return self._ignore(forge, delivery_id, webhook.kind, None, None, "event kind not handled")
@@ -129,7 +129,7 @@ class Intake:
                                 "repository not allowlisted")
         try:
             event_id = self.inbox.store(forge, delivery_id, webhook.kind, repository, number,
-                                        to_json(event))
+                                        to_json(event), identity(event, body))
         except (SQLAlchemyError, StateError) as exc:
             # Not stored, so not accepted: a 5xx tells the forge to deliver it again.
             log.error("%s delivery %s for %s not stored: state store error %s", forge, delivery_id,
@@ -137,7 +137,7 @@ class Intake:
             return Answer(503, {"error": "state store unavailable; deliver again later"})
         if event_id is None:
             self.metrics.duplicate.labels(forge).inc()
-            log.info("%s delivery %s seen before; not dispatched again", forge, delivery_id)
+            log.info("%s delivery %s: event seen before; not dispatched again", forge, delivery_id)
             return Answer(200, {"status": "duplicate"})
         dispatched = self._dispatch(forge, event_id)
         log.info("%s delivery %s (%s) for %s #%s stored as event %d%s", forge, delivery_id,

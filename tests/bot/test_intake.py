@@ -51,6 +51,7 @@ BROKER_DOWN = "redis://127.0.0.1:1/0"  # nothing listens on port 1
 GITHUB_SECRET = "gh-test-secret-It's a Secret"
 GITLAB_SECRET = "gl-test-token-42"
 GITHUB_REPO = "Codertocat/Hello-World"  # the repository in GitHub's pull_request payloads
+GITHUB_COMMENT_REPO = "runatlantis/atlantis-tests"  # the one in its issue_comment payload
 GITLAB_REPO = "demoaccount2-commits-group/test_ci_tmp"
 GITLAB_NOTE_REPO = "lkysow-test/subgroup/sub-subgroup/atlantis-example"
 
@@ -67,6 +68,13 @@ def github_delivery(fixture: str, event: str, *, secret: str | None = GITHUB_SEC
         digest = hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
         headers["X-Hub-Signature-256"] = f"sha256={digest}"
     return body, headers
+
+
+def opened_pull_request(number: int) -> bytes:
+    """GitHub's pull_request opened payload for PR `number`: a distinct event per number."""
+    payload = json.loads((FIXTURES / "github_webhooks" / "github_pull_request_opened.json").read_text())
+    payload["number"] = payload["pull_request"]["number"] = number
+    return json.dumps(payload).encode()
 
 
 def gitlab_delivery(fixture: str, event: str, *, token: str | None = GITLAB_SECRET,
@@ -89,7 +97,9 @@ def server_config(state_url: str, **changes: Any) -> ServerConfig:
         state_url=state_url, broker_url=REDIS_URL,
         forges={"gitlab": GitLabConfig(token="gl-api-token", webhook_secret=GITLAB_SECRET),
                  "github": GitHubConfig(token="gh-api-token", webhook_secret=GITHUB_SECRET)},
-        repositories=(RepositoryConfig("github", GITHUB_REPO), RepositoryConfig("gitlab", GITLAB_REPO),
+        repositories=(RepositoryConfig("github", GITHUB_REPO),
+                      RepositoryConfig("github", GITHUB_COMMENT_REPO),
+                      RepositoryConfig("gitlab", GITLAB_REPO),
                       RepositoryConfig("gitlab", GITLAB_NOTE_REPO)))
     values.update(changes)
     return ServerConfig(**values)
@@ -318,6 +328,59 @@ def test_a_redelivery_is_answered_duplicate_and_sent_once(client: FlaskClient, s
 
 
 @pytest.mark.parametrize(("forge", "fixture", "event"), [
+    ("github", "github_pull_request_opened", "pull_request"),
+    ("github", "github_issue_comment_created", "issue_comment"),
+    ("gitlab", "gitlab_merge_request_open", "Merge Request Hook"),
+    ("gitlab", "gitlab_note_merge_request", "Note Hook"),
+])
+def test_a_signed_body_replayed_under_new_delivery_ids_is_stored_once(
+        client: FlaskClient, state: StateStore, redis_dispatcher: DramatiqDispatcher, forge: str,
+        fixture: str, event: str) -> None:
+    # The signature covers the body, not the delivery header: a replay with a fresh id must not
+    # run the event (a `/rollback staging` answered twice) a second time.
+    deliver = github_delivery if forge == "github" else gitlab_delivery
+    answers = [client.post(f"/webhooks/{forge}", data=body, headers=headers)
+               for body, headers in (deliver(fixture, event) for _ in range(4))]
+    assert [a.status_code for a in answers] == [202, 200, 200, 200]
+    assert all(a.get_json() == {"status": "duplicate"} for a in answers[1:])
+    assert len(stored_rows(state)) == 1
+    assert queued_event_ids(redis_dispatcher) == [answers[0].get_json()["event"]]
+
+
+def test_concurrent_redeliveries_of_one_comment_store_it_once(state: StateStore) -> None:
+    apps = [create_app(server_config(state.url), dispatcher=dispatcher_for(REDIS_URL)) for _ in range(4)]
+    body = (FIXTURES / "github_webhooks" / "github_issue_comment_created.json").read_bytes()
+    barrier = threading.Barrier(len(apps))
+    codes: list[int] = []
+
+    def deliver(app: Flask) -> None:
+        _, headers = github_delivery("", "issue_comment", body=body)
+        barrier.wait()
+        codes.append(app.test_client().post("/webhooks/github", data=body, headers=headers).status_code)
+
+    threads = [threading.Thread(target=deliver, args=(app,)) for app in apps]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert sorted(codes) == [200, 200, 200, 202]
+    assert len(stored_rows(state)) == 1
+
+
+def test_the_same_action_at_the_same_head_with_a_new_body_is_a_new_event(
+        client: FlaskClient, state: StateStore) -> None:
+    # Reopened, closed and reopened again at one head: two reopenings, each must run.
+    fixture = FIXTURES / "github_webhooks" / "github_pull_request_reopened.json"
+    first = json.loads(fixture.read_text())
+    second = json.loads(fixture.read_text())
+    second["pull_request"]["updated_at"] = "2030-01-01T00:00:00Z"
+    for payload in (first, second):
+        body, headers = github_delivery("", "pull_request", body=json.dumps(payload).encode())
+        assert client.post("/webhooks/github", data=body, headers=headers).status_code == 202
+    assert len(stored_rows(state)) == 2
+
+
+@pytest.mark.parametrize(("forge", "fixture", "event"), [
     ("github", "github_ping", "ping"),
     ("github", "github_push_tag_created", "push"),
     ("gitlab", "gitlab_push", "Push Hook"),  # mike/diaspora is not on the allowlist
@@ -381,8 +444,8 @@ def test_the_sweeper_thread_sends_what_intake_could_not(state: StateStore,
                                                         redis_dispatcher: DramatiqDispatcher) -> None:
     client = create_app(server_config(state.url), state=state,
                         dispatcher=dispatcher_for(BROKER_DOWN)).test_client()
-    for _ in range(3):
-        body, headers = github_delivery("github_pull_request_opened", "pull_request")
+    for number in range(3):
+        body, headers = github_delivery("", "pull_request", body=opened_pull_request(number + 1))
         assert client.post("/webhooks/github", data=body, headers=headers).status_code == 202
     thread, stop = start_sweeper(state, redis_dispatcher, older_than_seconds=0, interval_seconds=0.05)
     try:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import threading
 import time
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -187,6 +188,36 @@ def test_a_promotion_cut_at_commit_is_retried_and_the_thread_says_the_truth(depl
     finally:
         engine.close()
         state.close()
+    deployment.assert_clean()
+
+
+def under_new_id(delivery: tuple[dict[str, str], bytes]) -> tuple[dict[str, str], bytes]:
+    """The same signed body again, under a fresh delivery id (a replay, or the forge resending)."""
+    headers, body = delivery
+    fresh = str(uuid.uuid4())
+    ids = ("X-GitHub-Delivery", "X-Gitlab-Event-UUID", "Idempotency-Key")
+    return {k: (fresh if k in ids else v) for k, v in headers.items()}, body
+
+
+def test_a_command_redelivered_under_new_ids_is_answered_once(deployment: Deployment, forge: Forge):
+    deployment.start_worker()
+    deployment.start_worker()
+    sha = deployment.origin.branch("cmd", ORDERS)
+    forge.fake.add_merge_request(forge.repo, 31, head_sha=sha, source_branch="cmd", author="alice")
+    command = forge.comment(31, "/lineage marts.orders")
+    deliveries = [command] + [under_new_id(command) for _ in range(3)]
+    statuses: list[int] = []
+    senders = [threading.Thread(target=lambda d=d: statuses.append(deployment.deliver(d)[0]))
+               for d in deliveries]
+    for sender in senders:  # all at once, as a forge retrying a slow answer would
+        sender.start()
+    for sender in senders:
+        sender.join()
+
+    deployment.wait(lambda: deployment.pending() == 0, timeout=RECOVERY, what="the command")
+
+    assert sorted(statuses) == [200, 200, 200, 202]
+    assert len([c for c in forge.comments(31) if "Lineage of" in c]) == 1
     deployment.assert_clean()
 
 

@@ -100,13 +100,15 @@ def test_an_expired_deploy_hold_is_released_by_the_janitor_and_audited(tmp_path:
         send(bot, forge, forge.open(1, sha, "short"))
         send(bot, forge, forge.comment(1, "/deploy staging"))
         assert any("holds `staging` for 0 s, until" in c for c in forge.comments(1))
-        lock = bot.worker.jobs.locks.held_by(env_lock(bot.config.installation,
-                                                      Repository(forge.name, forge.repo, ""), "staging"))
-        assert lock is not None and lock.expires_at is not None
-        wait_until(lambda: bot.worker.jobs.locks.held_by(lock.name) is None, what="the hold to lapse")
+        name = env_lock(bot.config.installation, Repository(forge.name, forge.repo, ""), "staging")
+        # On a loaded machine the 0.3 s hold may have lapsed already; if not, it has a term.
+        lock = bot.worker.jobs.locks.held_by(name)
+        assert lock is None or lock.expires_at is not None
+        wait_until(lambda: bot.worker.jobs.locks.held_by(name) is None, what="the hold to lapse")
         bot.worker.janitor_pass()
         [entry] = AuditLog(bot.worker.services.state).entries(action="lock_expired")
-        assert (entry.environment, entry.detail["held_by"]) == ("staging", lock.holder)
+        assert entry.environment == "staging"
+        assert lock is None or entry.detail["held_by"] == lock.holder
         assert entry.detail["reason"].startswith("`/deploy staging` by @alice")
         # Free again: another merge request may deploy there.
         sha2 = origin.branch("other", CUSTOMERS)
