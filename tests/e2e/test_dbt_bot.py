@@ -53,7 +53,8 @@ def test_a_dbt_merge_request_reports_what_a_macro_touches_and_merging_promotes_i
         tmp_path: Path, dbt_bot: tuple[Bot, Forge, Origin]) -> None:
     bot, forge, origin = dbt_bot
     build_production(bot, forge, origin)
-    assert {"main_mart.orders", "main_mart.customers", "main.stg_app__orders"} <= warehouse_tables(tmp_path, bot)
+    built = warehouse_tables(tmp_path, bot)
+    assert {"main_mart.orders", "main_mart.customers", "main.stg_app__orders"} <= built
 
     sha = origin.branch("flags", MACRO)
     send(bot, forge, forge.open(1, sha, "flags"))
