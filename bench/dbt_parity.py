@@ -184,14 +184,14 @@ def sluice_bot(project: Path, scratch: Path, relations: list[str]) -> tuple[Path
     from tests.support.services import redis_client
 
     root = scratch / "bot"
-    root.mkdir()
+    (root / "origin").mkdir(parents=True)
     redis_client("e2e").flushdb()
     with FakeGitLab() as fake:
         repo = "data/dbt"
         fake.set_role(repo, "alice", Role.DEVELOPER)
         fake.set_role(repo, "maria", Role.MAINTAINER)
         forge = Forge("gitlab", fake, repo)
-        origin = Origin(root, source=project)
+        origin = Origin(root / "origin", source=project)  # apart from the bot's work_dir
         bot = Bot(server_config(root, forge, origin))
         bot.worker.start()
         try:
