@@ -89,6 +89,13 @@ class ServerConfig:
     sandbox: Sandbox = UNTRUSTED  # how warehouses hold merge-request SQL
     link_secret: str | None = None  # the key of run links' tokens (default: from the webhook secrets)
     metrics_token: str | None = None  # the bearer token /metrics asks for; without it, no /metrics
+    # dbt projects: the only variables of the worker's environment `env_var()` may read (comma-
+    # separated names), and the read-only connection introspective macros use (PostgreSQL).
+    dbt_env: str = ""
+    dbt_introspection_url: str = ""
+
+    def dbt_env_names(self) -> tuple[str, ...]:
+        return tuple(n.strip() for n in self.dbt_env.split(",") if n.strip())
 
     @property
     def installation(self) -> str:
@@ -139,6 +146,7 @@ TOP_KEYS: tuple[Key, ...] = (
     Key("sweep_after", "float"), Key("policy_file", "path"), Key("janitor_interval", "float"),
     Key("janitor_ttl"), Key("job_lease", "float"), Key("job_retries", "int"),
     Key("retry_backoff_ms", "int"), Key("deploy_hold"), Key("link_secret"), Key("metrics_token"),
+    Key("dbt_env"), Key("dbt_introspection_url"),
     *LIMIT_KEYS, *SANDBOX_KEYS,
 )
 CONFIG_VARIABLE = f"{ENV_PREFIX}CONFIG"

@@ -87,8 +87,7 @@ def select_tests(project: Project, changed: Iterable[str] | None,
 
 def failing_rows_query(test: DataTest, project: Project,
                        physical: Mapping[str, tuple[str, str]]) -> exp.Query:
-    if test.kind == "singular":
-        assert test.sql is not None
+    if test.sql is not None:  # singular, or as dbt compiled it
         return physical_query(test.sql, project.config.dialect, project.resolve, physical)
     assert test.model is not None and test.column is not None
     model = _relation(test.model, physical)

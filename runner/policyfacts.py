@@ -21,7 +21,10 @@ def project_facts(project: Project) -> ProjectFacts:
 
 
 def _sql(project: Project, path: str) -> str:
-    """The file as written, so findings point at real lines."""
+    """The file as written, so findings point at real lines (a dbt model's compiled SQL: its file
+    is a template)."""
+    if project.compiled:
+        return project.models[next(n for n, m in project.models.items() if m.path == path)].canonical
     try:
         return (project.root / path).read_text(encoding="utf-8")
     except OSError:

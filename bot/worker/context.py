@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import os
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -25,6 +26,7 @@ from runner.checkout import Mirrors, redact
 from runner.engines import Engine, engine_class, open_engine
 from runner.errors import SluiceError
 from runner.naming import Layout
+from runner.project.dbt import DbtOptions
 from runner.project.loader import load_project
 from runner.project.nodes import Project
 from runner.state.locks import Lock, Locks
@@ -145,7 +147,8 @@ class JobContext:
         with self.s.mirrors.checkout(key, url, sha, label=run_label(run_id)) as tree:
             project = load_project(tree, cache_dir=self.s.config.work_dir / "cache",
                                    limits=self.s.config.limits,
-                                   sql_allowlist=self.governance.sql_allowlist())
+                                   sql_allowlist=self.governance.sql_allowlist(),
+                                   dbt=self.dbt_options())
             warehouse = self.warehouse_url(repository, project)
             state = self.s.project_state(repository)
             with self.warehouse_lock(warehouse, run_id):
@@ -154,6 +157,13 @@ class JobContext:
                     yield project, state, engine
                 finally:
                     engine.close()
+
+    def dbt_options(self) -> DbtOptions:
+        """What a dbt project's compile may see: the allowlisted variables (read from this
+        process's environment, the worker's, here at the edge) and the read-only connection."""
+        config = self.s.config
+        allowed = {name: os.environ[name] for name in config.dbt_env_names() if name in os.environ}
+        return DbtOptions(env=allowed, warehouse_url=config.dbt_introspection_url or None)
 
     def warehouse_url(self, repository: Repository, project: Project) -> str:
         name = project.config.warehouse

@@ -53,6 +53,15 @@ def engine_class(url: str) -> type[Engine]:
     return engine
 
 
+def engine_class_for(dialect: str) -> type[Engine]:
+    """The engine class of a project's dialect (a dbt profile is made for it before any URL)."""
+    for entry in ENGINES:
+        if entry.dialect == dialect:
+            engine: type[Engine] = getattr(importlib.import_module(entry.module), entry.cls)
+            return engine
+    raise SluiceError(f"no warehouse speaks the dialect {dialect!r}; supported: {', '.join(DIALECTS)}")
+
+
 def open_engine(url: str, sandbox: Sandbox = TRUSTED) -> Engine:
     """Open a warehouse from a URL: `duckdb:///path/to/file.duckdb` (or `duckdb://` in memory), or
     `postgresql://user@host:5432/db` (also `postgresql+psycopg://`; see `PostgresEngine`).
@@ -72,4 +81,5 @@ def location_of(url: str) -> str:
     return f"{entry.dialect}://{host}{port}{parts.path}"
 
 
-__all__ = ["DEFAULT_DIALECT", "DIALECTS", "ENGINES", "SCHEMES", "Engine", "engine_class", "open_engine"]
+__all__ = ["DEFAULT_DIALECT", "DIALECTS", "ENGINES", "SCHEMES", "Engine", "engine_class", "engine_class_for",
+           "open_engine"]

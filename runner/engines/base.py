@@ -44,6 +44,10 @@ class TimeLimit:
     expired: bool = False
 
 
+# The role of a dbt profile that must never connect (introspection without a connection given).
+DBT_NO_CONNECTION = "sluice_no_introspection"
+
+
 class Engine(ABC):
     """Callers ask the capability flags, never the engine's name."""
 
@@ -66,6 +70,13 @@ class Engine(ABC):
     def from_url(cls, url: str, sandbox: Sandbox = TRUSTED) -> Engine:
         """Open the warehouse a URL of one of this engine's schemes names, holding project SQL as
         `sandbox` says."""
+
+    @classmethod
+    def dbt_target(cls, url: str | None) -> dict[str, Any] | None:
+        """The dbt profile target (adapter type and connection) a dbt project compiles with,
+        given the read-only connection for introspection when there is one; None: dbt projects
+        are not supported on this warehouse."""
+        return None
 
     # -- what each engine provides -------------------------------------------------------------
 

@@ -98,6 +98,12 @@ class DuckDBEngine(Engine):
             self._root.execute(f"SET {name} = {value.sql(dialect=self.dialect)}")
 
     @classmethod
+    def dbt_target(cls, url: str | None) -> dict[str, Any] | None:
+        # An empty in-memory database: compiling reads nothing of the warehouse, writes nothing,
+        # and takes no turn on the file's one writer.
+        return {"type": "duckdb", "path": ":memory:", "database": "memory"}
+
+    @classmethod
     def from_url(cls, url: str, sandbox: Sandbox = TRUSTED) -> DuckDBEngine:
         """`duckdb:///relative/file.duckdb`, `duckdb:////absolute/file.duckdb` (as SQLAlchemy's
         SQLite URLs), or `duckdb://` for an in-memory warehouse."""

@@ -15,14 +15,14 @@ from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qsl, quote, urlencode, urlsplit, urlunsplit
+from urllib.parse import parse_qsl, quote, unquote, urlencode, urlsplit, urlunsplit
 
 import psycopg
 from psycopg import pq
 from sqlglot import exp
 
 from runner.engines import ENGINES
-from runner.engines.base import Cursor, Engine, TimeLimit, WarehouseObject, temporary
+from runner.engines.base import DBT_NO_CONNECTION, Cursor, Engine, TimeLimit, WarehouseObject, temporary
 from runner.engines.sandbox import TRUSTED, Sandbox, timed_out
 from runner.engines.seedfile import read_seed
 from runner.errors import SluiceError, WarehouseError
@@ -275,6 +275,13 @@ class PostgresEngine(Engine):
             self._refuse_superuser()
 
     @classmethod
+    def dbt_target(cls, url: str | None) -> dict[str, Any] | None:
+        parts = urlsplit(url or f"postgresql://{DBT_NO_CONNECTION}@127.0.0.1:5432/postgres")
+        return {"type": "postgres", "host": parts.hostname or "127.0.0.1", "port": parts.port or 5432,
+                "user": unquote(parts.username or DBT_NO_CONNECTION),
+                "password": unquote(parts.password or ""),
+                "dbname": (parts.path or "/postgres").lstrip("/") or "postgres", "connect_timeout": 5}
+
     def from_url(cls, url: str, sandbox: Sandbox = TRUSTED) -> PostgresEngine:
         return cls(url, sandbox=sandbox)
 

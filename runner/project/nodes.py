@@ -19,7 +19,7 @@ COLUMN_TESTS = ("not_null", "unique", "accepted_values", "relationships")
 class DataTest:
     """One data test: a column test from YAML (dbt semantics) or a singular SQL test file."""
 
-    kind: str  # not_null | unique | accepted_values | relationships | singular
+    kind: str  # not_null | unique | accepted_values | relationships | singular (dbt: its test's name)
     model: str | None
     column: str | None
     file: str
@@ -123,6 +123,8 @@ class Project:
     dag: DAG = field(repr=False)
     names: Names = field(repr=False)
     exposures: tuple[Exposure, ...] = ()
+    # A dbt project: its models' SQL is what dbt compiled (the files are Jinja templates).
+    compiled: bool = False
 
     def node(self, name: str) -> Model | Seed:
         return self.models.get(name) or self.seeds[name]

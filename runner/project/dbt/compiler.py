@@ -20,8 +20,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from runner.engines.base import DBT_NO_CONNECTION
 from runner.errors import ProjectError
-from runner.project.dbt.profile import NO_CONNECTION, profile_yaml
+from runner.project.dbt.profile import profile_yaml
 from runner.project.yamlfile import YamlMapping, load_yaml
 
 DBT_PROJECT_FILE = "dbt_project.yml"
@@ -143,12 +144,12 @@ def _needs_deps(root: Path) -> bool:
     return bool(wanted) and not (installed.is_dir() and any(installed.iterdir()))
 
 
-def _package_names(root: Path) -> list[tuple[str, str, int]]:
+def _package_names(root: Path) -> list[tuple[str, str, int | None]]:
     found = _packages(root)
     if found is None:
         return []
     name, doc = found
-    out = []
+    out: list[tuple[str, str, int | None]] = []
     for entry in doc.mappings("packages"):
         for kind in ("package", "git", "local", "tarball"):
             if kind in entry:
@@ -228,14 +229,14 @@ def _dbt_error(root: Path, step: str, message: str) -> ProjectError:
         reason = message.split(":", 1)[0][:120]  # dbt's first clause; the rest is a retry trace
         return ProjectError(f"package {name!r} could not be installed by `dbt deps` (no network?): "
                             f"{reason}", file=file, line=line)
-    if NO_CONNECTION in message:
+    if DBT_NO_CONNECTION in message:
         return ProjectError("the project asks the warehouse a question while compiling (is_incremental(), "
                             "run_query): a PostgreSQL dbt project needs the server to give a read-only "
                             "connection for it", file=DBT_PROJECT_FILE)
     return ProjectError(f"dbt could not compile the project: {message[:400]}", file=DBT_PROJECT_FILE)
 
 
-def _is_local(root: Path, package: tuple[str, str, int]) -> bool:
+def _is_local(root: Path, package: tuple[str, str, int | None]) -> bool:
     _, name, _ = package
     return (root / name).is_dir()
 

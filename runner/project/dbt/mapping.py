@@ -101,7 +101,8 @@ def project_from_manifest(root: Path, config: ProjectConfig, manifest: Mapping[s
         raise ProjectError("dependency cycle: " + " -> ".join(cycle.path) + " (each model reads "
                            "the next)", file=first.path) from None
     return Project(root=root, config=config, models=models, seeds=seeds, sources=sources,
-                   tests=tuple(tests), dag=dag, names=project_names, exposures=tuple(exposures))
+                   tests=tuple(tests), dag=dag, names=project_names, exposures=tuple(exposures),
+                   compiled=True)
 
 
 def _name(schema: str, table: str) -> str:
@@ -127,8 +128,8 @@ def _rewriter(relations: Mapping[str, str]) -> Any:
 
 
 def _check(cache: ParseCache, sql: str, dialect: str, file: str) -> ParsedQuery:
-    """The compiled SQL passes the same checks as a plain model: one read-only query (the
-    parser refuses writes and DDL; the safety allowlist, when it lands, is called here too)."""
+    """The compiled SQL parses as a plain model's does (the parser refuses writes and DDL); the
+    whole mapped project then passes the allowlist check (`check_compiled`)."""
     return cache.parse(sql, dialect, file)
 
 
@@ -175,8 +176,9 @@ def _test(node: dict[str, Any], names: Mapping[str, str], ephemeral: Mapping[str
     if severity not in ("error", "warn"):
         raise ProjectError(f"test {node['name']!r}: severity must be 'error' or 'warn'", file=file)
     limit = settings.get("limit")
+    metadata = node.get("test_metadata") or {}
     return DataTest(
-        kind="singular", model=names.get(attached) if attached else None,
+        kind=str(metadata.get("name") or "singular"), model=names.get(attached) if attached else None,
         column=(node.get("column_name") or "").lower() or None, file=file, line=None,
         sql=query.canonical, depends_on=tuple(sorted(parents(node["unique_id"]))),
         label=node["name"], severity=severity,
