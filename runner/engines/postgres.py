@@ -282,6 +282,7 @@ class PostgresEngine(Engine):
                 "password": unquote(parts.password or ""),
                 "dbname": (parts.path or "/postgres").lstrip("/") or "postgres", "connect_timeout": 5}
 
+    @classmethod
     def from_url(cls, url: str, sandbox: Sandbox = TRUSTED) -> PostgresEngine:
         return cls(url, sandbox=sandbox)
 
