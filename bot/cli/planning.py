@@ -116,10 +116,10 @@ def plan(env: str | None, place: Place, dry_run: bool, threads: int | None, all_
 
 
 def artifacts_folder(ws: Workspace, environment: str) -> Path:
-    """Beside the cache (PROJECT/.sluice/ on a laptop, the server's work_dir with --server-config):
-    artifacts/ENV/, overwritten by each plan of ENV, like dbt's target/."""
-    base = ws.settings.cache_dir.parent if ws.settings.cache_dir else ws.root / ".sluice"
-    return base / "artifacts" / environment
+    """PROJECT/.sluice/artifacts/ENV/, overwritten by each plan of ENV, like dbt's target/ (the
+    parse cache lives elsewhere: it must never be read from a checkout, artifacts are only
+    written)."""
+    return ws.root / ".sluice" / "artifacts" / environment
 
 
 def run_with_output(ws: Workspace, target: str, *, dry_run: bool = False, threads: int | None = None,

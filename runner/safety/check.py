@@ -163,7 +163,8 @@ def _table(table: exp.Table, names: Names | None, refuse: _Refuser) -> None:
                    "seeds and declared sources only")
         return  # a table function: its call is checked as a function
     text = ".".join(p.name for p in table.parts)
-    if table.catalog:
+    if table.catalog and (names is None or text not in names.qualified):
+        # Only a source declared with its `database:` may be named with one.
         refuse(table, f"table {text} names a database; read models, seeds and declared sources "
                "of this project only")
         return
