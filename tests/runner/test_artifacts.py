@@ -222,19 +222,23 @@ def test_the_run_page_links_the_artifacts_the_run_left(tmp_path: Path, state: St
     run_id = runs.create("gitlab", "data/shop", 42, "pipeline", sha="a" * 40, environment="mr_42",
                          event_id=None)
     runs.finish(run_id, RunStatus.SUCCESS, summary="done", report="ok")
-    assert "dbt artifacts" not in client.get(f"/runs/{run_id}").get_data(as_text=True)
+    page_path = config.run_path(run_id)  # the link the bot posts, with its token
+    token = page_path.split("?token=", 1)[1]
+    assert "dbt artifacts" not in client.get(page_path).get_data(as_text=True)
     folder = config.run_folder(run_id) / "mr_42"
     folder.mkdir(parents=True)
     (folder / "manifest.json").write_text('{"metadata": {}}')
 
-    page = client.get(f"/runs/{run_id}").get_data(as_text=True)
+    page = client.get(page_path).get_data(as_text=True)
 
-    assert f'href="/runs/{run_id}/mr_42/manifest.json"' in page
+    assert f'href="/runs/{run_id}/mr_42/manifest.json?token={token}"' in page
     assert "run_results.json" not in page  # only what exists
-    served = client.get(f"/runs/{run_id}/mr_42/manifest.json")
+    served = client.get(f"/runs/{run_id}/mr_42/manifest.json?token={token}")
     assert served.status_code == 200 and served.mimetype == "application/json"
     assert served.get_json() == {"metadata": {}}
-    for path in (f"/runs/{run_id}/mr_42/run_results.json", f"/runs/{run_id}/mr_42/state.db",
-                 f"/runs/{run_id}/..%2F..%2Fstate.db/manifest.json",
-                 f"/runs/{run_id + 1}/mr_42/manifest.json"):
+    assert client.get(f"/runs/{run_id}/mr_42/manifest.json").status_code == 404  # no token: no run
+    for path in (f"/runs/{run_id}/mr_42/run_results.json?token={token}",
+                 f"/runs/{run_id}/mr_42/state.db?token={token}",
+                 f"/runs/{run_id}/..%2F..%2Fstate.db/manifest.json?token={token}",
+                 f"/runs/{run_id + 1}/mr_42/manifest.json?token={token}"):
         assert client.get(path).status_code == 404, path
