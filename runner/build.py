@@ -156,9 +156,10 @@ def _build_one(node: PlannedNode, project: Project, engine: Engine, state: State
         if node.kind == "seed":
             seed = project.seeds[node.name]
             if seed.column_types:
-                rows = engine.load_csv_sql(target, project.root / seed.path)
-                engine.build(target, typed_seed(rows, seed.columns, seed.column_types, engine.dialect),
-                             "table")
+                with engine.readable(project.root / seed.path) as path:
+                    rows = engine.load_csv_sql(target, path)
+                    engine.build(target, typed_seed(rows, seed.columns, seed.column_types, engine.dialect),
+                                 "table")
             else:
                 engine.load_seed(target, project.root / seed.path)
             canonical, reads = seed.content_hash, tuple[str, ...]()

@@ -102,7 +102,13 @@ class Engine(ABC):
 
     @abstractmethod
     def load_csv_sql(self, target: exp.Table, path: Path) -> exp.Query:
-        """A query that reads a CSV file with the engine's type inference."""
+        """A query that reads a CSV file with the engine's type inference (a `readable` path)."""
+
+    @contextmanager
+    def readable(self, path: Path) -> Iterator[Path]:
+        """Where `load_csv_sql` may read the file: an engine whose SQL cannot reach the file
+        system (DuckDB's sandbox) stages a copy; the default reads it where it is."""
+        yield path
 
     @abstractmethod
     def close(self) -> None: ...

@@ -203,15 +203,20 @@ class DuckDBEngine(Engine):
                 raise
 
     def load_seed(self, target: exp.Table, path: Path) -> None:
-        """The CSV file is copied into the stage folder (the only one the sandbox may read), read
-        there with DuckDB's own type inference, and removed."""
+        """Read with DuckDB's own type inference, from the stage folder (see `readable`)."""
+        with self.readable(path) as staged:
+            self.build(target, self.load_csv_sql(target, staged), "table")
+
+    @contextmanager
+    def readable(self, path: Path) -> Iterator[Path]:
+        """The file copied into the stage folder, the only one the sandbox may read; removed after."""
         staged = self.stage / f"{uuid.uuid4().hex}.csv"
         try:
             shutil.copyfile(path, staged)
         except OSError as exc:
             raise WarehouseError(f"cannot read the seed {path.name}: {exc.strerror or exc}") from None
         try:
-            self.build(target, self.load_csv_sql(target, staged), "table")
+            yield staged
         finally:
             with contextlib.suppress(OSError):
                 staged.unlink()

@@ -134,7 +134,8 @@ def test_a_runaway_singular_test_stops_at_the_build_timeout(
     engine = DuckDBEngine(tmp_path / "w.duckdb", Sandbox(build_timeout=0.5))
     try:
         shop.write("tests/runaway.sql", "with recursive r(i) as (select 1 as i union all "
-                   "select i + 1 from r where i > 0) select o.id from raw.raw_orders as o join r on o.id = -r.i\n")
+                   "select i + 1 from r where i > 0) "
+                   "select o.id from raw.raw_orders as o join r on o.id = -r.i\n")
         started = time.perf_counter()
         result = run_pipeline(shop.load(), state, engine, "prod")
         assert time.perf_counter() - started < 20

@@ -178,6 +178,8 @@ def test_a_bad_sql_allowlist_in_the_servers_file_names_its_key(tmp_path: Path) -
 
 
 def test_the_canonical_sql_that_runs_is_checked_too(tmp_path: Path) -> None:
+    from runner.project.cache import _VERSION as cache_version
+
     """A parse cache entry is keyed by the file's text; whatever canonical SQL it holds is what
     would be built, so it passes the same check as the file."""
     root, cache = tmp_path / "shop", tmp_path / "cache"
@@ -185,7 +187,7 @@ def test_the_canonical_sql_that_runs_is_checked_too(tmp_path: Path) -> None:
     load_project(root, cache_dir=cache)
     entries = json.loads((cache / "parse-cache.json").read_text())
     orders = (root / "models" / "marts" / "orders.sql").read_text()
-    key = hashlib.sha256(f"duckdb\0{orders}".encode()).hexdigest()  # the cache's own key
+    key = hashlib.sha256(f"{cache_version}\0duckdb\0{orders}".encode()).hexdigest()  # the cache's own key
     entries[key][0] = "SELECT GETENV('HOME') AS amount"
     (cache / "parse-cache.json").write_text(json.dumps(entries))
     with pytest.raises(ProjectError, match=r"^models/marts/orders.sql: function getenv is not allowed"):
