@@ -26,7 +26,7 @@ from runner.checkout import Mirrors, redact
 from runner.engines import Engine, engine_class, open_engine
 from runner.errors import SluiceError
 from runner.naming import Layout
-from runner.project.dbt import DbtOptions
+from runner.project.dbt import DbtOptions, is_dbt_project
 from runner.project.loader import load_project
 from runner.project.nodes import Project
 from runner.state.locks import Lock, Locks
@@ -127,13 +127,18 @@ class JobContext:
                else self.forge(repository).fetch_url(repository.full_name))
         return f"{repository.forge}:{repository.full_name}", url
 
-    def load_only(self, repository: Repository, sha: str, run_id: int) -> Project:
+    def load_only(self, repository: Repository, sha: str, run_id: int) -> None:
         """Check out `sha` and load its project (the loader's static checks) without opening a
-        warehouse: all that untrusted code gets before someone approves its commit."""
+        warehouse: all that untrusted code gets before someone approves its commit. A dbt
+        project is not compiled: compiling runs its Jinja, which waits for the approval too."""
         key, url = self.clone_source(repository)
         self.runs.append_log(run_id, f"checking out {sha[:12]} (static checks only)")
         with self.s.mirrors.checkout(key, url, sha, label=run_label(run_id)) as tree:
-            return load_project(tree, cache_dir=self.s.config.work_dir / "cache")
+            if is_dbt_project(tree):
+                self.runs.append_log(run_id, "a dbt project: compiled and checked once its commit is trusted")
+                return
+            load_project(tree, cache_dir=self.s.config.work_dir / "cache", limits=self.s.config.limits,
+                         sql_allowlist=self.governance.sql_allowlist())
 
     # -- the warehouse ----------------------------------------------------------------------------
 

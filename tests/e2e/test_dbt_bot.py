@@ -12,6 +12,7 @@ import duckdb
 import pytest
 
 from bot.forges.base import Role
+from bot.records.runs import RunLog
 from tests.support.e2e import Bot, Forge, build_production, path, server_config, warehouse_tables
 from tests.support.fakeforge import FakeGitLab
 from tests.support.paths import REPO
@@ -73,3 +74,21 @@ def test_a_dbt_merge_request_reports_what_a_macro_touches_and_merging_promotes_i
         region = warehouse.execute("select distinct region from main.stg_app__customers").fetchall()
     assert "was_completed" in columns and "is_completed" not in columns
     assert region == [("eu",)]  # the allowlisted variable, and only it
+
+
+def test_a_forks_dbt_project_is_not_compiled_before_its_commit_is_approved(
+        tmp_path: Path, dbt_bot: tuple[Bot, Forge, Origin]) -> None:
+    # Compiling runs the merge request's Jinja: it waits for the trust gate like a build.
+    bot, forge, origin = dbt_bot
+    build_production(bot, forge, origin)
+    cache = bot.config.work_dir / "cache"
+    compiled = {p for p in cache.rglob("*") if p.is_file()}
+    sha = origin.branch("fork", MACRO)
+    forge.fake.add_merge_request(forge.repo, 2, head_sha=sha, source_branch="fork", author="outsider",
+                                 from_fork=True)
+    send(bot, forge, forge.hook(2, "opened"))
+    [report] = forge.reports(2)
+    assert "waiting for approval" in report
+    [run] = RunLog(bot.worker.services.state).for_merge_request("gitlab", forge.repo, 2)
+    assert "compiled and checked once its commit is trusted" in run.log
+    assert {p for p in cache.rglob("*") if p.is_file()} == compiled  # dbt made nothing new
