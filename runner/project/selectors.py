@@ -193,8 +193,8 @@ def _reads(project: Project, refs: Iterable[TableRef]) -> Iterable[str]:
 
 
 def _config(model: Model, key: str) -> str | None:
-    if key == "materialized":
-        return model.materialized.lower()
+    if key == "materialized":  # as the project declares it (dbt's incremental is built as a table)
+        return str(dict(model.config).get("materialized", model.materialized)).lower()
     if key == "unique_key":
         return ",".join(model.unique_key).lower() or None
     for k, v in model.config:

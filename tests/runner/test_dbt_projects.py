@@ -28,6 +28,7 @@ from runner.project.dbt import DbtOptions
 from runner.project.dbt.mapping import BUILT_IN_FULL
 from runner.project.loader import load_project
 from runner.project.nodes import Project
+from runner.project.selectors import select
 from runner.state.store import StateStore
 from tests.support.paths import REPO
 from tests.support.warehouses import fresh_database, rows
@@ -105,6 +106,17 @@ def test_each_dbt_node_becomes_the_model_seed_source_test_or_exposure_it_is(
     assert (at_most.warn_if, at_most.error_if) == (">0", ">5")
     assert next(t for t in tests.values() if t.name.startswith("not_null_customers")).limit == 10
     assert any(t.name.startswith("shop_utils_is_positive") for t in tests.values())  # package test
+
+
+def test_dbt_selectors_pick_nodes_of_a_dbt_project(shop: tuple[Shop, Project]) -> None:
+    _, project = shop
+    assert select(project, ["tag:finance"]) == {"main_mart.orders"}
+    assert select(project, ["config.materialized:incremental"]) == {"main_mart.daily_revenue"}
+    assert select(project, ["+main_mart.orders"]) >= {"main_mart.orders", "main.stg_app__orders",
+                                                      "main.stg_app__payments", "main.raw_orders"}
+    assert "main_mart.customers" in select(project, ["main.stg_app__orders+"])
+    assert select(project, ["path:models/marts"], exclude=["tag:finance"]) == {
+        "main_mart.customers", "main_mart.daily_revenue"}
 
 
 def test_env_var_sees_only_what_the_server_allows(shop: tuple[Shop, Project]) -> None:

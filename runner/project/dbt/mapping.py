@@ -149,6 +149,9 @@ def _model(node: dict[str, Any], name: str, query: ParsedQuery, depends: list[st
         columns=tuple(Column(c["name"].lower(), c.get("description") or "", tuple(c.get("tags") or ()))
                       for c in node.get("columns") or [] if c.get("name")),
         notes=notes,
+        # What dbt was told, where Sluice builds it otherwise: selectors (`config.materialized:`)
+        # and fingerprints see it.
+        config=(("materialized", "incremental"),) if materialized == "incremental" else (),
     )
 
 
