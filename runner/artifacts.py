@@ -209,11 +209,12 @@ def _model_node(project: Project, model: Model, plan: Plan, ids: Ids, invocation
                    schema=schema, path=model.path, fqn=_fqn(project, model.path, root, model.table),
                    tags=model.tags, description=model.description)
     extra: dict[str, Any] = dict(model.config)
+    materialized = str(extra.pop("materialized", model.materialized))  # as declared (dbt's incremental)
     if model.unique_key:
         extra["unique_key"] = list(model.unique_key) if len(model.unique_key) > 1 else model.unique_key[0]
     node.update({
         "checksum": _checksum(project, model.path),
-        "config": _config(model.materialized, model.tags, **extra),
+        "config": _config(materialized, model.tags, **extra),
         "columns": _columns([(c.name, c.description, c.tags) for c in model.columns]),
         "meta": {"sluice": {"fingerprint": planned.fingerprint, "physical": planned.physical,
                             "change": planned.change.value, "action": planned.action.value}},

@@ -33,7 +33,9 @@ def test_a_merge_request_run_leaves_the_environments_artifacts(forge: Forge, ori
                json.loads((folder / "run_results.json").read_text())["results"]}
     assert results["model.shop.orders"] == "success"
 
-    page = bot.client.get(f"/runs/{run.id}").get_data(as_text=True)
-    assert f'href="/runs/{run.id}/mr_1/catalog.json"' in page
-    served = bot.client.get(f"/runs/{run.id}/mr_1/manifest.json")
+    link = bot.config.run_path(run.id)  # the link the bot posts, with the run's token
+    token = link.split("?token=", 1)[1]
+    page = bot.client.get(link).get_data(as_text=True)
+    assert f'href="/runs/{run.id}/mr_1/catalog.json?token={token}"' in page
+    served = bot.client.get(f"/runs/{run.id}/mr_1/manifest.json?token={token}")
     assert served.status_code == 200 and served.get_json()["metadata"] == manifest["metadata"]
