@@ -17,9 +17,9 @@ from runner.errors import ProjectError
 from runner.limits import DEFAULT_LIMITS, Limits, recursion_refused
 from runner.project.cache import ParseCache
 from runner.project.config import IDENTIFIER, ProjectConfig, check_identifier, load_project_config
-from runner.project.dag import DAG, Cycle
 from runner.project.dbt import DbtOptions, is_dbt_project, load_dbt_project
 from runner.project.files import inside, project_files
+from runner.project.graph import project_dag
 from runner.project.nodes import (
     COLUMN_TESTS,
     EXPOSURE_TYPES,
@@ -36,7 +36,7 @@ from runner.project.nodes import (
 )
 from runner.project.parsing import ParsedQuery, TableRef
 from runner.project.yamlfile import YamlMapping, load_yaml
-from runner.safety import Allowlist, check_canonical, check_sql, load_allowlist, refuse_unsafe
+from runner.safety import Allowlist, check_body, load_allowlist, refuse_unsafe
 
 
 def load_project(root: Path | str, cache_dir: Path | None = None,
@@ -119,9 +119,7 @@ def load_project(root: Path | str, cache_dir: Path | None = None,
     tests: list[DataTest] = []
     for name, (model, query) in parsed.items():
         deps = tuple(sorted({_resolve_ref(ref, names, model.path) for ref in query.refs}))
-        refuse_unsafe(check_sql(texts[name], config.dialect, names, model.path, allowlist=allow))
-        # And the canonical text, which is what runs: it may come from the parse cache.
-        refuse_unsafe(check_canonical(model.canonical, config.dialect, names, model.path, allow))
+        refuse_unsafe(check_body(texts[name], model.canonical, config.dialect, names, model.path, allow))
         meta = entries.get(name)
         materialized, unique_key, description, tags, columns, column_tests = (
             _model_meta(meta, name, names) if meta is not None else ("table", (), "", (), (), [])
@@ -144,18 +142,7 @@ def load_project(root: Path | str, cache_dir: Path | None = None,
                                line=exposure.line)
         seen.add(exposure.name)
 
-    graph: dict[str, tuple[str, ...]] = {name: () for name in seeds}
-    graph.update({name: model.depends_on for name, model in models.items()})
-    try:
-        dag = DAG.build(graph)
-    except Cycle as cycle:
-        first = models[cycle.path[0]]
-        line = next((ref.line for ref in first.refs
-                     if len(cycle.path) > 1 and resolve_name(ref.parts, names) == cycle.path[1]), None)
-        raise ProjectError(
-            "dependency cycle: " + " -> ".join(cycle.path) + " (each model reads the next)",
-            file=first.path, line=line,
-        ) from None
+    dag = project_dag(models, seeds, names)
     return Project(root=root, config=config, models=models, seeds=seeds, sources=sources,
                    tests=tuple(tests), dag=dag, names=names, exposures=tuple(exposures))
 
@@ -383,8 +370,7 @@ def _load_singular_tests(root: Path, config: ProjectConfig, cache: ParseCache,
         with recursion_refused(limits, rel):
             query = cache.parse(sql, config.dialect, rel)
         deps = tuple(sorted({_resolve_ref(ref, names, rel) for ref in query.refs}))
-        refuse_unsafe(check_sql(sql, config.dialect, names, rel, allowlist=allow))
-        refuse_unsafe(check_canonical(query.canonical, config.dialect, names, rel, allow))
+        refuse_unsafe(check_body(sql, query.canonical, config.dialect, names, rel, allow))
         tests.append(DataTest("singular", None, None, rel, 1, sql=query.canonical,
                               depends_on=deps))
     return tests

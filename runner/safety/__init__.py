@@ -5,11 +5,12 @@ from runner.safety.allowlist import Allowlist, load_allowlist
 from runner.safety.check import (
     Refusal,
     UnsafeSQL,
+    check_body,
     check_canonical,
     check_query,
     check_sql,
     refuse_unsafe,
 )
 
-__all__ = ["Allowlist", "Refusal", "UnsafeSQL", "check_canonical", "check_query", "check_sql",
+__all__ = ["Allowlist", "Refusal", "UnsafeSQL", "check_body", "check_canonical", "check_query", "check_sql",
            "load_allowlist", "refuse_unsafe"]

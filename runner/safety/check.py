@@ -113,6 +113,15 @@ def check_canonical(canonical: str, dialect: str, names: Names | None, file: str
             for r in check_sql(canonical, dialect, names, file, allowlist=allowlist)]
 
 
+def check_body(text: str, canonical: str, dialect: str, names: Names | None, file: str,
+               allowlist: Allowlist | None = None) -> list[Refusal]:
+    """Check a model or test: the file's text (what its author wrote, with lines to name; some
+    constructs, such as DuckDB's FOR UPDATE, vanish from the canonical form) and then the
+    canonical SQL, which is what runs and may come from the parse cache."""
+    return (check_sql(text, dialect, names, file, allowlist=allowlist)
+            or check_canonical(canonical, dialect, names, file, allowlist))
+
+
 def check_query(tree: exp.Expr, dialect: str, names: Names | None, file: str, line_offset: int = 0,
                 allowlist: Allowlist | None = None) -> list[Refusal]:
     """Every refusal for one parsed statement. `names`: the project's models, seeds and sources a

@@ -4,34 +4,19 @@ DuckDB files and state stores; output and exit codes checked."""
 from __future__ import annotations
 
 import json
-import shutil
 import subprocess
 from pathlib import Path
 
 import duckdb
 import pytest
-from click.testing import CliRunner, Result
 
-from bot.cli.main import main
 from bot.cli.options import default_environment
-from tests.support.paths import DEMO
-
-
-def sluice(*args: str) -> Result:
-    return CliRunner().invoke(main, list(args), catch_exceptions=False)
+from tests.support.cli import demo_copy, edit, sluice
 
 
 @pytest.fixture
 def shop(tmp_path: Path) -> Path:
-    root = tmp_path / "shop"
-    shutil.copytree(DEMO, root)
-    return root
-
-
-def edit(path: Path, old: str, new: str) -> None:
-    text = path.read_text()
-    assert old in text, f"{old!r} not in {path}"
-    path.write_text(text.replace(old, new))
+    return demo_copy(tmp_path)
 
 
 def query(root: Path, sql: str) -> list[tuple]:

@@ -16,9 +16,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from click.testing import CliRunner, Result
+from click.testing import Result
 
-from bot.cli.main import main
+from tests.support.cli import sluice
 from tests.support.paths import DEMO
 from tests.support.warehouses import ENGINES, fresh_database
 
@@ -36,10 +36,6 @@ def shop(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[list[str]]:
     else:
         with fresh_database() as url:
             yield ["-p", str(root), "--warehouse-url", url]
-
-
-def sluice(*args: str) -> Result:
-    return CliRunner().invoke(main, list(args), catch_exceptions=False)
 
 
 def root_of(options: list[str]) -> Path:

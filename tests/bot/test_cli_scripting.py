@@ -5,26 +5,20 @@ on the bot's own state store and warehouse."""
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 
 import pytest
-from click.testing import CliRunner, Result
+from click.testing import Result
 
-from bot.cli.main import main
 from bot.events import Repository
 from bot.worker.keys import namespace
 from runner.engines.duckdb import DuckDBEngine
 from runner.pipeline import run_pipeline
 from runner.project.loader import load_project
 from runner.state.store import StateStore
-from tests.support.paths import DEMO
+from tests.support.cli import demo_copy, edit, sluice
 
 ORDERS = "models/marts/orders.sql"
-
-
-def sluice(*args: str) -> Result:
-    return CliRunner().invoke(main, list(args), catch_exceptions=False)
 
 
 def data(result: Result) -> object:
@@ -34,15 +28,7 @@ def data(result: Result) -> object:
 
 @pytest.fixture
 def shop(tmp_path: Path) -> Path:
-    root = tmp_path / "shop"
-    shutil.copytree(DEMO, root)
-    return root
-
-
-def edit(path: Path, old: str, new: str) -> None:
-    text = path.read_text()
-    assert old in text
-    path.write_text(text.replace(old, new))
+    return demo_copy(tmp_path)
 
 
 def test_plan_json_has_the_stable_keys(shop: Path):

@@ -12,7 +12,6 @@ without going through the loader that would refuse them first.
 from __future__ import annotations
 
 import time
-import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -31,7 +30,12 @@ from runner.naming import table
 from runner.pipeline import run_pipeline
 from runner.state.store import StateStore
 from tests.support.repos import Shop
-from tests.support.warehouses import PG_SERVER, fresh_database, physical_objects, rows, run
+from tests.support.warehouses import (
+    fresh_login_database,
+    physical_objects,
+    rows,
+    run,
+)
 
 TARGET = table("sluice__marts", "probe__0123456789")
 
@@ -135,24 +139,17 @@ def warehouse_with_login() -> Iterator[tuple[str, str]]:
     """A fresh database with a source `shop.customers`, a table nobody declared (`hr.salaries`),
     and a login role without superuser that may create schemas and read (and pass on) the
     source: (URL as that role, the role)."""
-    login = f"s2_owner_{uuid.uuid4().hex[:8]}"
-    try:
-        with fresh_database() as url:
-            database = url.rsplit("/", 1)[1]
-            with psycopg.connect(url, autocommit=True) as admin:
-                admin.execute(f'CREATE ROLE "{login}" LOGIN CREATEROLE')
-                admin.execute(f'GRANT CREATE ON DATABASE "{database}" TO "{login}"')
-                admin.execute("CREATE SCHEMA shop; CREATE TABLE shop.customers (id int, name text)")
-                admin.execute("INSERT INTO shop.customers VALUES (1, 'ada'), (2, 'bob')")
-                admin.execute("CREATE SCHEMA hr; CREATE TABLE hr.salaries (name text, pay int)")
-                admin.execute("INSERT INTO hr.salaries VALUES ('ada', 100)")
-                admin.execute(f'GRANT USAGE ON SCHEMA shop, hr TO "{login}" WITH GRANT OPTION')
-                admin.execute(f'GRANT SELECT ON shop.customers TO "{login}" WITH GRANT OPTION')
-                admin.execute(f'GRANT SELECT ON hr.salaries TO "{login}"')  # readable, not passed on
-            yield url.replace("postgresql://postgres@", f"postgresql://{login}@"), login
-    finally:  # the database is gone by now: nothing depends on the role any more
-        with psycopg.connect(PG_SERVER, autocommit=True) as admin:
-            admin.execute(f'DROP ROLE IF EXISTS "{login}"')
+    with fresh_login_database() as (url, login):
+        admin_url = url.replace(f"postgresql://{login}@", "postgresql://postgres@")
+        with psycopg.connect(admin_url, autocommit=True) as admin:
+            admin.execute("CREATE SCHEMA shop; CREATE TABLE shop.customers (id int, name text)")
+            admin.execute("INSERT INTO shop.customers VALUES (1, 'ada'), (2, 'bob')")
+            admin.execute("CREATE SCHEMA hr; CREATE TABLE hr.salaries (name text, pay int)")
+            admin.execute("INSERT INTO hr.salaries VALUES ('ada', 100)")
+            admin.execute(f'GRANT USAGE ON SCHEMA shop, hr TO "{login}" WITH GRANT OPTION')
+            admin.execute(f'GRANT SELECT ON shop.customers TO "{login}" WITH GRANT OPTION')
+            admin.execute(f'GRANT SELECT ON hr.salaries TO "{login}"')  # readable, not passed on
+        yield url, login
 
 
 def test_postgres_a_superuser_connection_is_refused_for_merge_request_builds(pg_warehouse_url: str) -> None:

@@ -13,13 +13,12 @@ import shutil
 from pathlib import Path
 
 import pytest
-from click.testing import CliRunner, Result
 
-from bot.cli.main import main
 from runner.errors import SluiceError
 from runner.project.loader import load_project
 from runner.project.nodes import Project
 from runner.project.selectors import StateChanges, select
+from tests.support.cli import edit, sluice
 from tests.support.paths import DEMO
 
 SEEDS = {"raw.raw_customers", "raw.raw_orders", "raw.raw_payments"}
@@ -135,20 +134,10 @@ def test_a_bad_selector_is_one_error_naming_it(project: Project, text: str, mess
 # -- through the command line ------------------------------------------------------------------------
 
 
-def sluice(*args: str) -> Result:
-    return CliRunner().invoke(main, list(args), catch_exceptions=False)
-
-
 def plan_json(root: Path, *args: str) -> dict:
     result = sluice("plan", *args, "--project", str(root), "--format", "json")
     assert result.exit_code == 0, result.output
     return json.loads(result.output)
-
-
-def edit(path: Path, old: str, new: str) -> None:
-    text = path.read_text()
-    assert old in text
-    path.write_text(text.replace(old, new))
 
 
 def test_plan_select_builds_only_the_selection_and_keeps_the_rest_as_production(root: Path):

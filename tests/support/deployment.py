@@ -32,7 +32,7 @@ from tests.support.paths import REPO
 from tests.support.proxy import Proxy
 from tests.support.repos import Origin, git
 from tests.support.services import free_port, start_redis
-from tests.support.warehouses import PG_SERVER, fresh_database
+from tests.support.warehouses import PG_SERVER, fresh_database, fresh_login_database
 
 
 @dataclass
@@ -198,7 +198,8 @@ class Deployment:
 @contextlib.contextmanager
 def deployed(root: Path, forge: Forge) -> Iterator[Deployment]:
     """A deployment of the demo shop for `forge` (GitLab's fake), with production built."""
-    with fresh_database() as state_url, fresh_database() as warehouse_url:
+    # The warehouse as production has it: a login without superuser (the shipped defaults refuse one).
+    with fresh_database() as state_url, fresh_login_database() as (warehouse_url, _):
         pg_port = int(PG_SERVER.rsplit(":", 1)[1].split("/")[0])
         state_proxy, warehouse_proxy = Proxy(pg_port), Proxy(pg_port)
         state_db = state_url.replace("postgresql://", "postgresql+psycopg://", 1)
@@ -217,8 +218,7 @@ def deployed(root: Path, forge: Forge) -> Iterator[Deployment]:
             f"gitlab:\n  url: {gl.url}\n  token: {gl.token}\n  webhook_secret: {gl.webhook_secret}\n"
             f"warehouses:\n  default: {proxied_warehouse}\n"
             f"repositories:\n  - forge: gitlab\n    name: {forge.repo}\n    clone_url: {origin.bare}\n"
-            "allow_local_clones: true\n"
-            "allow_superuser: true\n")  # the test server's only login is its superuser
+            "allow_local_clones: true\n")
         deployment.start_redis()
         deployment.build_production()
         try:

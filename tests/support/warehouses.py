@@ -39,6 +39,24 @@ def fresh_database() -> Iterator[str]:
             conn.execute(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
 
 
+@contextmanager
+def fresh_login_database() -> Iterator[tuple[str, str]]:
+    """A new, empty database and a login role without superuser that may create schemas in it and
+    roles (Sluice's build role): (URL as that login, the login), as a production warehouse's
+    shipped defaults expect (merge-request builds refuse a superuser login)."""
+    login = f"sluice_login_{uuid.uuid4().hex[:8]}"
+    try:
+        with fresh_database() as url:
+            database = url.rsplit("/", 1)[1]
+            with psycopg.connect(url, autocommit=True) as admin:
+                admin.execute(f'CREATE ROLE "{login}" LOGIN CREATEROLE')
+                admin.execute(f'GRANT CREATE ON DATABASE "{database}" TO "{login}"')
+            yield url.replace("postgresql://postgres@", f"postgresql://{login}@"), login
+    finally:  # the database is gone by now: nothing depends on the role any more
+        with psycopg.connect(PG_SERVER, autocommit=True) as admin:
+            admin.execute(f'DROP ROLE IF EXISTS "{login}"')
+
+
 @pytest.fixture
 def pg_warehouse_url() -> Iterator[str]:
     with fresh_database() as url:

@@ -21,7 +21,7 @@ from typing import Any
 from runner.errors import ProjectError
 from runner.project.cache import ParseCache
 from runner.project.config import ProjectConfig
-from runner.project.dag import DAG, Cycle
+from runner.project.graph import project_dag
 from runner.project.nodes import Column, DataTest, Exposure, Model, Names, Project, Seed, Source
 from runner.project.parsing import ParsedQuery
 
@@ -92,14 +92,7 @@ def project_from_manifest(root: Path, config: ProjectConfig, manifest: Mapping[s
     project_names = Names.of(dict.fromkeys(models), seeds, sources)
     exposures = [_exposure(e, names) for e in manifest.get("exposures", [])]
 
-    graph: dict[str, tuple[str, ...]] = {name: () for name in seeds}
-    graph.update({name: model.depends_on for name, model in models.items()})
-    try:
-        dag = DAG.build(graph)
-    except Cycle as cycle:
-        first = models[cycle.path[0]]
-        raise ProjectError("dependency cycle: " + " -> ".join(cycle.path) + " (each model reads "
-                           "the next)", file=first.path) from None
+    dag = project_dag(models, seeds, project_names)
     return Project(root=root, config=config, models=models, seeds=seeds, sources=sources,
                    tests=tuple(tests), dag=dag, names=project_names, exposures=tuple(exposures),
                    compiled=True)
