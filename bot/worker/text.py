@@ -10,6 +10,12 @@ from runner.pipeline import RunResult
 from runner.state.locks import Lock
 
 MARKER = "<!-- sluice-report -->"
+
+
+def answer_marker(event_id: int) -> str:
+    """The hidden line that ties a thread comment to the event it answers: a job that runs again
+    after a crash (or a lost response) finds it and does not answer twice."""
+    return f"<!-- sluice-answer {event_id} -->"
 HISTORY_ROOM = 4_000  # characters kept free in the comment for the run history
 STATUS_CONTEXT = "sluice"
 

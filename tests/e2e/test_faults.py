@@ -221,6 +221,25 @@ def test_a_command_redelivered_under_new_ids_is_answered_once(deployment: Deploy
     deployment.assert_clean()
 
 
+def test_a_worker_killed_after_answering_does_not_answer_again(deployment: Deployment, forge: Forge):
+    """The soak's double answer: a worker posted a command's answer and died before it marked the
+    event done, so the worker that took the event over answered again."""
+    worker = deployment.start_worker()
+    sha = deployment.origin.branch("answered", ORDERS)
+    forge.fake.add_merge_request(forge.repo, 41, head_sha=sha, source_branch="answered", author="alice")
+    forge.fake.answer_late(r"^POST .*/merge_requests/41/notes$", 30.0)  # posted; the worker never hears
+
+    assert deployment.deliver(forge.comment(41, "/help"))[0] == 202
+    deployment.wait(lambda: any("Sluice commands" in c for c in forge.comments(41)), timeout=RECOVERY,
+                    what="the answer")
+    deployment.kill(worker)
+    deployment.start_worker()
+    deployment.wait(lambda: deployment.pending() == 0, timeout=RECOVERY, what="the takeover")
+
+    assert len([c for c in forge.comments(41) if "Sluice commands" in c]) == 1
+    deployment.assert_clean()
+
+
 def test_two_merges_then_rollback_undo_exactly_the_last_one(deployment: Deployment, forge: Forge):
     deployment.start_worker()
     deployment.start_worker()

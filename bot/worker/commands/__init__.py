@@ -18,7 +18,7 @@ from bot.worker.commands.inspect import diff, lineage, test
 from bot.worker.commands.review import approve, help_, plan
 from bot.worker.context import JobContext
 from bot.worker.keys import env_lock, holder, mr_environment
-from bot.worker.text import MARKER, quote
+from bot.worker.text import MARKER, answer_marker, quote
 from runner.checkout import redact
 from runner.errors import SluiceError, is_transient
 
@@ -33,6 +33,8 @@ KINDS = {"deploy": RunKind.DEPLOY, "rollback": RunKind.ROLLBACK, "approve": RunK
 # Commands that read or run the merge request's code (or move an environment to what it built):
 # they wait at the trust gate for an approval of the head commit.
 GATED = ("plan", "test", "diff", "lineage", "deploy")
+# A command run that ended with its reply recorded (a WAITING one recorded why it waits).
+ANSWERED = frozenset({RunStatus.SUCCESS, RunStatus.FAILED, RunStatus.WAITING})
 
 
 def on_comment(ctx: JobContext, event: CommentEvent, event_id: int) -> None:
@@ -42,23 +44,36 @@ def on_comment(ctx: JobContext, event: CommentEvent, event_id: int) -> None:
     if not commands:
         return
     forge = ctx.forge(event.repository)
-    forge.react(event.repository.full_name, event.number, event.comment_id, "eyes")
-    role = forge.role(event.repository.full_name, event.author)
-    replies = [answer(ctx, event, command, role, event_id) for command in commands]
+    repo, marker = event.repository.full_name, answer_marker(event_id)
+    # A job that ran before (its worker died, or the forge's answer to the comment was lost)
+    # answers from what it recorded: commands run once, the thread gets one answer.
+    earlier = [r for r in ctx.runs.for_event(event_id) if r.command and r.status in ANSWERED]
+    stored = ctx.inbox.get(event_id)
+    tried = bool(earlier) or (stored is not None and stored.attempts > 1)
+    if tried and forge.find_comment(repo, event.number, marker) is not None:
+        return
+    forge.react(repo, event.number, event.comment_id, "eyes")
+    role = forge.role(repo, event.author)
+    replies = [answer(ctx, event, command, role, event_id, earlier=earlier) for command in commands]
     text = "\n\n---\n\n".join(r for r in replies if r)
     if text:
-        forge.post_comment(event.repository.full_name, event.number, text)
+        forge.post_comment(repo, event.number, f"{text}\n\n{marker}")
     if any(isinstance(c, Command) and c.name == "approve" for c in commands):
         resume_trusted(ctx, event.repository, event.number)
 
 
 def answer(ctx: JobContext, event: CommentEvent, command: Command | BadCommand, role: Role,
-           event_id: int, run_id: int | None = None) -> str:
+           event_id: int, run_id: int | None = None, earlier: list[Run] | None = None) -> str:
     """A command's reply, kept on its run's page; the user's own errors (no such environment,
     nothing to roll back, a bad predicate) are the reply, not a failed job. `run_id`: the run of
-    a command answered again after it waited."""
+    a command answered again after it waited. `earlier`: the runs an earlier attempt at the same
+    event finished; a command among them is not run again (its recorded reply is taken, once)."""
     if isinstance(command, BadCommand):
         return f"`{quote(command.line)}`: {command.reason}.\n\n{USAGE}"
+    done = next((r for r in earlier or () if r.command == command.line), None)
+    if done is not None and earlier is not None:
+        earlier.remove(done)
+        return done.report.rstrip("\n")
     if run_id is None:
         env = command.args[0] if command.name in ENVIRONMENT_COMMANDS else mr_environment(event.number)
         run_id = ctx.runs.create(event.repository.forge, event.repository.full_name, event.number,

@@ -19,7 +19,9 @@ State helpers (both fakes): `add_merge_request`, `merge_request`, `push`, `merge
 `add_comment` (a user's comment, e.g. a slash command), `comments(repo, number)` (Comment objects:
 id, body, author, reactions), `reactions(repo, comment_id)`, `statuses(repo, sha)` (the status
 request bodies as received), `set_role(repo, user, Role | raw)`, `approve` / `unapprove`,
-`fail_next(n, status)`, `stall_next(n, seconds)` (for client timeouts), and `requests` (every
+`fail_next(n, status)`, `stall_next(n, seconds)` (for client timeouts), `answer_late(match,
+seconds)` (the request is served, its answer held: a client that dies meanwhile never learns that
+it was done), and `requests` (every
 request received: method, path, query, headers, json, status). GitHub adds `add_review(...)` and
 `enable_app()` (GitHub App auth: returns the PEM key; JWTs are checked against it). Webhook
 builders (signed with `webhook_secret`): GitLab `merge_request_hook`, `note_hook`, `push_hook`;
@@ -145,6 +147,7 @@ class FakeForge:
         self._routes: list[tuple[str, re.Pattern[str], Route]] = []
         self._failures: list[_Failure] = []
         self._stalls: list[float] = []
+        self._late: list[tuple[re.Pattern[str], float]] = []
         self._ids = itertools.count(1001)
         self._server: _Server | None = None
         self._url = ""
@@ -200,6 +203,12 @@ class FakeForge:
         """Hold the next `n` requests for `seconds` before serving them (client timeouts)."""
         with self._lock:
             self._stalls.extend([seconds] * n)
+
+    def answer_late(self, match: str, seconds: float) -> None:
+        """Serve the next request whose "METHOD /path" matches regex `match` at once, then hold
+        its answer for `seconds` (the forge did it; the client does not know yet)."""
+        with self._lock:
+            self._late.append((re.compile(match), seconds))
 
     def serve_git(self, repo: str, bare: Path) -> None:
         """Serve the bare repository `bare` at `<url>/<repo>.git`, as the forge's own host serves
@@ -373,6 +382,13 @@ class FakeForge:
             status, payload, headers = self._dispatch(request)
             data = b"" if payload is None else json.dumps(payload).encode()
             content_type = "application/json"
+            with self._lock:
+                late = next((entry for entry in self._late
+                             if entry[0].search(f"{request.method} {raw_path}")), None)
+                if late is not None:
+                    self._late.remove(late)
+            if late is not None:
+                time.sleep(late[1])
         request.status = status
         try:
             handler.send_response(status)
