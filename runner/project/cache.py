@@ -1,6 +1,8 @@
 """The parse cache: canonical SQL and table references by file-content hash, so an unchanged
-model file is not parsed again. It lives in the server's (or the user's) cache folder only, never
-in a repository: an entry says what a file parses to, so whoever can write it can change a model."""
+model file is not parsed again, and the safety check's passes, so an unchanged body is not checked
+again against the same allowlist and project names. It lives in the server's (or the user's)
+cache folder only, never in a repository: an entry says what a file parses to and that it is
+safe, so whoever can write it can change a model."""
 
 from __future__ import annotations
 
@@ -9,8 +11,9 @@ import hashlib
 import json
 import os
 import tempfile
+from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import sqlglot
 
@@ -18,6 +21,8 @@ from runner.project.parsing import ParsedQuery, TableRef, parse_query
 
 # Entries made by another parser version may hold another canonical text: they never match.
 _VERSION = f"sluice-parse-2:sqlglot-{sqlglot.__version__}"
+_PASSED = "passed"
+Finding = TypeVar("Finding")
 
 
 class ParseCache:
@@ -46,6 +51,19 @@ class ParseCache:
         self.entries[key] = [parsed.canonical, [[list(r.parts), r.line] for r in parsed.refs]]
         self.dirty = True
         return parsed
+
+    def verdict(self, parts: Iterable[str], check: Callable[[], list[Finding]]) -> list[Finding]:
+        """What `check` finds, or nothing without running it when it found nothing before for the
+        same `parts` (everything its answer depends on: the text, the allowlist's and the
+        names' fingerprints). Only passes are kept: a refusal is worked out again, with its lines."""
+        key = hashlib.sha256("\0".join((_VERSION, "verdict", *parts)).encode()).hexdigest()
+        if self.entries.get(key) == _PASSED:
+            return []
+        found = check()
+        if not found:
+            self.entries[key] = _PASSED
+            self.dirty = True
+        return found
 
     def save(self) -> None:
         """Write the cache atomically: a temporary file of this writer's own (threads and processes

@@ -36,7 +36,7 @@ from runner.project.nodes import (
 )
 from runner.project.parsing import ParsedQuery, TableRef
 from runner.project.yamlfile import YamlMapping, load_yaml
-from runner.safety import Allowlist, check_body, load_allowlist, refuse_unsafe
+from runner.safety import Allowlist, Refusal, check_body, load_allowlist, refuse_unsafe
 
 
 def load_project(root: Path | str, cache_dir: Path | None = None,
@@ -119,7 +119,7 @@ def load_project(root: Path | str, cache_dir: Path | None = None,
     tests: list[DataTest] = []
     for name, (model, query) in parsed.items():
         deps = tuple(sorted({_resolve_ref(ref, names, model.path) for ref in query.refs}))
-        refuse_unsafe(check_body(texts[name], model.canonical, config.dialect, names, model.path, allow))
+        refuse_unsafe(checked(cache, texts[name], model.canonical, config.dialect, names, model.path, allow))
         meta = entries.get(name)
         materialized, unique_key, description, tags, columns, column_tests = (
             _model_meta(meta, name, names) if meta is not None else ("table", (), "", (), (), [])
@@ -361,6 +361,14 @@ def _column_test(item: Any, col: YamlMapping, key: str, model: str, column: str,
     return DataTest(kind, model, column, col.file, line)
 
 
+def checked(cache: ParseCache, text: str, canonical: str, dialect: str, names: Names, file: str,
+            allow: Allowlist) -> list[Refusal]:
+    """`check_body`'s refusals, from the cache when the same body passed against the same
+    allowlist and names before (a warm load checks nothing it checked already)."""
+    return cache.verdict(("body", dialect, allow.fingerprint, names.fingerprint, text, canonical),
+                         lambda: check_body(text, canonical, dialect, names, file, allow))
+
+
 def _load_singular_tests(root: Path, config: ProjectConfig, cache: ParseCache,
                          names: Names, limits: Limits, allow: Allowlist) -> list[DataTest]:
     tests = []
@@ -370,7 +378,7 @@ def _load_singular_tests(root: Path, config: ProjectConfig, cache: ParseCache,
         with recursion_refused(limits, rel):
             query = cache.parse(sql, config.dialect, rel)
         deps = tuple(sorted({_resolve_ref(ref, names, rel) for ref in query.refs}))
-        refuse_unsafe(check_body(sql, query.canonical, config.dialect, names, rel, allow))
+        refuse_unsafe(checked(cache, sql, query.canonical, config.dialect, names, rel, allow))
         tests.append(DataTest("singular", None, None, rel, 1, sql=query.canonical,
                               depends_on=deps))
     return tests

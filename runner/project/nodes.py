@@ -3,6 +3,9 @@ a table reference can resolve to. Plain frozen values; `loader.load_project` mak
 
 from __future__ import annotations
 
+import functools
+import hashlib
+import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -139,6 +142,12 @@ class Names:
     full: dict[str, str]  # "schema.table" -> kind
     short: dict[str, list[str]]  # "table" -> ["schema.table", ...]
     qualified: dict[str, str] = field(default_factory=dict)  # "database.schema.table" -> source
+
+    @functools.cached_property
+    def fingerprint(self) -> str:
+        """Changes whenever a reference could resolve differently (a cached verdict is keyed by it)."""
+        return hashlib.sha256(json.dumps([sorted(self.full.items()), sorted(self.qualified.items())])
+                              .encode()).hexdigest()
 
     @classmethod
     def of(cls, models: dict[str, Any], seeds: dict[str, Any], sources: dict[str, Any]) -> Names:

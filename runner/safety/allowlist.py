@@ -4,6 +4,7 @@ the names the server's policy file adds (`sql_allowlist`). Never read from a rep
 from __future__ import annotations
 
 import functools
+import hashlib
 import importlib.resources
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -25,6 +26,13 @@ class Allowlist:
     syntax: frozenset[str]  # SQL syntax sqlglot models as a call (CAST, CASE, ...)
     system_schemas: frozenset[str]  # qualifiers that name the engine's own functions
     extended: frozenset[str] = frozenset()  # added by the server's policy file
+
+    @functools.cached_property
+    def fingerprint(self) -> str:
+        """Changes whenever what the list allows changes (a cached verdict is keyed by it)."""
+        parts = [self.dialect] + [",".join(sorted(group)) for group in (
+            self.functions, self.generators, self.syntax, self.system_schemas, self.extended)]
+        return hashlib.sha256("\n".join(parts).encode()).hexdigest()
 
     @property
     def file(self) -> str:

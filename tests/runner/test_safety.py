@@ -192,3 +192,36 @@ def test_the_canonical_sql_that_runs_is_checked_too(tmp_path: Path) -> None:
     (cache / "parse-cache.json").write_text(json.dumps(entries))
     with pytest.raises(ProjectError, match=r"^models/marts/orders.sql: function getenv is not allowed"):
         load_project(root, cache_dir=cache)
+
+
+def test_a_warm_load_does_not_check_again_what_passed(tmp_path: Path,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """The check's passes are cached with the parse (outside the repository), keyed by the body,
+    the allowlist and the project's names: a change to either is checked again."""
+    import runner.project.loader as loader
+
+    root, cache = tmp_path / "shop", tmp_path / "cache"
+    shutil.copytree(DEMO, root)
+    load_project(root, cache_dir=cache)
+    checked: list[str] = []
+    real = loader.check_body
+
+    def counting(*args: object, **kwargs: object) -> object:
+        checked.append(str(args[4]))
+        return real(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(loader, "check_body", counting)
+    load_project(root, cache_dir=cache)
+    assert checked == []
+    load_project(root, cache_dir=cache, sql_allowlist=["my_udf"])  # another allowlist
+    assert "models/marts/orders.sql" in checked
+    checked.clear()
+    (root / "models" / "marts" / "extra.sql").write_text("select 1 as x\n")  # other names
+    load_project(root, cache_dir=cache)
+    assert "models/marts/orders.sql" in checked
+    # A body that reads a table the project no longer has is refused, whatever passed before.
+    (root / "models" / "marts" / "reader.sql").write_text("select x from marts.extra\n")
+    load_project(root, cache_dir=cache)
+    (root / "models" / "marts" / "extra.sql").unlink()
+    with pytest.raises(ProjectError, match=r"^models/marts/reader.sql.*marts.extra"):
+        load_project(root, cache_dir=cache)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable
+from functools import partial
 from pathlib import Path
 
 from runner.limits import DEFAULT_LIMITS, Limits
@@ -50,8 +51,10 @@ def load_dbt_project(root: Path, cache_dir: Path | None = None, options: DbtOpti
                                cache_dir)
     cache = ParseCache(cache_dir / "parse-cache.json" if cache_dir else None)
     project = project_from_manifest(root, config, manifest, cache)
-    cache.save()
-    check_compiled(project, load_allowlist(config.dialect, sql_allowlist))
+    try:
+        check_compiled(project, load_allowlist(config.dialect, sql_allowlist), cache)
+    finally:
+        cache.save()
     return project
 
 
@@ -59,22 +62,28 @@ def load_dbt_project(root: Path, cache_dir: Path | None = None, options: DbtOpti
 THRESHOLD = re.compile(r"\s*(=|==|!=|<>|<=|>=|<|>)\s*\d+(\.\d+)?\s*")
 
 
-def check_compiled(project: Project, allow: Allowlist) -> None:
+def check_compiled(project: Project, allow: Allowlist, cache: ParseCache | None = None) -> None:
     """Refuse compiled models and tests that are not one query over the project's own tables with
-    allowlisted functions, and test thresholds that are not plain comparisons."""
+    allowlisted functions, and test thresholds that are not plain comparisons. With a `cache`, a
+    model that passed against the same allowlist and names before is not checked again."""
     dialect = project.config.dialect
+    cache = cache or ParseCache(None)
+    context = ("compiled", dialect, allow.fingerprint, project.names.fingerprint)
     refusals: list[Refusal] = []
     for model in project.models.values():
-        refusals += check_sql(model.canonical, dialect, project.names, model.path, allowlist=allow)
+        refusals += cache.verdict((*context, model.canonical), partial(
+            check_sql, model.canonical, dialect, project.names, model.path, allowlist=allow))
     for test in project.tests:
-        refusals += _test_refusals(test, dialect, project, allow)
+        if test.sql:
+            refusals += cache.verdict((*context, test.sql), partial(
+                check_sql, test.sql, dialect, project.names, test.file, allowlist=allow))
+        refusals += _threshold_refusals(test, dialect, project, allow)
     refuse_unsafe(refusals)
 
 
-def _test_refusals(test: DataTest, dialect: str, project: Project, allow: Allowlist) -> list[Refusal]:
+def _threshold_refusals(test: DataTest, dialect: str, project: Project,
+                        allow: Allowlist) -> list[Refusal]:
     refusals = []
-    if test.sql:
-        refusals += check_sql(test.sql, dialect, project.names, test.file, allowlist=allow)
     for key, value in (("warn_if", test.warn_if), ("error_if", test.error_if)):
         if not THRESHOLD.fullmatch(value):
             refusals.append(Refusal(test.file, test.line, f"{key} {value!r} of test {test.name} is not "
