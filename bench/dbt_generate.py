@@ -84,7 +84,7 @@ def generate(out: Path, models: int, seed: int = 13) -> None:
 
 def _staging(seed: int) -> str:
     return (f"with source as (\n    select * from {{{{ ref('raw_source_{seed}') }}}}\n),\n"
-            "renamed as (\n    select id, amount, category, {{ bucket('id') }} as bucket\n"
+            "renamed as (\n    select id, amount, category, {{ bench_utils.bucket('id') }} as bucket\n"
             "    from source\n)\n"
             "select * from renamed\n")
 

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Create (idempotently) the competitor virtualenvs used by bench/run.py:
-#   bench/.venvs/sqlmesh  -> sqlmesh (latest) with duckdb
+#   bench/.venvs/sqlmesh  -> sqlmesh (latest) with duckdb, and its dbt loader (sqlmesh[dbt] with
+#                            dbt-duckdb, for bench/dbt_speed.py)
 #   bench/.venvs/dbt      -> dbt-core 1.10.x + dbt-duckdb 1.10.x
 # Never touches the project's own .venv. Re-running is a no-op once both work.
 set -euo pipefail
@@ -38,12 +39,12 @@ make_venv() {
 # --- SQLMesh -----------------------------------------------------------------
 SQLMESH_VENV="${VENVS}/sqlmesh"
 if "${SQLMESH_VENV}/bin/sqlmesh" --version >/dev/null 2>&1 \
-   && "${SQLMESH_VENV}/bin/python" -c "import duckdb" >/dev/null 2>&1; then
+   && "${SQLMESH_VENV}/bin/python" -c "import duckdb, dbt.adapters.duckdb" >/dev/null 2>&1; then
   echo ">> sqlmesh ready: $("${SQLMESH_VENV}/bin/sqlmesh" --version)"
 else
   make_venv "${SQLMESH_VENV}"
-  echo ">> installing ${SQLMESH_SPEC} + duckdb"
-  pip_install "${SQLMESH_VENV}" "${SQLMESH_SPEC}" duckdb
+  echo ">> installing ${SQLMESH_SPEC}[dbt] + duckdb + ${DBT_DUCKDB_SPEC}"
+  pip_install "${SQLMESH_VENV}" "${SQLMESH_SPEC}[dbt]" duckdb "${DBT_CORE_SPEC}" "${DBT_DUCKDB_SPEC}"
   echo ">> sqlmesh installed: $("${SQLMESH_VENV}/bin/sqlmesh" --version)"
 fi
 

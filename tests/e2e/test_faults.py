@@ -18,6 +18,7 @@ from bot.forges.base import Role
 from bot.records.runs import RunLog, RunStatus
 from bot.worker.keys import event_lease
 from runner.engines import open_engine
+from runner.state.store import StateStore
 from tests.support.deployment import Deployment, deployed
 from tests.support.e2e import ORDERS, SEGMENTS, Forge
 from tests.support.fakeforge import FakeGitLab
@@ -62,6 +63,15 @@ def lease_holder_pid(deployment: Deployment, event_id: int) -> int | None:
 
 def reports(forge: Forge, number: int) -> list[str]:
     return forge.reports(number)
+
+
+def story(deployment: Deployment, forge: Forge, state: StateStore, numbers: tuple[int, ...]) -> str:
+    """What happened, for a failure's message: production's history and what the threads heard."""
+    lines = [f"history: {h.id} {h.action} {h.commit} {h.source}" for h in state.history("prod")]
+    lines += [f"!{n}: {c[:400]!r}" for n in numbers for c in forge.comments(n)]
+    lines += [f"run {r.id} {r.kind} {r.status.value} {r.summary[:200]!r}"
+              for n in numbers for r in RunLog(deployment.state()).for_merge_request("gitlab", forge.repo, n)]
+    return "\n".join(lines)
 
 
 def approved_and_merged(deployment: Deployment, forge: Forge, number: int, branch: str) -> str:
@@ -257,60 +267,7 @@ def test_two_merges_then_rollback_undo_exactly_the_last_one(deployment: Deployme
     deployment.wait(lambda: deployment.pending() == 0, timeout=RECOVERY, what="both promotions")
     state = deployment.project_state()
     try:
-        if state.history("prod")[0].commit != second:  # DEBUG
-            print("FIRST", first, "SECOND", second)
-            for h in state.history("prod"):
-                print("H", h.id, h.action, h.commit, h.source, h.created_at)
-            for n in (21, 22):
-                for c in forge.comments(n):
-                    print("C", n, c[:300].replace("\n", " | "))
-            print(deployment.log.read_text()[-20000:])
-        assert state.history("prod")[0].commit == second
-        after_first = next(h.after for h in state.history("prod") if h.commit == first)
-    finally:
-        state.close()
-
-    assert deployment.deliver(forge.comment(22, "/rollback prod", author="maria"))[0] == 202
-    deployment.wait(lambda: deployment.pending() == 0, timeout=RECOVERY, what="the rollback")
-
-    state = deployment.project_state()
-    try:
-        prod = state.environment("prod")
-        assert prod is not None and dict(prod.models) == dict(after_first)
-        assert state.history("prod")[0].commit == first
-    finally:
-        state.close()
-    [answer] = [c for c in forge.comments(22) if c.startswith("`/rollback prod`")]
-    assert "views moved back" in answer
-    deployment.assert_clean()
-
-
-def test_zz_variant(deployment: Deployment, forge: Forge):
-    deployment.start_worker()
-    deployment.start_worker()
-    one = deployment.origin.branch("one", ORDERS)
-    two = deployment.origin.branch("two", SEGMENTS)
-    for number, sha, branch in ((21, one, "one"), (22, two, "two")):
-        assert deployment.deliver(forge.open(number, sha, branch))[0] == 202
-    deployment.wait(lambda: all(len(reports(forge, n)) == 1 for n in (21, 22)), timeout=RECOVERY,
-                    what="both reports")
-    first = approved_and_merged(deployment, forge, 21, "one")
-    second = approved_and_merged(deployment, forge, 22, "two")
-    assert deployment.deliver(forge.hook(22, "closed"))[0] == 202
-    time.sleep(0.05)
-    assert deployment.deliver(forge.hook(21, "closed"))[0] == 202
-    deployment.wait(lambda: deployment.pending() == 0, timeout=RECOVERY, what="both promotions")
-    state = deployment.project_state()
-    try:
-        if state.history("prod")[0].commit != second:  # DEBUG
-            print("FIRST", first, "SECOND", second)
-            for h in state.history("prod"):
-                print("H", h.id, h.action, h.commit, h.source, h.created_at)
-            for n in (21, 22):
-                for c in forge.comments(n):
-                    print("C", n, c[:300].replace("\n", " | "))
-            print(deployment.log.read_text()[-20000:])
-        assert state.history("prod")[0].commit == second
+        assert state.history("prod")[0].commit == second, story(deployment, forge, state, (21, 22))
         after_first = next(h.after for h in state.history("prod") if h.commit == first)
     finally:
         state.close()
