@@ -117,27 +117,35 @@ class Mirrors:
                 return None
 
     def contains(self, key: str, url: str, descendant: str, ancestor: str) -> bool:
-        """Whether commit `descendant` has `ancestor` in its history (fetching them if needed)."""
+        """Whether commit `descendant` has `ancestor` in its history (fetching them if needed).
+        A git failure is an error (transient), never a "no": a promotion told "not contained"
+        would move production back to an older commit."""
         self.fetch(key, url, ancestor)
         repo = self.fetch(key, url, descendant)
-        try:
-            repo.git.merge_base("--is-ancestor", ancestor, descendant)
-            return True
-        except git.GitCommandError:
-            return False
+        with self._locked(self._mirror_path(key)):
+            try:
+                repo.git.merge_base("--is-ancestor", ancestor, descendant)
+                return True
+            except git.GitCommandError as exc:
+                if exc.status == 1:  # git's answer "not an ancestor"; anything else is a failure
+                    return False
+                raise _history_error(exc) from None
 
     def first_parent_line(self, key: str, url: str, base: str, tip: str) -> list[str] | None:
-        """The commits after `base` up to `tip` along first parents, oldest first; None when
-        `base` is not on that line (another history)."""
+        """The commits after `base` up to `tip` along first parents, oldest first ([] when `tip`
+        is `base` or behind it); None when `base` is not on that line (another history)."""
         self.fetch(key, url, base)
         repo = self.fetch(key, url, tip)
-        try:
-            line = str(repo.git.rev_list("--first-parent", "--reverse", f"{base}..{tip}")).split()
-            if not line:
-                return []
-            starts_at_base = repo.git.rev_parse(f"{line[0]}^1") == repo.git.rev_parse(base)
-        except git.GitCommandError:
-            return None
+        with self._locked(self._mirror_path(key)):
+            try:
+                line = str(repo.git.rev_list("--first-parent", "--reverse", f"{base}..{tip}")).split()
+                if not line:
+                    return []
+                # its first commit's first parent (a root commit has none: another history)
+                parents = str(repo.git.rev_list("--parents", "-n", "1", line[0])).split()[1:]
+                starts_at_base = bool(parents) and parents[0] == repo.git.rev_parse(base)
+            except git.GitCommandError as exc:
+                raise _history_error(exc) from None
         return line if starts_at_base else None
 
     def prune(self, in_use: Callable[[str], bool]) -> list[Path]:
@@ -177,6 +185,11 @@ class Mirrors:
                 except git.GitCommandError:
                     shutil.rmtree(path, ignore_errors=True)
                     repo.git.worktree("prune")
+
+
+def _history_error(exc: git.GitCommandError) -> CheckoutError:
+    detail = redact(str(exc.stderr).strip())[:300]
+    return CheckoutError(f"git could not read the commits' history: {detail}", transient=True)
 
 
 def worktree_label(path: Path) -> str:

@@ -104,6 +104,8 @@ def _promote(ctx: JobContext, event: MergeRequestEvent, info: MergeRequestInfo, 
         state = ctx.s.project_state(repository)
         before = state.environment(PRODUCTION)
         steps = _steps(ctx, repository, state, sha)
+        if not steps:  # production shows this commit, or one after it: never move it back
+            return _already(shown_commit(state, PRODUCTION) or sha), RunStatus.SUCCESS
         ctx.runs.set_sha(run_id, steps[-1])
         for step in steps:
             with ctx.workspace(repository, step, run_id) as (project, state, engine):
@@ -146,16 +148,17 @@ def _steps(ctx: JobContext, repository: Repository, state: StateStore, sha: str)
     production branch's first-parent line since the one production shows, so that every merge is
     one promotion and `/rollback` undoes exactly one. A production with no recorded commit (built
     before commits were recorded), or too far behind, moves in one step (to the branch head when
-    nothing is recorded, so a racing merge is never undone)."""
+    nothing is recorded, so a racing merge is never undone). Empty when production shows `sha` or
+    a commit after it on that line: a late merge event never moves production back."""
     source = ctx.clone_source(repository)
     current = shown_commit(state, PRODUCTION)
     if current is None:
         head = ctx.s.mirrors.branch_head(*source, ctx.production_branch(repository))
         return [head or sha]
     line = ctx.s.mirrors.first_parent_line(*source, current, sha)
-    if line is None or not line or len(line) > CATCH_UP:
+    if line is None or len(line) > CATCH_UP:
         return [sha]
-    return line
+    return line  # [] when production shows `sha` or a commit after it: nothing to move
 
 
 def _moved(before: Mapping[str, str], after: Mapping[str, str]) -> int:
@@ -173,8 +176,12 @@ def _already_in_production(ctx: JobContext, repository: Repository, sha: str) ->
         return None
     if not ctx.s.mirrors.contains(*ctx.clone_source(repository), current.commit, sha):
         return None
-    return (f"✅ **Already in production**: production shows `{current.commit[:8]}`, which contains "
-            "this merge; nothing left to do.")
+    return _already(current.commit)
+
+
+def _already(commit: str) -> str:
+    return (f"✅ **Already in production**: production shows `{commit[:8]}`, which contains this "
+            "merge; nothing left to do.")
 
 
 def _promotion_run(ctx: JobContext, event: MergeRequestEvent, event_id: int, sha: str) -> int:

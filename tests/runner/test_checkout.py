@@ -88,3 +88,25 @@ def test_fetch_failure_is_transient_and_hides_the_token(tmp_path: Path):
     assert failure.value.transient
     assert "s3cret-token" not in str(failure.value)
     assert redact("https://x-access-token:abc@github.com/o/r.git") == "https://***@github.com/o/r.git"
+
+
+
+def test_history_questions_a_promotion_asks(tmp_path: Path, origin: Path):
+    """Whether production's commit contains a merge, and the first-parent line between them:
+    empty when the merge is behind production (a late merge event moves nothing back)."""
+    work = tmp_path / "more"
+    git(tmp_path, "clone", "-q", str(origin), str(work))
+    first = head(origin)
+    shas = []
+    for text in ("two\n", "three\n"):
+        (work / "a.txt").write_text(text)
+        git(work, "commit", "-q", "-am", text.strip())
+        shas.append(head(work, "HEAD"))
+    git(work, "push", "-q", "origin", "main")
+    second, third = shas
+    mirrors = Mirrors(tmp_path / "cache", allow_local=True)
+    assert mirrors.contains("t:repo", str(origin), third, first)
+    assert not mirrors.contains("t:repo", str(origin), first, third)
+    assert mirrors.first_parent_line("t:repo", str(origin), first, third) == [second, third]
+    assert mirrors.first_parent_line("t:repo", str(origin), third, second) == []
+    assert mirrors.first_parent_line("t:repo", str(origin), third, third) == []
