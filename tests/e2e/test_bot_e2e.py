@@ -30,6 +30,7 @@ from tests.support.e2e import (
 )
 from tests.support.repos import Origin
 from tests.support.services import amqp_url, free_port, redis_client, start_redis
+from tests.support.warehouses import fresh_login_database
 
 
 def test_merge_request_lifecycle(tmp_path: Path, forge: Forge, origin: Origin, bot: Bot):
@@ -459,17 +460,19 @@ def test_after_the_retry_budget_the_thread_says_what_failed(tmp_path: Path, forg
 @pytest.mark.promises
 @pytest.mark.parametrize("forge", ["gitlab"], indirect=True)
 def test_a_lost_warehouse_connection_is_retried_and_the_report_says_so(tmp_path: Path, forge: Forge,
-                                                                       origin: Origin, pg_url: str):
-    import psycopg
+                                                                       origin: Origin):
 
     redis_client().flushdb()
-    config = server_config(tmp_path, forge, origin)
-    config = dataclasses.replace(config, warehouses={"default": pg_url}, retry_backoff_ms=200,
-                                 # the test server's only login is its superuser
-                                 sandbox=dataclasses.replace(config.sandbox, allow_superuser=True))
-    bot = Bot(config)
+    # The shipped defaults: a login that is not a superuser, the default retry backoff.
+    with fresh_login_database() as (url, _login):
+        config = dataclasses.replace(server_config(tmp_path, forge, origin), warehouses={"default": url})
+        _lost_warehouse_connection(Bot(config), forge, origin, url.rsplit("/", 1)[1])
+
+
+def _lost_warehouse_connection(bot: Bot, forge: Forge, origin: Origin, database: str) -> None:
+    import psycopg
+
     bot.worker.start()
-    database = pg_url.rsplit("/", 1)[1]
     try:
         build_production(bot, forge, origin)
         slow = {"models/marts/orders.sql": (
