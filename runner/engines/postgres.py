@@ -124,11 +124,15 @@ def _first_line(exc: Exception) -> str:
 
 
 def _lost(exc: psycopg.Error, connection: psycopg.Connection[Any]) -> bool:
-    """The connection failed (not the statement): SQLSTATE class 08, an administrator's
-    shutdown or termination, or a connection psycopg now knows is broken."""
+    """Worth retrying, not the change's fault: the connection failed (SQLSTATE class 08, an
+    administrator's shutdown or termination, a connection psycopg now knows is broken), or the
+    statement lost a race with another job's (a serialization failure, a deadlock, or two GRANTs
+    on one catalog row: "tuple concurrently updated", which two merge requests' first builds
+    met at once)."""
     state = getattr(exc, "sqlstate", None) or ""
     return (connection.broken or connection.closed or state.startswith("08")
-            or state in ("57P01", "57P02", "57P03"))
+            or state in ("57P01", "57P02", "57P03", "40001", "40P01")
+            or "tuple concurrently updated" in str(exc))
 
 
 class _PgCursor:
