@@ -118,8 +118,9 @@ class Mirrors:
 
     def contains(self, key: str, url: str, descendant: str, ancestor: str) -> bool:
         """Whether commit `descendant` has `ancestor` in its history (fetching them if needed).
-        A git failure is an error (transient), never a "no": a promotion told "not contained"
-        would move production back to an older commit."""
+        A git failure other than its "no" (exit 1) is a transient error. git also says "no" when
+        it cannot read an object, so a promotion does not trust a "no" alone: `first_parent_line`
+        (which fails on a missing object) decides whether production moves."""
         self.fetch(key, url, ancestor)
         repo = self.fetch(key, url, descendant)
         with self._locked(self._mirror_path(key)):

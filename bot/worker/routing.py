@@ -51,16 +51,16 @@ def process(ctx: JobContext, event_id: int) -> None:
         label = (f"@{event.branch}" if isinstance(event, PushEvent)
                  else ctx.forge(event.repository).mr_label(event.number))
         with log_context(event=event_id, mr=f"{event.repository.full_name}{label}"):
-            _route(ctx, event, event_id)
+            _route(ctx, event, event_id, stored.attempts)
 
 
-def _route(ctx: JobContext, event: Event, event_id: int) -> None:
+def _route(ctx: JobContext, event: Event, event_id: int, attempts: int = 1) -> None:
     started = time.perf_counter()
     kind = event.kind if isinstance(event, CommentEvent | PushEvent) else event.action.value
     outcome = "ok"
     try:
         if isinstance(event, CommentEvent):
-            on_comment(ctx, event, event_id)
+            on_comment(ctx, event, event_id, attempts)
         elif isinstance(event, PushEvent):
             on_push(ctx, event, event_id)
         elif event.action in BUILDS:

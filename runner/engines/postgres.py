@@ -123,7 +123,7 @@ def _first_line(exc: Exception) -> str:
     return text.splitlines()[0] if text else type(exc).__name__
 
 
-def _lost(exc: psycopg.Error, connection: psycopg.Connection[Any]) -> bool:
+def _retryable(exc: psycopg.Error, connection: psycopg.Connection[Any]) -> bool:
     """Worth retrying, not the change's fault: the connection failed (SQLSTATE class 08, an
     administrator's shutdown or termination, a connection psycopg now knows is broken), or the
     statement lost a race with another job's (a serialization failure, a deadlock, or two GRANTs
@@ -143,7 +143,7 @@ class _PgCursor:
         try:
             self.connection.execute(sql)  # no parameters: a `%` is no placeholder
         except psycopg.Error as exc:
-            raise WarehouseError(_first_line(exc), transient=_lost(exc, self.connection)) from exc
+            raise WarehouseError(_first_line(exc), transient=_retryable(exc, self.connection)) from exc
 
     def fetch(self, sql: str) -> tuple[list[str], list[tuple[Any, ...]]]:
         try:
@@ -151,14 +151,14 @@ class _PgCursor:
             names = [d.name for d in result.description or []]
             return names, result.fetchall() if result.description else []
         except psycopg.Error as exc:
-            raise WarehouseError(_first_line(exc), transient=_lost(exc, self.connection)) from exc
+            raise WarehouseError(_first_line(exc), transient=_retryable(exc, self.connection)) from exc
 
     def catalog(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
         """A constant catalog query with bound parameters."""
         try:
             return self.connection.execute(sql, params).fetchall()
         except psycopg.Error as exc:
-            raise WarehouseError(_first_line(exc), transient=_lost(exc, self.connection)) from exc
+            raise WarehouseError(_first_line(exc), transient=_retryable(exc, self.connection)) from exc
 
 
 class _Pool:
@@ -328,6 +328,8 @@ class PostgresEngine(Engine):
                     cursor.execute(f"CREATE ROLE {name} NOLOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE")
                 except WarehouseError as exc:
                     # Roles are shared by every database of the server: another may have won.
+                    if exc.transient:
+                        raise  # a race with another job's statement: retried, not a refusal
                     if not cursor.catalog("SELECT 1 FROM pg_roles WHERE rolname = %s", [role]):
                         raise SluiceError(f"cannot create the build role {role!r} on {self.where} "
                                           f"({exc.message}); create it and grant it to this user, or "
@@ -337,6 +339,8 @@ class PostgresEngine(Engine):
                 try:
                     cursor.execute(f"GRANT {name} TO CURRENT_USER")
                 except WarehouseError as exc:
+                    if exc.transient:
+                        raise  # a race with another job's statement: retried, not a refusal
                     raise SluiceError(f"this user cannot act as the build role {role!r} on {self.where} "
                                       f"({exc.message}); grant it (GRANT {role} TO the user in the "
                                       "warehouse URL), or change build_role") from None
@@ -432,7 +436,7 @@ class PostgresEngine(Engine):
             except psycopg.Error as exc:
                 # A lost connection at COMMIT leaves the outcome unknown: transient, so the caller
                 # retries and settles from the warehouse's actual state.
-                raise WarehouseError(_first_line(exc), transient=_lost(exc, connection)) from exc
+                raise WarehouseError(_first_line(exc), transient=_retryable(exc, connection)) from exc
 
     @contextmanager
     def _catalog(self) -> Iterator[_PgCursor]:

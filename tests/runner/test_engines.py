@@ -624,3 +624,46 @@ def test_a_model_name_too_long_for_postgresql_fails_its_build_instead_of_being_c
     shop.write(f"models/marts/{too_long}.sql", "select 1 as n\n")
     with pytest.raises(WarehouseError, match="63 bytes"):
         run_pipeline(shop.load(), state, pg_warehouse, "prod")
+
+
+def test_two_concurrent_grants_on_one_catalog_row_are_transient(pg_warehouse_url: str) -> None:
+    """Two merge requests' first builds on a fresh warehouse granted on the same schema at once;
+    PostgreSQL refused the later with "tuple concurrently updated" and the build failed for good
+    (the two-merges fault test's story). A race with another job is worth a retry."""
+    import threading
+
+    import psycopg
+
+    role = f"sluice_race_{uuid.uuid4().hex[:8]}"
+    with psycopg.connect(pg_warehouse_url, autocommit=True) as admin:
+        admin.execute("CREATE SCHEMA raced")
+        admin.execute(f'CREATE ROLE "{role}" NOLOGIN')
+    first = psycopg.connect(pg_warehouse_url)
+    engine = PostgresEngine(pg_warehouse_url)
+    caught: list[BaseException] = []
+    try:
+        first.execute(f'GRANT USAGE ON SCHEMA raced TO "{role}"')  # holds the row until COMMIT
+
+        def second() -> None:
+            try:
+                with engine.transaction() as cursor:
+                    cursor.execute(f'GRANT CREATE ON SCHEMA raced TO "{role}"')
+            except BaseException as exc:  # the test looks at it
+                caught.append(exc)
+
+        waiter = threading.Thread(target=second)
+        waiter.start()
+        time.sleep(0.5)  # the second GRANT waits for the first transaction's row
+        first.commit()
+        waiter.join(timeout=30)
+    finally:
+        first.close()
+        engine.close()
+        with psycopg.connect(pg_warehouse_url, autocommit=True) as admin:
+            admin.execute("DROP SCHEMA raced CASCADE")
+            admin.execute(f'DROP OWNED BY "{role}"')
+            admin.execute(f'DROP ROLE "{role}"')
+    assert caught, "PostgreSQL let both GRANTs through: the race did not happen"
+    [error] = caught
+    assert isinstance(error, WarehouseError) and error.transient, error
+    assert "tuple concurrently updated" in str(error)

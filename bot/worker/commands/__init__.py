@@ -37,7 +37,9 @@ GATED = ("plan", "test", "diff", "lineage", "deploy")
 ANSWERED = frozenset({RunStatus.SUCCESS, RunStatus.FAILED, RunStatus.WAITING})
 
 
-def on_comment(ctx: JobContext, event: CommentEvent, event_id: int) -> None:
+def on_comment(ctx: JobContext, event: CommentEvent, event_id: int, attempts: int = 1) -> None:
+    """Answer a comment's commands in one comment. `attempts`: how many times a worker took the
+    event up, this one included (more than one: an earlier attempt may have answered already)."""
     if event.author_is_bot or MARKER in event.body:
         return
     commands = parse_comment(event.body)
@@ -48,9 +50,7 @@ def on_comment(ctx: JobContext, event: CommentEvent, event_id: int) -> None:
     # A job that ran before (its worker died, or the forge's answer to the comment was lost)
     # answers from what it recorded: commands run once, the thread gets one answer.
     earlier = [r for r in ctx.runs.for_event(event_id) if r.command and r.status in ANSWERED]
-    stored = ctx.inbox.get(event_id)
-    tried = bool(earlier) or (stored is not None and stored.attempts > 1)
-    if tried and forge.find_comment(repo, event.number, marker) is not None:
+    if (earlier or attempts > 1) and forge.find_comment(repo, event.number, marker) is not None:
         return
     forge.react(repo, event.number, event.comment_id, "eyes")
     role = forge.role(repo, event.author)
