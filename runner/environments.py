@@ -50,6 +50,7 @@ class Repoint:
     dropped: tuple[str, ...]  # views removed
     unchanged: int
     moves: tuple[Move, ...] = ()  # what actually moved, view by view (the audit log's words)
+    earlier: bool = False  # made before, for the same cause: this call changed nothing
 
 
 @dataclass(frozen=True)
@@ -109,22 +110,35 @@ def moves_between(state: StateStore, environment: str, before: Mapping[str, str]
 
 
 def rollback(engine: Engine, state: StateStore, environment: str, to: int | None = None,
-             expect: RollbackPlan | None = None) -> Repoint:
+             expect: RollbackPlan | None = None, cause: str | None = None) -> Repoint:
     """Point `environment` back at the snapshots it had before its last change (exactly one
     step), or with `to` at the version change #`to` made. With `expect` (what the caller showed
-    and was agreed to), refuse when the environment changed since."""
+    and was agreed to), refuse when the environment changed since. With `cause` (what asked,
+    `event:42`), a rollback that cause already made is not made again: asked twice, it goes
+    back one step, not two; the result is that earlier rollback's, marked `earlier`."""
     check_environment_name(environment)
     with changing(engine, state, environment):
+        done = state.changes.caused(environment, cause) if cause is not None else None
+        if done is not None:
+            return _made(state, done)
         plan = plan_rollback(state, environment, to)
         if expect is not None and (plan.undone, plan.mapping) != (expect.undone, expect.mapping):
             raise EnvError(f"{environment} changed while you were asked; look again and retry")
         result = _point(engine, state, environment, plan.mapping, "rollback",
                         source=f"#{plan.to if plan.to is not None else plan.undone[0]}",
-                        rolls_back=plan.undone[0], commit=plan.commit)
+                        rolls_back=plan.undone[0], commit=plan.commit, cause=cause)
         for entry_id in plan.undone[1:]:
             state.mark_rolled_back(entry_id)
         state.set_verdict(environment, None)  # the version it shows now was not this run's
         return result
+
+
+def _made(state: StateStore, change: HistoryEntry) -> Repoint:
+    """What a done change did, as the call that made it returned it."""
+    moves = moves_between(state, change.environment, change.before, change.after)
+    return Repoint(change.environment, tuple(m.model for m in moves if m.after is not None),
+                   tuple(m.model for m in moves if m.after is None),
+                   len(change.after) - sum(1 for m in moves if m.after is not None), moves, earlier=True)
 
 
 def plan_rollback(state: StateStore, environment: str, to: int | None = None) -> RollbackPlan:
@@ -244,7 +258,7 @@ def settle(engine: Engine, state: StateStore, environment: str) -> list[HistoryE
 
 def _point(engine: Engine, state: StateStore, environment: str, mapping: Mapping[str, str],
            action: str, source: str | None = None, rolls_back: int | None = None,
-           commit: str | None = None) -> Repoint:
+           commit: str | None = None, cause: str | None = None) -> Repoint:
     record = state.environment(environment)
     current = dict(record.models) if record else {}
     snapshots = state.snapshots(fingerprints=set(mapping.values()) | set(current.values()))
@@ -264,7 +278,7 @@ def _point(engine: Engine, state: StateStore, environment: str, mapping: Mapping
         # production may write these schemas (all it shows, so none stays unclaimed).
         SchemaClaims(state).claim(engine.location, {name.split(".", 1)[0] for name in mapping}
                                   | {views[name].db for name in views}, state.layout.owner)
-    change = state.changes.begin(environment, mapping, action, source, rolls_back, commit)
+    change = state.changes.begin(environment, mapping, action, source, rolls_back, commit, cause)
     with _settled_on_failure(state, change), engine.transaction() as cursor:
         engine.point_views(cursor, [
             (views[name], table(snapshots[mapping[name]].physical_schema,

@@ -39,8 +39,10 @@ class EnvironmentChanges:
         self.namespace = namespace  # what an environment made from now on records as its own
 
     def begin(self, name: str, after: Mapping[str, str], action: str, source: str | None = None,
-              rolls_back: int | None = None, commit: str | None = None) -> HistoryEntry:
-        """Record a pending change of `name` to `after`; `before` is what the store says now."""
+              rolls_back: int | None = None, commit: str | None = None,
+              cause: str | None = None) -> HistoryEntry:
+        """Record a pending change of `name` to `after`; `before` is what the store says now.
+        `cause`: what asked for it, when it is to happen once (see `caused`)."""
         with self.engine.begin() as conn:
             if action == "drop" and _exists(conn, name) is None:
                 raise EnvError(f"there is no environment {name!r}; `sluice env list` shows them")
@@ -48,7 +50,8 @@ class EnvironmentChanges:
             result = conn.execute(environment_history.insert().values(
                 environment=name, action=action, source=source, created_at=time.time(),
                 before=json.dumps(before, sort_keys=True), after=json.dumps(dict(after), sort_keys=True),
-                rolled_back=False, status=PENDING, rolls_back=rolls_back, commit=commit))
+                rolled_back=False, status=PENDING, rolls_back=rolls_back, commit=commit,
+                cause=cause))
             key = result.inserted_primary_key
             change_id = int(key[0]) if key else 0
             row = conn.execute(sa.select(environment_history)
@@ -111,6 +114,18 @@ class EnvironmentChanges:
         with self.engine.connect() as conn:
             return [_entry(r) for r in conn.execute(query.order_by(environment_history.c.id))]
 
+    def caused(self, name: str, cause: str) -> HistoryEntry | None:
+        """The done change of `name` that `cause` asked for, if one is: asked again (its job
+        died after the warehouse moved, or its answer was lost), the change is not made twice.
+        Settle `name` first, so a change left pending counts once the warehouse shows it."""
+        with self.engine.connect() as conn:
+            row = conn.execute(sa.select(environment_history)
+                               .where(environment_history.c.environment == name,
+                                      environment_history.c.cause == cause,
+                                      environment_history.c.status == DONE)
+                               .order_by(environment_history.c.id.desc())).first()
+        return _entry(row) if row is not None else None
+
     def history(self, name: str) -> list[HistoryEntry]:
         """The environment's done changes, newest first."""
         with self.engine.connect() as conn:
@@ -134,4 +149,4 @@ def _models(conn: Connection, name: str) -> dict[str, str]:
 def _entry(row: Row) -> HistoryEntry:
     return HistoryEntry(row.id, row.environment, row.action, row.source, row.created_at,
                         json.loads(row.before), json.loads(row.after), bool(row.rolled_back),
-                        row.status or DONE, row.rolls_back, row.commit)
+                        row.status or DONE, row.rolls_back, row.commit, row.cause)

@@ -72,3 +72,4 @@ class HistoryEntry:
     status: str = "done"  # pending | done | abandoned (see runner/state/changes.py)
     rolls_back: int | None = None  # a rollback: the change it undoes
     commit: str | None = None  # the commit whose project the environment then showed, when known
+    cause: str | None = None  # what asked for it, when it is to happen once (`event:42`)

@@ -129,6 +129,9 @@ environment_history = sa.Table(
     sa.Column("rolls_back", sa.Integer),  # a rollback: the id of the change it undoes
     sa.Column("finished_at", sa.Float),
     sa.Column("commit", sa.String(64)),  # the commit whose project the environment then showed
+    # What asked for the change, when it must happen once however often it is asked (a bot
+    # command's event: `event:42`); added in version 10.
+    sa.Column("cause", sa.String(64)),
 )
 
 locks = sa.Table(
@@ -190,6 +193,7 @@ MIGRATIONS: list[Migration] = [
     lambda conn: _rekey(conn),
     lambda conn: _changes_have_a_status(conn),
     lambda conn: _namespaces(conn),
+    lambda conn: add_column(conn, environment_history, "cause"),
 ]
 
 

@@ -285,3 +285,43 @@ def test_two_merges_then_rollback_undo_exactly_the_last_one(deployment: Deployme
     [answer] = [c for c in forge.comments(22) if c.startswith("`/rollback prod`")]
     assert "views moved back" in answer
     deployment.assert_clean()
+
+
+def test_a_rollback_cut_after_commit_is_retried_and_goes_back_one_step(deployment: Deployment,
+                                                                      forge: Forge):
+    """The retry of a `/rollback` whose COMMIT answer was lost found production already rolled
+    back (the change it settled) and went back a second step, past the merge before."""
+    deployment.start_worker()
+    deployment.start_worker()
+    for number, edit, branch in ((51, ORDERS, "one"), (52, SEGMENTS, "two")):
+        sha = deployment.origin.branch(branch, edit)
+        assert deployment.deliver(forge.open(number, sha, branch))[0] == 202
+        deployment.wait(lambda n=number: len(reports(forge, n)) == 1, timeout=RECOVERY, what="the report")
+        approved_and_merged(deployment, forge, number, branch)
+        assert deployment.deliver(forge.hook(number, "closed"))[0] == 202
+        deployment.wait(lambda: deployment.pending() == 0, timeout=RECOVERY, what="the promotion")
+    state = deployment.project_state()
+    try:
+        history = state.history("prod")  # production's build, then each merge's promotion
+        assert len(history) == 3, story(deployment, forge, state, (51, 52))
+        after_first = dict(history[1].after)
+    finally:
+        state.close()
+    trap = deployment.warehouse_proxy.set_trap(Trap(after=b'VIEW "marts"."customer_segments"',
+                                                    at=b"COMMIT", forward=True))
+
+    assert deployment.deliver(forge.comment(52, "/rollback prod", author="maria"))[0] == 202
+    deployment.wait(lambda: deployment.pending() == 0, timeout=RECOVERY, what="the rollback")
+
+    assert trap.sprung
+    state = deployment.project_state()
+    try:
+        prod = state.environment("prod")
+        assert prod is not None and dict(prod.models) == after_first, story(deployment, forge, state, (52,))
+        assert [h.action for h in state.history("prod")].count("rollback") == 1
+        assert state.changes.pending() == []
+    finally:
+        state.close()
+    [answer] = [c for c in forge.comments(52) if c.startswith("`/rollback prod`")]
+    assert "views moved back" in answer and "customer_segments" in answer, answer
+    deployment.assert_clean()

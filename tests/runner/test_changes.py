@@ -6,7 +6,7 @@ PostgreSQL."""
 from __future__ import annotations
 
 from runner.engines.base import Engine
-from runner.environments import changing, drop, point, promote, rollback
+from runner.environments import NothingToRollBack, changing, drop, point, promote, rollback
 from runner.janitor import run_janitor
 from runner.naming import environment_schema, table
 from runner.pipeline import run_pipeline
@@ -113,3 +113,36 @@ def test_the_janitor_keeps_what_production_views_read_even_before_the_store_know
     assert read_by_prod <= physical_objects(warehouse)
     assert not read_by_prod & set(report.objects)
     assert contents(warehouse, "prod") == data
+
+
+def test_a_rollback_asked_again_for_the_same_cause_goes_back_one_step_not_two(
+        shop: Shop, state: StateStore, warehouse: Engine) -> None:
+    """A `/rollback` whose worker died after the warehouse moved (its change left pending), taken
+    up again: the retry finds its own change done and makes no second one."""
+    first, second = prod_and_mr(shop, state, warehouse)
+    promote(warehouse, state, "mr_1", "prod")  # production's history: plan (first), promote (second)
+    last = state.history("prod")[0]
+    change = state.changes.begin("prod", first, "rollback", source=f"#{last.id}", rolls_back=last.id,
+                                 cause="event:7")
+    move_views_as_a_dying_worker_did(warehouse, state, "prod", first)
+
+    again = rollback(warehouse, state, "prod", cause="event:7")
+
+    snapshots = state.snapshots(fingerprints=set(first.values()) | set(second.values()))
+    moved = tuple(sorted(n for n in first if snapshots[first[n]].physical != snapshots[second[n]].physical))
+    assert "marts.orders" in moved
+    assert again.earlier and again.changed == moved and again.dropped == ()
+    assert tuple(m.view for m in again.moves) == moved  # production's views have the plain names
+    assert state.environment("prod").models == first  # type: ignore[union-attr]
+    assert [(h.id, h.action) for h in state.history("prod")[:2]] == [(change.id, "rollback"),
+                                                                      (last.id, "promote")]
+    assert state.history("prod")[1].rolled_back
+    # Asked once more for the same cause, still nothing; another cause goes one step further.
+    assert rollback(warehouse, state, "prod", cause="event:7").earlier
+    assert len(state.history("prod")) == 3
+    try:
+        rollback(warehouse, state, "prod", cause="event:8")
+    except NothingToRollBack as exc:
+        assert exc.created  # production's first build is as far back as it goes
+    else:
+        raise AssertionError("a second cause should have gone one step further")

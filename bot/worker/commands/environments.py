@@ -12,6 +12,7 @@ from contextlib import nullcontext
 from bot.records.audit import moved_views
 from bot.worker import locking
 from bot.worker.commands.base import CommandContext
+from bot.worker.context import JobContext
 from bot.worker.keys import env_lock, holder, mr_environment
 from bot.worker.text import findings, held, span, stamp
 from runner import environments
@@ -90,9 +91,12 @@ def rollback(cc: CommandContext) -> str:
             what = held(current, f"`{env}`") if current is not None else f"`{env}` is busy."
             return f"`/rollback {env}`: {what} Try again once it is free."
         before = state.environment(env)
+        # Keyed by the comment's event: taken up again after its worker died (or its warehouse's
+        # COMMIT answer was lost), the command does not go back a second step.
+        cause = f"event:{cc.event_id}"
         try:
             with ctx.warehouse(repository, cc.run_id) as engine:
-                result = environments.rollback(engine, state, env)
+                result = environments.rollback(engine, state, env, cause=cause)
         except NothingToRollBack as exc:
             if env == PRODUCTION:
                 return f"`/rollback {env}`: {exc.message}."
@@ -104,15 +108,27 @@ def rollback(cc: CommandContext) -> str:
         after = state.environment(env)
     if env == PRODUCTION:
         ctx.inbox.wake(name)  # whatever waited for production goes on
-    ctx.audit.record(cc.event.author, "rollback", forge=repository.forge, repository=repository.full_name,
-                     number=number, environment=env,
-                     before=dict(before.models) if before else {},
-                     after=dict(after.models) if after else {}, moved=list(result.changed),
-                     views=moved_views(environments.moves_between(
-                         state, env, before.models if before else {}, after.models if after else {})))
     moved = ", ".join(f"`{view}`" for view in result.changed) or "no view"
-    return (f"`/rollback {env}`: `{env}` points at its previous snapshots again "
-            f"({len(result.changed)} views moved back, 0 rebuilt: {moved}).")
+    reply = (f"`/rollback {env}`: `{env}` points at its previous snapshots again "
+             f"({len(result.changed)} views moved back, 0 rebuilt: {moved}).")
+    was, now = dict(before.models) if before else {}, dict(after.models) if after else {}
+    if result.earlier:  # an earlier attempt rolled back; it may have died before the audit log
+        change = state.changes.caused(env, cause)
+        if change is None or _audited(ctx, env, cc.event_id):
+            return reply
+        was, now = dict(change.before), dict(change.after)
+    ctx.audit.record(cc.event.author, "rollback", forge=repository.forge, repository=repository.full_name,
+                     number=number, environment=env, event=cc.event_id, before=was, after=now,
+                     moved=list(result.changed),
+                     views=moved_views(environments.moves_between(state, env, was, now)))
+    return reply
+
+
+def _audited(ctx: JobContext, env: str, event_id: int) -> bool:
+    """Whether the rollback `event_id` asked for is in the audit log already (its job died after
+    recording it, or before: then this records it)."""
+    return any(e.detail.get("event") == event_id
+               for e in ctx.audit.entries(environment=env, action="rollback", limit=50))
 
 
 def destroy(cc: CommandContext) -> str:
