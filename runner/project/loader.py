@@ -144,7 +144,8 @@ def load_project(root: Path | str, cache_dir: Path | None = None,
 
     dag = project_dag(models, seeds, names)
     return Project(root=root, config=config, models=models, seeds=seeds, sources=sources,
-                   tests=tuple(tests), dag=dag, names=names, exposures=tuple(exposures))
+                   tests=tuple(tests), dag=dag, names=names, exposures=tuple(exposures),
+                   allowlist=allow)
 
 
 def _files(root: Path, directory: Path, suffixes: tuple[str, ...]) -> Iterator[Path]:

@@ -8,11 +8,14 @@ import hashlib
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from runner.project.config import ProjectConfig
 from runner.project.dag import DAG
 from runner.project.parsing import TableRef
+
+if TYPE_CHECKING:
+    from runner.safety.allowlist import Allowlist
 
 MATERIALIZATIONS = ("table", "view")
 COLUMN_TESTS = ("not_null", "unique", "accepted_values", "relationships")
@@ -128,6 +131,9 @@ class Project:
     exposures: tuple[Exposure, ...] = ()
     # A dbt project: its models' SQL is what dbt compiled (the files are Jinja templates).
     compiled: bool = False
+    # The SQL allowlist its SQL passed (the server policy's additions included): SQL typed in a
+    # comment about it (`/diff --where`) is held to the same one.
+    allowlist: Allowlist | None = field(default=None, repr=False, compare=False)
 
     def node(self, name: str) -> Model | Seed:
         return self.models.get(name) or self.seeds[name]

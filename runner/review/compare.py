@@ -58,7 +58,8 @@ def compare(project: Project, state: StateStore, engine: Engine, first: str, sec
             unknown = [c for c in wanted or () if c not in known]
             if unknown:
                 raise SluiceError(f"{name} has no {what} {', '.join(unknown)} (it has: {', '.join(known)})")
-        condition = parse_predicate(where, known, project.config.dialect) if where else None
+        condition = (parse_predicate(where, known, project.config.dialect, project.allowlist)
+                     if where else None)
         if before is None or after is None or before.physical == after.physical:
             out.append(ModelComparison(name, before.physical if before else None,
                                        after.physical if after else None, None, pii))

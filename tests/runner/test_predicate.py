@@ -10,9 +10,15 @@ from pathlib import Path
 import pytest
 from sqlglot import exp
 
+from runner.engines.base import Engine
 from runner.engines.duckdb import DuckDBEngine
 from runner.naming import table
+from runner.pipeline import run_pipeline
+from runner.project.loader import load_project
+from runner.review.compare import compare
 from runner.review.predicate import PredicateError, parse_predicate
+from runner.state.store import StateStore
+from tests.support.repos import Shop
 
 COLUMNS = ("id", "status", "amount", "ordered_on", "Email")
 
@@ -76,3 +82,19 @@ def test_an_accepted_predicate_filters_rows_in_the_warehouse(tmp_path: Path) -> 
 
     assert rows == [(1,), (2,)]
     engine.close()
+
+
+def test_diff_where_is_held_to_the_allowlist_the_project_was_loaded_with(shop: Shop, state: StateStore,
+                                                                        warehouse: Engine) -> None:
+    """A function the server's policy adds (`sql_allowlist`) passes in `/diff --where` as it does in
+    models; without it, it is refused there too."""
+    assert run_pipeline(shop.load(), state, warehouse, "prod").ok
+    shop.edit("models/marts/orders.sql", "p.total_amount as amount", "p.total_amount * 2 as amount")
+    assert run_pipeline(shop.load(), state, warehouse, "mr_1", against="prod").ok
+    condition = "version() <> '' and amount > 0"
+
+    with pytest.raises(PredicateError, match="version"):
+        compare(shop.load(), state, warehouse, "prod", "mr_1", "marts.orders", where=condition)
+    widened = load_project(shop.root, sql_allowlist=("version",))
+    [found] = compare(widened, state, warehouse, "prod", "mr_1", "marts.orders", where=condition)
+    assert found.diff is not None and found.diff.changed > 0

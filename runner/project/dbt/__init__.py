@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable
+from dataclasses import replace
 from functools import partial
 from pathlib import Path
 
@@ -50,9 +51,10 @@ def load_dbt_project(root: Path, cache_dir: Path | None = None, options: DbtOpti
     manifest = compile_project(root, config.dialect, config.default_schema, options or DbtOptions(),
                                cache_dir)
     cache = ParseCache(cache_dir / "parse-cache.json" if cache_dir else None)
-    project = project_from_manifest(root, config, manifest, cache)
+    allow = load_allowlist(config.dialect, sql_allowlist)
+    project = replace(project_from_manifest(root, config, manifest, cache), allowlist=allow)
     try:
-        check_compiled(project, load_allowlist(config.dialect, sql_allowlist), cache)
+        check_compiled(project, allow, cache)
     finally:
         cache.save()
     return project
