@@ -14,6 +14,7 @@ from flask import Flask
 from gunicorn.app.base import BaseApplication
 
 from bot.config import ServerConfig
+from bot.reachable import when_reachable
 
 log = logging.getLogger("sluice.serve")
 
@@ -26,6 +27,17 @@ def build_app(config: ServerConfig) -> Flask:
 
     return create_app(config, state=StateStore(config.state_url, statement_timeout=WEB_STATEMENT_TIMEOUT),
                       dispatcher=broker_dispatcher(config))
+
+
+def _open_state(config: ServerConfig) -> None:
+    from bot.records.schema import RECORDS
+    from runner.state.store import StateStore
+
+    store = StateStore(config.state_url)
+    try:
+        store.ensure(RECORDS)
+    finally:
+        store.close()
 
 
 def share_metrics(work_dir: Path) -> None:
@@ -56,6 +68,9 @@ def serve_gunicorn(config: ServerConfig, bind: str, workers: int, threads: int) 
     config.check_secrets()
     from bot.metrics import mark_process_dead
 
+    # The state store is opened (and migrated) once here, before gunicorn forks its workers: one
+    # that does not answer yet is waited for, not crashed on in every worker.
+    when_reachable(lambda: _open_state(config), log, "not serving yet")
     options = {"bind": bind, "workers": workers, "threads": threads, "worker_class": "gthread",
                "timeout": 30, "graceful_timeout": 20, "errorlog": "-",
                "child_exit": lambda _server, worker: mark_process_dead(worker.pid)}

@@ -13,9 +13,9 @@ import dramatiq
 
 from bot.broker import DramatiqDispatcher, declare_actor, declare_gave_up, make_broker, queue_name
 from bot.config import ServerConfig
+from bot.reachable import when_reachable
 from bot.worker.context import JobContext, Services
 from bot.worker.routing import gave_up, process
-from runner.errors import StateError
 
 log = logging.getLogger("sluice.worker")
 
@@ -55,17 +55,8 @@ class WorkerProcess:
 
     @classmethod
     def started_when_possible(cls, config: ServerConfig, threads: int = 2) -> WorkerProcess:
-        """A worker whose state store or broker is not reachable yet waits for them (logging why,
-        backing off up to half a minute) instead of exiting: a restart of the database must not
-        take the workers down with it."""
-        delay = 1.0
-        while True:
-            try:
-                return cls(config, threads=threads)
-            except StateError as exc:
-                log.warning("not starting yet: %s; trying again in %.0f s", exc, delay)
-            time.sleep(delay)
-            delay = min(delay * 2, 30.0)
+        """A worker whose state store is not reachable yet waits for it (`bot.reachable`)."""
+        return when_reachable(lambda: cls(config, threads=threads), log, "not starting yet")
 
     def janitor_pass(self) -> tuple[int, int]:
         """One janitor pass over every configured repository's environments and snapshots."""

@@ -166,6 +166,31 @@ def test_a_state_store_that_hangs_is_answered_503_in_seconds_and_nothing_is_lost
     deployment.assert_clean()
 
 
+def test_the_web_app_started_while_the_state_store_is_down_serves_once_it_is_back(deployment: Deployment,
+                                                                                   forge: Forge):
+    """Started while the state store refused connections, every gunicorn worker crashed at boot
+    with a traceback and the master exited: the web app stayed down once the store was back."""
+    deployment.stop_web()
+    seen = len(deployment.log.read_text())
+    deployment.state_proxy.cut(refuse_for=6.0)
+    web = deployment.start_web(wait=False)
+    time.sleep(4.0)
+    assert web.poll() is None  # waiting for the store, not gone
+
+    took = deployment.wait(lambda: deployment.answers("/readyz"), timeout=RECOVERY, what="the web app")
+
+    log = deployment.log.read_text()[seen:]
+    assert "not serving yet: cannot open the state store" in log and "Traceback" not in log, log[-3000:]
+    assert took < 30.0  # the store came back after 6 s; the wait backs off 1, 2, 4, 8 s
+    deployment.start_worker()
+    sha = deployment.origin.branch("late", ORDERS)
+    forge.fake.add_merge_request(forge.repo, 61, head_sha=sha, source_branch="late", author="alice")
+    assert deployment.deliver(forge.comment(61, "/help"))[0] == 202
+    deployment.wait(lambda: deployment.pending() == 0, timeout=RECOVERY, what="the command")
+    assert len([c for c in forge.comments(61) if "Sluice commands" in c]) == 1
+    deployment.assert_clean()
+
+
 @pytest.mark.parametrize("forward", [False, True], ids=["before COMMIT", "after COMMIT"])
 def test_a_promotion_cut_at_commit_is_retried_and_the_thread_says_the_truth(deployment: Deployment,
                                                                              forge: Forge, forward: bool):

@@ -70,13 +70,21 @@ class Deployment:
         self.redis.kill()
         self.redis.wait(timeout=10)
 
-    def start_web(self) -> None:
+    def start_web(self, wait: bool = True) -> subprocess.Popen[bytes]:
         with self.log.open("a") as out:
             self.web = subprocess.Popen(
                 [sys.executable, "-m", "bot.cli", "serve", "--config", str(self.config_path),
                  "--bind", f"127.0.0.1:{self.web_port}", "--workers", "2"],
                 cwd=REPO, stdout=out, stderr=out, env=self.env())
-        self.wait(lambda: self._answers("/healthz"), timeout=30, what="the web app to start")
+        if wait:
+            self.wait(lambda: self.answers("/healthz"), timeout=30, what="the web app to start")
+        return self.web
+
+    def stop_web(self) -> None:
+        """As an operator's restart does: SIGTERM, and wait for it to end."""
+        assert self.web is not None
+        self.web.send_signal(signal.SIGTERM)
+        self.web.wait(timeout=30)
 
     def start_worker(self) -> subprocess.Popen[bytes]:
         with self.log.open("a") as out:
@@ -90,7 +98,7 @@ class Deployment:
         process.send_signal(signal.SIGKILL)
         process.wait(timeout=10)
 
-    def _answers(self, path: str) -> bool:
+    def answers(self, path: str) -> bool:
         try:
             return requests.get(f"http://127.0.0.1:{self.web_port}{path}", timeout=2).ok
         except requests.RequestException:
