@@ -30,6 +30,7 @@ def build_app(config: ServerConfig) -> Flask:
 
 
 def _open_state(config: ServerConfig) -> None:
+    """Open the state store and bring its tables to this version (StateError: it does not answer)."""
     from bot.records.schema import RECORDS
     from runner.state.store import StateStore
 

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from bot.forges.base import CommitState, ForgeError
 from bot.metrics import multiprocess_dir
-from bot.records.runs import LIVE, RunStatus
+from bot.records.runs import LIVE, Run, RunStatus
 from bot.worker.context import JobContext
 from bot.worker.keys import event_lease, run_of_label
 from bot.worker.text import STATUS_CONTEXT
@@ -49,7 +49,7 @@ def reap(ctx: JobContext, runs: bool = True) -> Reaped:
         ctx.runs.append_log(run.id, reason)
         ctx.runs.finish(run.id, RunStatus.ERROR, reason)
         reaped.runs.append(run.id)
-        if run.sha and run.kind == "pipeline" and run.forge in ctx.s.forges:
+        if run.sha and run.kind == "pipeline" and run.forge in ctx.s.forges and not _retried(ctx, run):
             try:
                 ctx.s.forges[run.forge].set_status(run.repository, run.sha, CommitState.ERROR,
                                                     "the worker stopped; Sluice runs it again",
@@ -62,6 +62,13 @@ def reap(ctx: JobContext, runs: bool = True) -> Reaped:
         log.info("reaper: closed runs %s, removed %d worktrees and %d metrics files of dead processes",
                  reaped.runs, len(reaped.worktrees), len(reaped.metrics_files))
     return reaped
+
+
+def _retried(ctx: JobContext, run: Run) -> bool:
+    """Whether a later run builds the same commit: its own status (pending, then its verdict)
+    is the commit's, and a dead run's error must not be written over it."""
+    return any(other.id > run.id and other.kind == run.kind and other.sha == run.sha
+               for other in ctx.runs.for_merge_request(run.forge, run.repository, run.number))
 
 
 def _in_use(ctx: JobContext, label: str) -> bool:

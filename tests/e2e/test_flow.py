@@ -13,7 +13,8 @@ from bot.events import Repository
 from bot.forges import FORGES
 from bot.records.audit import AuditLog
 from bot.records.runs import RunKind, RunStatus
-from bot.worker.keys import env_lock
+from bot.worker.keys import env_lock, event_lease
+from bot.worker.reaper import reap
 from tests.support.e2e import (
     CUSTOMERS,
     ORDERS,
@@ -357,3 +358,31 @@ def test_a_run_waiting_for_the_warehouse_says_for_whom_on_its_page_and_then_in_i
     assert done.is_set()
     run = jobs.runs.get(run_id)
     assert run is not None and run.waiting_for is None and "took the warehouse's writer lock" in run.log
+
+
+# -- a dead run's error never covers the verdict of the run that took its work over -----------------
+
+
+def test_a_dead_runs_commit_status_does_not_cover_the_run_that_took_over(forge: Forge, origin: Origin,
+                                                                          bot: Bot):
+    """The fault suite's flake: a worker was killed mid-build; another took the event (and its
+    lease) over and built the commit, green; only then, the lease free, the reaper closed the dead
+    run and set the commit's status to its error, over the green one."""
+    build_production(bot, forge, origin)
+    sha = origin.branch("amount", ORDERS)
+    jobs = bot.worker.jobs
+    dead = jobs.runs.create(forge.name, forge.repo, 1, RunKind.PIPELINE, sha=sha, event_id=10_000)
+    jobs.runs.start(dead)
+    with jobs.s.state.engine.begin() as conn:  # started long before the reaper's grace
+        conn.exec_driver_sql(f"UPDATE sluice_runs SET created_at = created_at - 3600 WHERE id = {dead}")
+    lease = event_lease(bot.config.installation, 10_000)
+    assert jobs.locks.acquire(lease, "the worker that took over", ttl=300) is not None
+
+    send(bot, forge, forge.open(1, sha, "amount"))  # the taking-over worker's build
+    assert forge.last_status(sha) == "success"
+    jobs.locks.release(lease)
+    reaped = reap(jobs)
+
+    assert dead in reaped.runs
+    assert jobs.runs.get(dead).status is RunStatus.ERROR  # type: ignore[union-attr]
+    assert forge.last_status(sha) == "success"
